@@ -1,0 +1,73 @@
+"""What one study's inference returns: everything the demo shows, as plain data.
+
+Arrays are numpy so the UI and JSON export need no torch. `to_json()` drops the maps' raw arrays
+unless asked, because 75 + N maps of 7x7 are for overlays, not for reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class DiseaseState:
+    """One of the 18 disease prompts: its chosen state and the 4-way probabilities."""
+
+    name: str
+    state: str  # blank | positive | negative | uncertain
+    probs: dict[str, float]  # state -> probability, sums to 1
+
+
+@dataclass
+class Neighbour:
+    """A retrieved training study in the LRE's hyperbolic space."""
+
+    study_id: str
+    distance: float  # Poincaré distance to the query
+    labels: dict[str, str] = field(default_factory=dict)  # observation -> state
+    report: str | None = None  # filled from the data root / report archive when available
+
+
+@dataclass
+class EntityPrompt:
+    """One of the 75 local reference prompts (LRPs): a MedKLIP-style (entity, position, exist) triplet."""
+
+    index: int
+    entity: str
+    group: str  # finding | device | normal descriptor
+    exist_prob: float
+    exists: bool
+    position: str
+    sentence: str  # the triplet sentence fed to the text encoder
+
+
+@dataclass
+class Prediction:
+    """The model's full output for one study.
+
+    Shapes: `lrp_maps` [75, h, w], `grp_maps` [N, h, w] (h = w = 7 at 224 px input),
+    `fcc_similarity` and `fcc_overlap` [75, N] (S and O of the FCC loss, rows = entities, cols = sentences).
+    """
+
+    report: str
+    diseases: list[DiseaseState]
+    neighbours: list[Neighbour]  # best first; neighbours[0] gave the GRPs
+    grp_sentences: list[str]  # sentences of neighbours[0]'s report (empty when its text is unavailable)
+    entities: list[EntityPrompt]
+    lrp_maps: np.ndarray
+    grp_maps: np.ndarray
+    fcc_similarity: np.ndarray
+    fcc_overlap: np.ndarray
+    ablation: dict[str, bool] = field(default_factory=dict)  # e.g. {"grp": False, "lrp": True}
+    timings_ms: dict[str, float] = field(default_factory=dict)  # per-stage latency
+
+    def to_json(self, with_maps: bool = False) -> dict:
+        out = asdict(self)
+        for key in ("lrp_maps", "grp_maps", "fcc_similarity", "fcc_overlap"):
+            if with_maps or key.startswith("fcc"):
+                out[key] = np.round(np.asarray(out[key], dtype=np.float32), 4).tolist()
+            else:
+                out[key] = list(np.shape(out[key]))
+        return out
