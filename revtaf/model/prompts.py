@@ -1,0 +1,129 @@
+"""Classification branch and disease prompts, inherited from PromptMRG (method.md §4).
+
+The pooled image feature queries a small DETR-style transformer over K retrieved report embeddings; the
+result, concatenated with the pooled feature, is classified into 4 states (blank / positive / negative /
+uncertain) for each of the 18 diseases. The argmax states become the decoder's 18 prompt tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from revtaf.labels.constants import POSITIVE, STATE_TOKENS
+
+NUM_DISEASES = 18
+NUM_STATES = 4
+NUM_CHEXPERT = 14  # base probabilities are estimated for these; the 4 auxiliary classes keep prior 1
+
+
+class DiseasePromptClassifier(nn.Module):
+    """forward(pooled [B,C], memory [B,K,dm]) -> logits [B,4,18] (state-major, as PromptMRG's view(-1,4,18)).
+
+    Memory transformer: post-norm, ReLU, no positional encodings, 2 encoder layers over the K memory
+    tokens, 2 decoder layers with one query and a final LayerNorm. DETR feeds the query as a positional
+    embedding added to a zero target in every layer; with a single query we feed it as the target itself,
+    so it still reaches every layer through the residual stream, and stock nn.Transformer layers suffice.
+    """
+
+    def __init__(
+        self,
+        visual_dim: int,
+        memory_dim: int,
+        d_model: int = 512,
+        nhead: int = 8,
+        num_encoder_layers: int = 2,
+        num_decoder_layers: int = 2,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.query_proj = nn.Linear(visual_dim, d_model)
+        # PromptMRG's memory is already d_model wide (512); other text encoders need a projection.
+        self.memory_proj = nn.Linear(memory_dim, d_model) if memory_dim != d_model else nn.Identity()
+        layer_args = dict(d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward, dropout=dropout,
+                          batch_first=True)
+        self.encoder = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(**layer_args), num_encoder_layers, enable_nested_tensor=False
+        )
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(**layer_args), num_decoder_layers, norm=nn.LayerNorm(d_model)
+        )
+        for module in (self.query_proj, self.memory_proj, self.encoder, self.decoder):
+            for p in module.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        self.cls_head = nn.Linear(visual_dim + d_model, NUM_STATES * NUM_DISEASES)
+        # Near-zero logits at start: the logit adjustment alone sets the initial class balance.
+        nn.init.normal_(self.cls_head.weight, std=1e-3)
+        nn.init.zeros_(self.cls_head.bias)
+
+    def forward(self, pooled: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        if pooled.ndim != 2 or memory.ndim != 3 or memory.shape[0] != pooled.shape[0]:
+            raise ValueError(f"expected pooled [B,C] and memory [B,K,dm], got {tuple(pooled.shape)}, "
+                             f"{tuple(memory.shape)}")
+        query = self.query_proj(pooled).unsqueeze(1)  # [B,1,d]
+        encoded = self.encoder(self.memory_proj(memory))  # [B,K,d]
+        hs = self.decoder(query, encoded).squeeze(1)  # [B,d]
+        return self.cls_head(torch.cat([pooled, hs], dim=-1)).view(-1, NUM_STATES, NUM_DISEASES)
+
+
+def cls_loss(logits: torch.Tensor, labels: torch.Tensor, base_probs: torch.Tensor) -> torch.Tensor:
+    """Logit-adjusted CE: log(base_probs) [18] added to the positive-state logits, mean over B·18.
+
+    logits [B,4,18], labels [B,18] in {0,1,2,3}.
+    """
+    adjust = torch.zeros_like(logits)
+    adjust[:, POSITIVE] = torch.log(base_probs.to(logits))
+    return F.cross_entropy(logits + adjust, labels.long())
+
+
+def predict_states(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference (no adjustment): logits [B,4,18] -> (probs [B,18,4], states [B,18])."""
+    probs = logits.softmax(dim=1).transpose(1, 2)
+    return probs, probs.argmax(dim=-1)
+
+
+def initial_base_probs(labels: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
+    """Positive rate of the 14 CheXpert classes normalised by their max, plus four 1s: labels [n,18] -> [18].
+
+    `floor` keeps log(base_prob) finite for a class without any positive training example.
+    """
+    rate = (labels[:, :NUM_CHEXPERT] == POSITIVE).float().mean(dim=0)
+    rate = (rate / rate.max().clamp_min(1e-12)).clamp_min(floor)
+    return torch.cat([rate, torch.ones(NUM_DISEASES - NUM_CHEXPERT)])
+
+
+def update_base_probs(
+    p_pos: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor, floor: float = 1e-4
+) -> torch.Tensor:
+    """PromptMRG's per-epoch update from validation outputs (method.md §4.2).
+
+    p_pos [n,14]: softmax P(positive) per CheXpert class; labels [n,14]; prev [18] -> new [18].
+    For each class, the mean P(positive) over its positive samples, divided by the max over classes, then
+    four 1s. NaN guard (ours): a class with no positive sample keeps its previous value instead of 0/0.
+    """
+    if p_pos.shape != labels.shape or p_pos.shape[-1] != NUM_CHEXPERT or prev.shape != (NUM_DISEASES,):
+        raise ValueError(f"expected p_pos/labels [n,14] and prev [18], got {tuple(p_pos.shape)}, "
+                         f"{tuple(labels.shape)}, {tuple(prev.shape)}")
+    positive = (labels == POSITIVE).float()
+    count = positive.sum(dim=0)
+    has_pos = count > 0
+    new = prev.clone().float()
+    if has_pos.any():
+        mean = (p_pos.float() * positive).sum(dim=0) / count.clamp_min(1)
+        new[:NUM_CHEXPERT][has_pos] = (mean / mean[has_pos].max().clamp_min(1e-12))[has_pos]
+    new[:NUM_CHEXPERT] = new[:NUM_CHEXPERT].clamp_min(floor)
+    new[NUM_CHEXPERT:] = 1.0
+    return new
+
+
+def prompt_text(states: Sequence[int] | torch.Tensor) -> str:
+    """18 states -> "[BLA] [POS] ...", the decoder prompt after [DEC] (method.md §4.3)."""
+    states = [int(s) for s in (states.tolist() if isinstance(states, torch.Tensor) else states)]
+    if len(states) != NUM_DISEASES or not all(0 <= s < NUM_STATES for s in states):
+        raise ValueError(f"expected {NUM_DISEASES} states in 0..3, got {states}")
+    return " ".join(STATE_TOKENS[s] for s in states)
