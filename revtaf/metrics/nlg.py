@@ -201,21 +201,21 @@ def _some(ids: list, n: int = 5) -> str:
     return shown + (f", ... {len(ids) - n} more" if len(ids) > n else "")
 
 
-def _meteor(refs: list[str], hyps: list[str], persistent: bool) -> float | None:
+def _meteor(refs: list[str], hyps: list[str], meteor: Meteor | None) -> float | None:
+    if meteor is not None:
+        return meteor.score(refs, hyps)[0]
     if not java_available():
         warnings.warn("METEOR not computed: `java` is not on PATH (METEOR 1.5 is a Java jar); reported as None")
         return None
-    if persistent:
-        return shared_meteor().score(refs, hyps)[0]
-    with Meteor() as meteor:
-        return meteor.score(refs, hyps)[0]
+    with Meteor() as own:
+        return own.score(refs, hyps)[0]
 
 
-def nlg_scores(refs: dict[str, str], hyps: dict[str, str]) -> dict:
+def nlg_scores(refs: dict[str, str], hyps: dict[str, str], meteor: Meteor | None = None) -> dict:
     """BLEU_1..BLEU_4, METEOR (None without Java), ROUGE_L and CIDEr of cleaned `hyps` against cleaned `refs`.
 
-    refs, hyps: id -> cleaned report text, the same ids on both sides. One Java process is started for
-    METEOR and terminated before returning.
+    refs, hyps: id -> cleaned report text, the same ids on both sides. meteor: a running `Meteor` to reuse
+    (e.g. across validation epochs); by default one Java process is started and terminated before returning.
     """
     check_pairs(refs, hyps)
     ids = list(refs)
@@ -224,9 +224,9 @@ def nlg_scores(refs: dict[str, str], hyps: dict[str, str]) -> dict:
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
-    meteor = _meteor([gts[i][0] for i in ids], [res[i][0] for i in ids], persistent=False)
+    meteor_score = _meteor([gts[i][0] for i in ids], [res[i][0] for i in ids], meteor)
     scores = {f"BLEU_{n + 1}": float(b) for n, b in enumerate(bleu)}
-    scores.update(METEOR=meteor, ROUGE_L=float(rouge), CIDEr=float(cider), protocol=NLG_PROTOCOL)
+    scores.update(METEOR=meteor_score, ROUGE_L=float(rouge), CIDEr=float(cider), protocol=NLG_PROTOCOL)
     return scores
 
 
@@ -254,5 +254,7 @@ def case_scores(ref: str, hyp: str, meteor: bool = False) -> dict:
     gts, res = {0: [_normalise(ref)]}, {0: [postprocess_hypothesis(hyp)]}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
-    meteor_score = _meteor(gts[0], res[0], persistent=True) if meteor else None
+    meteor_score = None
+    if meteor:
+        meteor_score = _meteor(gts[0], res[0], shared_meteor() if java_available() else None)
     return {"BLEU_4": float(bleu[3]), "ROUGE_L": float(rouge), "METEOR": meteor_score}
