@@ -1,18 +1,21 @@
-"""Synthetic DICOM files for tests, built with pydicom.
+"""Synthetic inputs for tests: DICOM files built with pydicom, and a tiny MIMIC-layout data root.
 
-Every file carries identifying tags filled with the strings of `MARKERS`, so a test can check that none of
+Every DICOM carries identifying tags filled with the strings of `MARKERS`, so a test can check that none of
 them leaks into an error message, a warning, a log record or the UI.
 """
 
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
+from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 # Identifying tags and their marker values (valid for each tag's VR, unique enough to grep for).
@@ -97,3 +100,30 @@ def with_fake_compression(ds: Dataset, syntax: str) -> bytes:
     ds.PixelData = encapsulate([bytes(ds.PixelData)])
     ds["PixelData"].VR = "OB"
     return to_bytes(ds)
+
+
+MIMIC_ENTRIES = (("train", 50000001), ("train", 50000001), ("val", 50000002), ("test", 50000003))
+
+
+def make_mimic_root(root: Path) -> Path:
+    """A PromptMRG MIMIC-layout root from `MIMIC_ENTRIES` (split, study): one image per entry, a fake PNG of
+    size (h, w) = (40 + 8 k, 50 + 8 k) so a test can tell which file was read; labels on all but the last."""
+    data = {"train": [], "val": [], "test": []}
+    for k, (split, study) in enumerate(MIMIC_ENTRIES):
+        dicom_id = f"{k:04d}abcd-ef01"
+        rel = f"p10/p10000032/s{study}/{dicom_id}.png"
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40 + 8 * k, 50 + 8 * k), 30 * k, dtype=np.uint8)).save(root / "images" / rel)
+        entry = {
+            "id": dicom_id,
+            "study_id": study,
+            "subject_id": 10000032,
+            "report": f"FINDINGS: synthetic report {k}.\n IMPRESSION: none.",
+            "image_path": [rel],
+            "split": split,
+        }
+        if k < len(MIMIC_ENTRIES) - 1:
+            entry["labels"] = [k % 4] * 18
+        data[split].append(entry)
+    (root / "annotation.json").write_text(json.dumps(data))
+    return root
