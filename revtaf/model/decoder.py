@@ -1,0 +1,210 @@
+"""The report decoder: a BERT LM head with cross-attention to the fused visual memory Fc (method.md §7).
+
+The paper's decoder is BLIP's BERT copy with cross-attention keys/values Linear(encoder_width=2048 → 768) on
+Fc. HF's `BertLMHeadModel` instead expects hidden-size encoder states, so a Linear(2d → hidden) projects Fc
+first; with the cross-attention K/V Linear(hidden → hidden) behind it this is the same map factorised
+through `hidden` dimensions.
+
+The sequence is [DEC] + 18 disease-state tokens (the prompt, §4.3) + report wordpieces + [SEP]. Self-attention
+is causal over all of it; prompt and padding positions are not targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import BertConfig, DynamicCache, EncoderDecoderCache, BertLMHeadModel, GenerationConfig, PreTrainedTokenizerFast
+
+from revtaf.labels.constants import STATE_TOKENS
+from revtaf.model.prompts import NUM_DISEASES
+
+PROMPT_LENGTH = 1 + NUM_DISEASES  # [DEC] + 18 state tokens
+IGNORE_INDEX = -100
+# Settings that turn a BERT encoder checkpoint into our decoder.
+_DECODER_OVERRIDES = ("is_decoder", "add_cross_attention", "pad_token_id", "bos_token_id", "eos_token_id",
+                      "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+@dataclass
+class DecoderConfig:
+    """BERT decoder architecture. Defaults are BERT-base (paper); `init_dir` is a `bert-base-uncased`-layout
+    directory to initialise from at training time (never needed to load a trained REVTAF)."""
+
+    num_layers: int = 12
+    hidden_size: int = 768
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512
+    dropout: float = 0.1
+    type_vocab_size: int = 2  # BERT's; unused ids default to 0, kept so BERT checkpoints load as-is
+    label_smoothing: float = 0.1
+    init_dir: str | None = None
+
+    def bert_config(self, vocab_size: int, tokenizer: PreTrainedTokenizerFast) -> BertConfig:
+        return BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_positions,
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+            type_vocab_size=self.type_vocab_size,
+            is_decoder=True,
+            add_cross_attention=True,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+        )
+
+
+def state_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
+    """Ids of [BLA] [POS] [NEG] [UNC], indexed by label state."""
+    ids = tokenizer.convert_tokens_to_ids(list(STATE_TOKENS))
+    if tokenizer.unk_token_id in ids or tokenizer.bos_token != "[DEC]":
+        raise ValueError("tokenizer lacks the REVTAF prompt tokens; build it with revtaf.model.tokenizer")
+    return ids
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerFast, states: torch.Tensor) -> torch.Tensor:
+    """states [B,18] in 0..3 -> [DEC] + state tokens, [B,19] (long)."""
+    if states.ndim != 2 or states.shape[1] != NUM_DISEASES:
+        raise ValueError(f"expected states [B,{NUM_DISEASES}], got {tuple(states.shape)}")
+    table = torch.tensor(state_token_ids(tokenizer), device=states.device)
+    dec = torch.full((states.shape[0], 1), tokenizer.bos_token_id, dtype=torch.long, device=states.device)
+    return torch.cat([dec, table[states.long()]], dim=1)
+
+
+def encode_reports(
+    tokenizer: PreTrainedTokenizerFast, states: torch.Tensor, reports: Sequence[str], max_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forcing inputs: [DEC] + 18 state tokens + report + [SEP], right-padded with [PAD].
+
+    states [B,18], reports B cleaned texts -> (input_ids [B,T], attention_mask [B,T]), T <= max_length.
+    Long reports are truncated so that [SEP] stays last (it is a target: the model must learn to stop).
+    """
+    if len(reports) != states.shape[0]:
+        raise ValueError(f"{len(reports)} reports for {states.shape[0]} label rows")
+    budget = max_length - PROMPT_LENGTH - 1
+    if budget < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for report tokens")
+    body = tokenizer(list(reports), add_special_tokens=False)["input_ids"]
+    prompts = prompt_ids(tokenizer, states).tolist()
+    rows = [p + b[:budget] + [tokenizer.sep_token_id] for p, b in zip(prompts, body)]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+    return input_ids, attention_mask
+
+
+def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Targets [B,T]: the input ids, with the 19 prompt positions and padding set to -100."""
+    labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+    labels[:, :PROMPT_LENGTH] = IGNORE_INDEX
+    return labels
+
+
+class ReportDecoder(nn.Module):
+    """BertLMHeadModel (is_decoder, cross-attention in every layer) + Linear memory projection.
+
+    memory = Fc [B,L,memory_dim]; token tensors [B,T]; logits [B,T,V] with V = len(tokenizer).
+    """
+
+    def __init__(self, cfg: DecoderConfig, tokenizer: PreTrainedTokenizerFast, memory_dim: int):
+        super().__init__()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self._state_ids = state_token_ids(tokenizer)
+        bert_config = cfg.bert_config(len(tokenizer), tokenizer)
+        if cfg.init_dir is None:
+            self.lm = BertLMHeadModel(bert_config)
+        else:
+            self.lm = self._from_bert_dir(Path(cfg.init_dir), bert_config)
+        self.memory_proj = nn.Linear(memory_dim, cfg.hidden_size)
+
+    @staticmethod
+    def _from_bert_dir(path: Path, target: BertConfig) -> BertLMHeadModel:
+        """BERT weights from a local directory; cross-attention blocks and new token rows are freshly initialised."""
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a BERT checkpoint directory (no config.json)")
+        overrides = {k: getattr(target, k) for k in _DECODER_OVERRIDES}
+        lm = BertLMHeadModel.from_pretrained(str(path), local_files_only=True, **overrides)
+        fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "max_position_embeddings", "type_vocab_size")
+        mismatch = {f: (getattr(lm.config, f), getattr(target, f)) for f in fields
+                    if getattr(lm.config, f) != getattr(target, f)}
+        if mismatch:
+            raise ValueError(f"{path} does not match the decoder config (checkpoint, config): {mismatch}")
+        lm.resize_token_embeddings(target.vocab_size)
+        return lm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=self.memory_proj(memory),
+            use_cache=False,
+        )
+        return out.logits
+
+    def loss(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Label-smoothed next-token CE: logits[:, :-1] vs labels[:, 1:], mean over non-ignored targets."""
+        logits = self(input_ids, attention_mask, memory)
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]),
+            labels[:, 1:].reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            label_smoothing=self.cfg.label_smoothing,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        memory: torch.Tensor,
+        num_beams: int = 3,
+        max_new_tokens: int = 110,
+        min_length: int = 60,
+    ) -> list[str]:
+        """Beam search from the prompt: prompt [B,19], memory [B,L,memory_dim] -> B report strings.
+
+        `min_length` counts the 19 prompt tokens (HF decoder-only semantics, as in the official code).
+        Memory is passed un-expanded: current transformers repeats model kwargs per beam itself.
+        The prompt is stripped by token count before decoding.
+        """
+        if prompt.ndim != 2 or prompt.shape[1] != PROMPT_LENGTH or memory.shape[0] != prompt.shape[0]:
+            raise ValueError(f"expected prompt [B,{PROMPT_LENGTH}] and memory [B,L,C], got "
+                             f"{tuple(prompt.shape)}, {tuple(memory.shape)}")
+        max_new_tokens = min(max_new_tokens, self.cfg.max_positions - PROMPT_LENGTH)
+        config = GenerationConfig(
+            num_beams=num_beams,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            min_length=min(min_length, PROMPT_LENGTH + max_new_tokens),
+            eos_token_id=self.tokenizer.sep_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+            repetition_penalty=1.0,
+            length_penalty=1.0,
+        )
+        sequences = self.lm.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            encoder_hidden_states=self.memory_proj(memory),
+            # generate() would build a self-attention-only DynamicCache for a decoder-only model, which
+            # BERT's cross-attention cannot use; give it the two-part cache BERT's own forward would create.
+            past_key_values=EncoderDecoderCache(DynamicCache(config=self.lm.config),
+                                                DynamicCache(config=self.lm.config)),
+            generation_config=config,
+        )
+        return self.tokenizer.batch_decode(sequences[:, PROMPT_LENGTH:], skip_special_tokens=True)

@@ -1,0 +1,129 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertForMaskedLM
+
+from revtaf.labels.constants import STATE_TOKENS
+from revtaf.model.decoder import (
+    PROMPT_LENGTH,
+    DecoderConfig,
+    ReportDecoder,
+    encode_reports,
+    lm_labels,
+    prompt_ids,
+)
+from revtaf.model.tokenizer import build_tokenizer
+
+REPORTS = ["the heart is normal in size .", "the lungs are clear . no pleural effusion or pneumothorax ."]
+TINY = dict(num_layers=2, hidden_size=32, num_heads=4, intermediate_size=64, max_positions=64)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    corpus = REPORTS * 10 + ["heart size normal . lungs clear . no focal consolidation ."] * 10
+    return build_tokenizer(corpus, vocab_size=120)
+
+
+@pytest.fixture
+def decoder(tokenizer):
+    torch.manual_seed(0)
+    return ReportDecoder(DecoderConfig(**TINY), tokenizer, memory_dim=24).eval()
+
+
+def test_encode_reports_layout(tokenizer):
+    states = torch.tensor([[0, 1, 2, 3] * 4 + [1, 2], [2] * 18])
+    ids, mask = encode_reports(tokenizer, states, REPORTS, max_length=64)
+    state_ids = tokenizer.convert_tokens_to_ids(list(STATE_TOKENS))
+    assert ids[:, 0].eq(tokenizer.bos_token_id).all()
+    assert ids[0, 1:PROMPT_LENGTH].tolist() == [state_ids[s] for s in states[0].tolist()]
+    assert torch.equal(ids[:, :PROMPT_LENGTH], prompt_ids(tokenizer, states))
+    lengths = mask.sum(1)
+    for i, text in enumerate(REPORTS):
+        body = ids[i, PROMPT_LENGTH : lengths[i] - 1].tolist()
+        assert tokenizer.decode(body) == text
+        assert ids[i, lengths[i] - 1] == tokenizer.sep_token_id
+        assert ids[i, lengths[i]:].eq(tokenizer.pad_token_id).all()
+    # Truncation keeps [SEP] as the last target.
+    short, short_mask = encode_reports(tokenizer, states, REPORTS, max_length=PROMPT_LENGTH + 3)
+    assert short.shape[1] == PROMPT_LENGTH + 3 and short[:, -1].eq(tokenizer.sep_token_id).all()
+    with pytest.raises(ValueError):
+        encode_reports(tokenizer, states, REPORTS[:1], max_length=64)
+
+
+def test_lm_labels_ignore_prompt_and_padding(tokenizer):
+    ids, mask = encode_reports(tokenizer, torch.zeros(2, 18, dtype=torch.long), REPORTS, max_length=64)
+    labels = lm_labels(ids, mask)
+    assert labels[:, :PROMPT_LENGTH].eq(-100).all()
+    assert labels[mask == 0].eq(-100).all()
+    keep = (mask == 1)
+    keep[:, :PROMPT_LENGTH] = False
+    assert torch.equal(labels[keep], ids[keep])
+
+
+def test_loss_is_shifted_smoothed_ce_and_reaches_cross_attention(decoder, tokenizer):
+    decoder.train()
+    ids, mask = encode_reports(tokenizer, torch.randint(0, 4, (2, 18)), REPORTS, max_length=64)
+    labels = lm_labels(ids, mask)
+    memory = torch.randn(2, 49, 24, requires_grad=True)
+    torch.manual_seed(1)
+    loss = decoder.loss(ids, mask, memory, labels)
+    torch.manual_seed(1)
+    logits = decoder(ids, mask, memory)
+    expected = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100,
+                               label_smoothing=0.1)
+    assert torch.isfinite(loss) and torch.allclose(loss, expected)
+    loss.backward()
+    assert memory.grad.abs().sum() > 0
+    cross = decoder.lm.bert.encoder.layer[0].crossattention.self.key.weight
+    assert cross.grad is not None and cross.grad.abs().sum() > 0
+    assert decoder.memory_proj.weight.grad.abs().sum() > 0
+
+
+def test_beam_search_batch_matches_single(decoder, tokenizer):
+    states = torch.randint(0, 4, (2, 18), generator=torch.Generator().manual_seed(3))
+    prompt = prompt_ids(tokenizer, states)
+    memory = torch.randn(2, 49, 24, generator=torch.Generator().manual_seed(4))
+    batch = decoder.generate(prompt, memory, num_beams=3, max_new_tokens=8, min_length=PROMPT_LENGTH)
+    assert len(batch) == 2
+    singles = [decoder.generate(prompt[i : i + 1], memory[i : i + 1], num_beams=3, max_new_tokens=8,
+                                min_length=PROMPT_LENGTH)[0] for i in range(2)]
+    assert batch == singles
+    assert decoder.generate(prompt, memory, num_beams=3, max_new_tokens=8) == batch  # deterministic
+    with pytest.raises(ValueError):
+        decoder.generate(prompt[:, :10], memory)
+
+
+def test_prompt_stripped_by_token_count_and_min_length(decoder, tokenizer):
+    prompt = prompt_ids(tokenizer, torch.ones(2, 18, dtype=torch.long))
+    memory = torch.zeros(2, 49, 24)
+    heart = tokenizer.convert_tokens_to_ids("heart")
+    bias = decoder.lm.cls.predictions.bias
+    with torch.no_grad():
+        bias[heart] += 100.0
+    out = decoder.generate(prompt, memory, num_beams=3, max_new_tokens=5, min_length=PROMPT_LENGTH)
+    assert out == ["heart heart heart heart heart"] * 2
+    with torch.no_grad():
+        bias[tokenizer.sep_token_id] += 200.0  # now [SEP] always wins once it is allowed
+    assert decoder.generate(prompt, memory, num_beams=3, max_new_tokens=5, min_length=PROMPT_LENGTH) == [""] * 2
+    assert decoder.generate(prompt, memory, num_beams=3, max_new_tokens=5, min_length=PROMPT_LENGTH + 2) == (
+        ["heart heart"] * 2
+    )
+
+
+def test_init_from_bert_directory(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    source = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=64, max_position_embeddings=64))
+    source.save_pretrained(tmp_path)
+    decoder = ReportDecoder(DecoderConfig(**TINY, init_dir=str(tmp_path)), tokenizer, memory_dim=24)
+    assert decoder.lm.config.is_decoder and decoder.lm.config.add_cross_attention
+    assert decoder.lm.cls.predictions.decoder.weight.shape[0] == len(tokenizer)
+    assert torch.equal(decoder.lm.bert.encoder.layer[1].attention.self.query.weight,
+                       source.bert.encoder.layer[1].attention.self.query.weight)
+    n = min(100, len(tokenizer))
+    assert torch.equal(decoder.lm.bert.embeddings.word_embeddings.weight[:n],
+                       source.bert.embeddings.word_embeddings.weight[:n])
+    with pytest.raises(ValueError, match="hidden_size"):
+        ReportDecoder(DecoderConfig(**{**TINY, "hidden_size": 64}, init_dir=str(tmp_path)), tokenizer, 24)
+    with pytest.raises(FileNotFoundError):
+        ReportDecoder(DecoderConfig(**TINY, init_dir=str(tmp_path / "nope")), tokenizer, 24)
