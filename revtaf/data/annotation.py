@@ -71,7 +71,8 @@ def load_annotation(root: str | os.PathLike, dataset: str = "iu") -> dict[str, l
     if isinstance(data, list):  # PromptMRG's IU file: every entry is evaluated
         data = {"test": data}
     if not isinstance(data, dict):
-        raise AnnotationError(f"{path}: expected an object with {SPLITS} or a list of entries, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise AnnotationError(f"{path}: expected an object with {SPLITS} or a list of entries, got {kind}")
     unknown = sorted(set(data) - set(SPLITS))
     if unknown:
         raise AnnotationError(f"{path}: unexpected split name(s) {unknown}; expected {SPLITS}")

@@ -84,7 +84,9 @@ class XrayImage:
         """(width, height), PIL's order."""
         return int(self.raw.shape[1]), int(self.raw.shape[0])
 
-    def render(self, center: float | None = None, width: float | None = None, invert: bool | None = None) -> np.ndarray:
+    def render(
+        self, center: float | None = None, width: float | None = None, invert: bool | None = None
+    ) -> np.ndarray:
         """Display values [H, W] float32 in [0, 1]: a linear window (clipped), then inversion.
 
         With neither `center` nor `width` given, a DICOM VOI LUT sequence wins over the default window. The
@@ -105,11 +107,15 @@ class XrayImage:
             out = 1.0 - out
         return out.astype(np.float32, copy=False)
 
-    def to_uint8(self, center: float | None = None, width: float | None = None, invert: bool | None = None) -> np.ndarray:
+    def to_uint8(
+        self, center: float | None = None, width: float | None = None, invert: bool | None = None
+    ) -> np.ndarray:
         """[H, W] uint8 display image."""
         return np.rint(self.render(center, width, invert) * 255.0).astype(np.uint8)
 
-    def to_pil(self, center: float | None = None, width: float | None = None, invert: bool | None = None) -> Image.Image:
+    def to_pil(
+        self, center: float | None = None, width: float | None = None, invert: bool | None = None
+    ) -> Image.Image:
         """PIL 'RGB' image (grey replicated in 3 channels), what the model transforms take."""
         return Image.fromarray(self.to_uint8(center, width, invert), mode="L").convert("RGB")
 
@@ -180,7 +186,9 @@ def _read_pil(data: bytes, max_pixels: int) -> XrayImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageTooLargeError("The image is too large to process safely (decompression bomb check).") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise CorruptImageError(f"The file starts like a {kind} image but its header is damaged or incomplete.") from exc
+        raise CorruptImageError(
+            f"The file starts like a {kind} image but its header is damaged or incomplete."
+        ) from exc
     width, height = im.size
     if width * height > max_pixels:
         raise _too_large(width, height)
