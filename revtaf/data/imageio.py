@@ -203,8 +203,9 @@ def _read_pil(data: bytes, max_pixels: int) -> XrayImage:
         raw, bits = np.asarray(im).astype(np.float32), 16
     else:
         # RGB-stored greyscale (IU X-Ray), palette, LA/RGBA (alpha dropped), CMYK, 1-bit: all to 8-bit luma.
-        grey = im if im.mode == "L" else (im.convert("RGB") if im.mode in ("P", "1", "CMYK") else im).convert("L")
-        raw, bits = np.asarray(grey).astype(np.float32), 8
+        if im.mode in ("P", "PA", "1", "CMYK"):
+            im = im.convert("RGB")
+        raw, bits = np.asarray(im.convert("L")).astype(np.float32), 8
     window = (127.5, 255.0) if bits == 8 else _percentile_window(raw)
     return XrayImage(raw=raw, window=window, source_format=kind.lower(), bits=bits)
 
