@@ -1,0 +1,46 @@
+"""`python -m app`: start the demo on http://127.0.0.1:7860.
+
+Model: --checkpoint DIR (or REVTAF_CHECKPOINT), else --hf-repo ID --hf-revision SHA (downloaded once, pinned),
+else the bundled default in assets/. Dataset browser: --data-root DIR (or REVTAF_DATA), optional.
+Spaces sets GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; they are the defaults of --host / --port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from revtaf.paths import DATA_ENV, resolve_data_root
+
+CHECKPOINT_ENV = "REVTAF_CHECKPOINT"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app", description="REVTAF Gradio demo")
+    p.add_argument("--checkpoint", default=os.environ.get(CHECKPOINT_ENV),
+                   help=f"local model directory (REVTAF.from_pretrained); env {CHECKPOINT_ENV}")
+    p.add_argument("--hf-repo", default=os.environ.get("REVTAF_HF_REPO"), help="Hugging Face model repo id")
+    p.add_argument("--hf-revision", default=os.environ.get("REVTAF_HF_REVISION"),
+                   help="commit sha (or tag) of --hf-repo to pin")
+    p.add_argument("--data-root", default=None, help=f"IU X-Ray folder with annotation.json and images/; env {DATA_ENV}")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app import service, ui
+
+    path = service.resolve_checkpoint(args.checkpoint, args.hf_repo, args.hf_revision)
+    logging.getLogger("revtaf.app").info("loading model from %s", path)
+    svc = service.Service(service.load_model(path), resolve_data_root(args.data_root))
+    demo, launch_kwargs = ui.build(svc)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs)
+
+
+if __name__ == "__main__":
+    main()

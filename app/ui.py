@@ -1,0 +1,353 @@
+"""The demo page (Gradio Blocks): layout and events. Every event calls `app.service`; this file only maps
+results to components. Every event has an `api_name`, so `gradio_client` scripts use the same functions.
+
+Per-session data lives in `gr.State` (the analysed case with its cached predictions, the error review), never
+in module globals, so users never see each other's cases.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import shutil
+import tempfile
+import traceback
+
+import gradio as gr
+import numpy as np
+
+from app import service as S
+from revtaf.data import ImageReadError
+from revtaf.labels.chexpert import LABEL_NAMES_18
+
+log = logging.getLogger("revtaf.app")
+
+TITLE = "REVTAF · chest X-ray report generation with its evidence"
+CSS = """
+.notice {background:#fff4e5;border:1px solid #f0b35b;border-radius:8px;padding:8px 14px;color:#7a4100;font-weight:600}
+.dicom-warning {background:#fdecec;border:1px solid #e79a9a;border-radius:8px;padding:6px 12px;color:#8a1f1f}
+.attribution {font-size:0.85em;opacity:0.8}
+.report textarea {font-size:1.02em;line-height:1.5}
+.panel-title h3 {margin:0 0 4px 0}
+footer {display:none !important}
+"""
+THEME = gr.themes.Soft(
+    primary_hue="blue",
+    neutral_hue="slate",
+    # system fonts: the page must not fetch web fonts (offline laptops, no third-party requests)
+    font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+    font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"],
+)
+NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and press Compare.</em>"
+EVENT_TTL_S = 3600  # an analysed case is dropped from memory an hour after it was made
+
+
+def guarded(fn):
+    """Turn typed, user-readable errors into a message in the page; hide everything else behind a generic
+    message (traceback logged without its message, which could quote user data)."""
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ImageReadError, S.AppInputError) as exc:
+            raise gr.Error(str(exc), title="Cannot process this input", print_exception=False) from None
+        except MemoryError:
+            raise gr.Error("Not enough memory for this image; try a smaller one.", print_exception=False) from None
+        except Exception as exc:
+            log.error("unexpected %s in %s:\n%s", type(exc).__name__, fn.__name__, "".join(traceback.format_tb(exc.__traceback__)))
+            raise gr.Error("Something went wrong on the server while processing this request (it was logged). "
+                           "Please try again or use another image.", print_exception=False) from None
+
+    return inner
+
+
+def build(service: S.Service) -> tuple[gr.Blocks, dict]:
+    """(demo, launch kwargs). The demo is queued: 2 model runs at a time, at most 16 waiting."""
+    upload_root = gr.utils.get_upload_folder()
+    export_dir = tempfile.mkdtemp(prefix="revtaf-app-")
+    atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
+
+    with gr.Blocks(title="REVTAF demo", delete_cache=(1800, 3600)) as demo:
+        case_state = gr.State(None, time_to_live=EVENT_TTL_S)
+        review_state = gr.State({})
+
+        gr.Markdown(f"## {TITLE}")
+        gr.HTML(f'<div class="notice">⚠ {S.NOTICE}</div>')
+
+        # ------------------------------------------------------------------ input | report
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=320):
+                gr.Markdown("### 1 · Input", elem_classes="panel-title")
+                with gr.Tabs():
+                    with gr.Tab("Upload"):
+                        upload = gr.File(label="Chest X-ray: PNG, JPEG, 16-bit PNG or DICOM (.dcm)", height=110)
+                    with gr.Tab("Dataset", visible=service.has_data):
+                        split = gr.Dropdown(list(service.studies) or ["test"], value="test", label="Split")
+                        finding = gr.Dropdown(["any", *LABEL_NAMES_18], value="any", label="Ground-truth finding (rule labeler)")
+                        case_id = gr.Dropdown(service.case_ids("test") if service.has_data else [], label="Study", filterable=True)
+                        with gr.Row():
+                            load_case = gr.Button("Load case", variant="primary")
+                            next_case = gr.Button("Next case →")
+                        gr.Markdown(f"Images and reports: {S.IU_ATTRIBUTION} (CC BY-NC-ND 4.0), shown unmodified.",
+                                    elem_classes="attribution")
+                image_view = gr.Image(label="Image (as displayed)", type="numpy", image_mode="L", interactive=False,
+                                      height=360, buttons=["fullscreen"])
+                image_info = gr.Markdown("")
+                dicom_warning = gr.HTML(f'<div class="dicom-warning">{S.BURNED_IN_WARNING}</div>', visible=False)
+                with gr.Accordion("Display window (the model always sees the file's own window)", open=False):
+                    preset = gr.Radio(["file", *S.WINDOW_PRESETS], value="file", label="Preset (percentile windows: "
+                                      "radiograph values are not Hounsfield units)")
+                    center = gr.Slider(0, 255, value=127.5, step=0.5, label="Window center (level)")
+                    width = gr.Slider(1, 510, value=255, step=0.5, label="Window width")
+                    invert = gr.Checkbox(False, label="Invert")
+                with gr.Row():
+                    grp_off = gr.Checkbox(False, label="Retrieval (GRP) off")
+                    lrp_off = gr.Checkbox(False, label="Entity prompts (LRP) off")
+
+            with gr.Column(scale=6, min_width=420):
+                gr.Markdown("### 2 · Generated report", elem_classes="panel-title")
+                report = gr.Textbox(label="Generated findings", lines=6, interactive=False, elem_classes="report",
+                                    buttons=["copy"])
+                status = gr.Markdown("Upload an image or load a dataset case.")
+                disease_md = gr.Markdown("")
+                diseases = gr.Dataframe(headers=S.DISEASE_HEADERS, label="18 disease prompts: chosen state and the 4 state probabilities",
+                                        interactive=False, max_height=330, wrap=True)
+
+        # ------------------------------------------------------------------ heatmap | retrieved
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, min_width=380):
+                gr.Markdown("### 3 · Attention maps and FCC consistency", elem_classes="panel-title")
+                heat_key = gr.Dropdown([], label="Map of (entity prompt = LRP, retrieved sentence = GRP)", filterable=True)
+                with gr.Row():
+                    opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Opacity")
+                    cmap = gr.Dropdown(list(S.COLORMAPS), value=S.COLORMAPS[0], label="Colormap")
+                with gr.Row():
+                    heat_main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300)
+                    heat_partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=300)
+                heat_caption = gr.Markdown("")
+            with gr.Column(scale=5, min_width=380):
+                gr.Markdown("### 4 · Retrieved reference report (LRE)", elem_classes="panel-title")
+                retrieved = gr.Textbox(label="Nearest training study in the Poincaré ball (its sentences are the GRPs)",
+                                       lines=5, interactive=False)
+                retrieved_md = gr.Markdown("")
+                neighbours = gr.Dataframe(headers=S.NEIGHBOUR_HEADERS, label="Runner-up neighbours", interactive=False,
+                                          max_height=260, wrap=True, column_widths=["8%", "22%", "14%", "22%", "34%"])
+                gr.Markdown(f"Retrieved reports: {S.IU_ATTRIBUTION}.", elem_classes="attribution")
+
+        # ------------------------------------------------------------------ entities
+        with gr.Accordion("5 · Entity-level prompts: 75 LRP triplets (click a row to see its map)", open=True):
+            entity_group = gr.Radio(["all", *S.GROUPS], value="all", label="Group", container=False)
+            entities = gr.Dataframe(headers=S.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True,
+                                    column_widths=["5%", "12%", "12%", "9%", "7%", "15%", "40%"])
+
+        # ------------------------------------------------------------------ ground truth
+        gr.Markdown("### 6 · Ground truth and comparison", elem_classes="panel-title")
+        with gr.Row():
+            gt_text = gr.Textbox(label="Ground truth (dataset findings, or paste a report)", lines=5)
+            gen_copy = gr.Textbox(label="Generated", lines=5, interactive=False)
+        compare_btn = gr.Button("Compare with ground truth")
+        diff_html = gr.HTML("")
+        with gr.Row(equal_height=False):
+            findings = gr.Dataframe(headers=S.FINDING_HEADERS, label="Finding-level diff (rule labeler states)",
+                                    interactive=False, wrap=True)
+            metrics = gr.Dataframe(headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
+                                   column_widths=["14%", "14%", "14%", "58%"])
+
+        # ------------------------------------------------------------------ review
+        with gr.Accordion("7 · Error review (kept in this browser session only; download to keep it)", open=True):
+            review_case = gr.Markdown("No case yet.")
+            with gr.Row(equal_height=False):
+                categories = gr.CheckboxGroup(list(S.REVIEW_CATEGORIES), label="Error type")
+                note = gr.Textbox(label="Note", lines=2, scale=2)
+            save_btn = gr.Button("Save review for this case", variant="primary")
+            review_status = gr.Markdown("")
+            reviews = gr.Dataframe(headers=S.REVIEW_HEADERS, label="Reviews of this session", interactive=False, wrap=True)
+            review_files = gr.File(label="Download (CSV, JSON)", file_count="multiple", interactive=False, height=90)
+
+        with gr.Accordion("Raw prediction (JSON, as /generate returns it)", open=False):
+            raw_json = gr.JSON()
+
+        gr.Markdown(f"Model: REVTAF (ICCV 2025) re-implementation. Data: {S.IU_ATTRIBUTION}. "
+                    "Uploads are processed in memory and not stored. API: see “Use via API” / `gradio_client`, "
+                    "endpoint `/generate`.", elem_classes="attribution")
+
+        # hidden components of the /generate API (file in, prediction JSON + overlays out)
+        with gr.Column(visible=False):
+            api_file = gr.File()
+            api_grp_off, api_lrp_off = gr.Checkbox(False), gr.Checkbox(False)
+            api_json, api_image = gr.JSON(), gr.Image(type="numpy")
+            api_gallery = gr.Gallery()
+            api_button = gr.Button()
+
+        # ------------------------------------------------------------------ event functions
+        case_outputs = [case_state, image_view, image_info, dicom_warning, center, width, invert, preset,
+                        report, status, disease_md, diseases, retrieved, retrieved_md, neighbours, entities,
+                        heat_key, heat_main, heat_partner, heat_caption, gt_text, gen_copy, diff_html, findings,
+                        metrics, raw_json, review_case, categories, note]
+
+        def show(case: S.Case, gt: str | None, opacity_v: float, cmap_v: str, group: str, new_image: bool) -> list:
+            """Values of `case_outputs` for `case` (a fresh one when `new_image`, else a re-run or new ablation)."""
+            pred = case.prediction
+            image = case.image
+            gt = case.ground_truth if new_image else gt
+            key = S.default_heatmap(pred)
+            hm = case.heatmap(key, opacity_v, cmap_v, service.image_size)
+            text, facts = S.retrieved_summary(pred)
+            comparison = service.compare(gt, pred) if gt and gt.strip() else None
+            lo, hi, max_w = S.window_range(image)
+            is_dicom = image.source_format == "dicom"
+            timings = ", ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
+            ablated = {"full": "full model", "grp": "retrieval (GRP) off", "lrp": "entity prompts (LRP) off",
+                       "grp+lrp": "GRP and LRP off"}[case.ablation]
+            return [
+                case,
+                case.gray(),
+                S.describe_image(image, case.original_size) + (f" · dataset study `{case.study_id}`" if case.study_id else ""),
+                gr.update(visible=is_dicom),
+                gr.update(minimum=lo, maximum=hi, value=float(image.window[0])) if new_image else gr.update(),
+                gr.update(minimum=1, maximum=max_w, value=float(image.window[1])) if new_image else gr.update(),
+                bool(image.invert) if new_image else gr.update(),
+                "file" if new_image else gr.update(),
+                pred.report,
+                f"*{ablated}* · {timings}" if timings else f"*{ablated}*",
+                S.disease_summary(pred),
+                S.disease_rows(pred),
+                text,
+                facts,
+                S.neighbour_rows(pred)[1:],
+                S.entity_rows(pred, group),
+                gr.update(choices=S.heatmap_choices(pred), value=key),
+                hm.image,
+                hm.partner,
+                hm.caption,
+                gt or "",
+                pred.report,
+                comparison.diff_html if comparison else NO_GT,
+                comparison.findings if comparison else [],
+                comparison.metrics if comparison else [],
+                pred.to_json(),
+                f"Reviewing **{case.study_id or case.key}** ({ablated}).",
+                [] if new_image else gr.update(),
+                "" if new_image else gr.update(),
+            ]
+
+        @guarded
+        def analyze_upload(path, grp, lrp, opacity_v, cmap_v, group):
+            data = S.consume_upload(path, upload_root)
+            case = service.open_upload(data, S.ablation_tag(grp, lrp))
+            return show(case, None, opacity_v, cmap_v, group, new_image=True)
+
+        @guarded
+        def analyze_study(study_id, grp, lrp, opacity_v, cmap_v, group):
+            case = service.open_study(study_id, S.ablation_tag(grp, lrp))
+            return show(case, None, opacity_v, cmap_v, group, new_image=True)
+
+        @guarded
+        def advance(split_v, finding_v, current, grp, lrp, opacity_v, cmap_v, group):
+            study_id = service.next_case(split_v, finding_v, current)
+            return [study_id] + analyze_study(study_id, grp, lrp, opacity_v, cmap_v, group)
+
+        @guarded
+        def list_cases(split_v, finding_v):
+            ids = service.case_ids(split_v, finding_v)
+            return gr.update(choices=ids, value=ids[0] if ids else None)
+
+        @guarded
+        def ablate(case, grp, lrp, gt, opacity_v, cmap_v, group):
+            if case is None:
+                raise S.AppInputError("Analyse an image first, then switch a branch off to see what it contributes.")
+            case = service.run(case, S.ablation_tag(grp, lrp))
+            return show(case, gt, opacity_v, cmap_v, group, new_image=False)
+
+        @guarded
+        def redraw(case, key, opacity_v, cmap_v):
+            if case is None:
+                return None, None, ""
+            hm = case.heatmap(key, opacity_v, cmap_v, service.image_size)
+            return hm.image, hm.partner, hm.caption
+
+        @guarded
+        def select_entity(case, opacity_v, cmap_v, evt: gr.SelectData):
+            if case is None:
+                return gr.update(), None, None, ""
+            key = f"lrp:{int(evt.row_value[0])}"
+            return [key, *redraw(case, key, opacity_v, cmap_v)]
+
+        @guarded
+        def set_window(case, c, w, inv, key, opacity_v, cmap_v):
+            if case is None:
+                return None, None, None, None, ""
+            c0, w0 = case.image.window
+            # the sliders' 0.5 step may round the file's window: within half a step it still is the file's (VOI LUT) window
+            default = abs(c - c0) <= 0.25 and abs(w - w0) <= 0.25 and bool(inv) == bool(case.image.invert)
+            case.display = S.Display() if default else S.Display(float(c), float(w), bool(inv))
+            return [case, case.gray(), *redraw(case, key, opacity_v, cmap_v)]
+
+        @guarded
+        def apply_preset(case, name, inv, key, opacity_v, cmap_v):
+            if case is None:
+                return gr.update(), gr.update(), None, None, None, None, ""
+            c, w = S.window_presets(case.image)[name]
+            return [c, w, *set_window(case, c, w, inv, key, opacity_v, cmap_v)]
+
+        @guarded
+        def filter_entities(case, group):
+            return S.entity_rows(case.prediction, group) if case is not None else []
+
+        @guarded
+        def compare(case, gt):
+            if case is None:
+                raise S.AppInputError("Analyse an image first.")
+            comparison = service.compare(gt, case.prediction)
+            return comparison.diff_html, comparison.findings, comparison.metrics
+
+        @guarded
+        def save(store, case, cats, text):
+            store = S.save_review(store, case, cats, text)
+            S.prune(export_dir)
+            paths = S.export_reviews(store, export_dir)
+            return store, S.review_rows(store), [str(p) for p in paths], f"Saved. {len(store)} review(s) in this session."
+
+        @guarded
+        def generate(path, grp, lrp):
+            data = S.consume_upload(path, upload_root)
+            case = service.open_upload(data, S.ablation_tag(grp, lrp))
+            out = case.prediction.to_json()
+            out["input"] = {"format": case.image.source_format, "size": list(case.original_size),
+                            "view_position": case.image.view_position, "bits": case.image.bits}
+            return out, case.gray(), service.overlay_gallery(case)
+
+        # ------------------------------------------------------------------ wiring
+        view_inputs = [opacity, cmap, entity_group]
+        upload.upload(analyze_upload, [upload, grp_off, lrp_off, *view_inputs], case_outputs, api_name="analyze_upload")
+        load_case.click(analyze_study, [case_id, grp_off, lrp_off, *view_inputs], case_outputs, api_name="analyze_study")
+        next_case.click(advance, [split, finding, case_id, grp_off, lrp_off, *view_inputs], [case_id, *case_outputs],
+                        api_name="next_case")
+        gr.on([split.input, finding.input], list_cases, [split, finding], case_id, api_name="list_cases")
+        gr.on([grp_off.input, lrp_off.input], ablate, [case_state, grp_off, lrp_off, gt_text, *view_inputs], case_outputs,
+              api_name="ablate")
+        heat_outputs = [heat_main, heat_partner, heat_caption]
+        gr.on([heat_key.input, opacity.release, cmap.input], redraw, [case_state, heat_key, opacity, cmap], heat_outputs,
+              api_name="heatmap", concurrency_limit=8)
+        entities.select(select_entity, [case_state, opacity, cmap], [heat_key, *heat_outputs], api_name="select_entity",
+                        concurrency_limit=8)
+        gr.on([center.release, width.release, invert.input], set_window,
+              [case_state, center, width, invert, heat_key, opacity, cmap], [case_state, image_view, *heat_outputs],
+              api_name="window", concurrency_limit=8)
+        preset.input(apply_preset, [case_state, preset, invert, heat_key, opacity, cmap],
+                     [center, width, case_state, image_view, *heat_outputs],
+                     api_name="window_preset", concurrency_limit=8)
+        entity_group.input(filter_entities, [case_state, entity_group], entities, api_name="entity_table",
+                           concurrency_limit=8)
+        compare_btn.click(compare, [case_state, gt_text], [diff_html, findings, metrics], api_name="compare")
+        save_btn.click(save, [review_state, case_state, categories, note], [review_state, reviews, review_files, review_status],
+                       api_name="save_review", concurrency_limit=8)
+        api_button.click(generate, [api_file, api_grp_off, api_lrp_off], [api_json, api_image, api_gallery],
+                         api_name="generate")
+
+    demo.queue(default_concurrency_limit=2, max_size=16)
+    return demo, {"theme": THEME, "css": CSS, "max_file_size": "100mb", "show_error": False}
