@@ -73,7 +73,8 @@ def _load_texts(path: str | Path, what: str) -> dict[str, str]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} file {path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f'{what} file {path} must hold a JSON object {{"id": "report text"}}, got {type(data).__name__}')
+        kind = type(data).__name__
+        raise ValueError(f'{what} file {path} must hold a JSON object {{"id": "report text"}}, got {kind}')
     bad = [k for k, v in data.items() if not isinstance(v, str)]
     if bad:
         raise ValueError(f"{what} file {path}: values must be report strings; not a string for id(s) {bad[:5]}")

@@ -68,7 +68,7 @@ def _normalise(text: str) -> str:
 
 def _meteor_safe(text: str) -> str:
     # The jar speaks a line protocol with ' ||| ' separators: a newline or '|' inside a text desynchronises
-    # it and the next read blocks forever (the known pycocoevalcap hang). Normalised text has no newline.
+    # it, so replies stop matching requests and a read may never return (the known pycocoevalcap hang).
     return _normalise(text.replace("|", " "))
 
 
@@ -97,8 +97,9 @@ class Meteor:
         threading.Thread(target=self._read_stdout, daemon=True).start()
 
     def _read_stdout(self) -> None:
-        for line in self._proc.stdout:
-            self._lines.put(line)
+        with self._proc.stdout:  # closed here, at EOF, never under the reader's feet
+            for line in self._proc.stdout:
+                self._lines.put(line)
         self._lines.put(None)
 
     def _send(self, line: str) -> None:
@@ -112,7 +113,7 @@ class Meteor:
         try:
             line = self._lines.get(timeout=self.timeout)
         except queue.Empty:
-            self._fail(f"no answer from the METEOR process within {self.timeout:.0f} s")
+            self._fail(f"no answer from the METEOR process within {self.timeout:g} s")
         if line is None:
             self._fail("the METEOR process exited")
         return line.decode().strip()
@@ -148,19 +149,17 @@ class Meteor:
     def close(self) -> None:
         """Terminate the Java process (idempotent)."""
         proc = self._proc
+        try:
+            proc.stdin.close()
+        except OSError:  # broken pipe when the jar is already gone
+            pass
         if proc.poll() is None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
             proc.terminate()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
     def __enter__(self) -> Meteor:
         return self
