@@ -108,6 +108,20 @@ def test_query_key_gradient_through_fc(mpsa_mode):
         assert all(g is None or torch.all(g == 0) for g in grads)
 
 
+@pytest.mark.parametrize("mpsa_mode,fcc_mode", [("ot", "soft"), ("official", "official")])
+def test_bfloat16_autocast(mpsa_mode, fcc_mode):
+    """Sinkhorn and FCC run in float32 inside autocast; an image without any valid GRP stays finite."""
+    model = make(mpsa_mode=mpsa_mode, fcc_mode=fcc_mode).train()
+    patches, lrp, grp, mask = inputs()
+    mask[0] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(patches, lrp, grp, mask)
+        fcc = model.loss(out, mask)
+    assert out.fc.dtype == torch.bfloat16 and fcc.loss.dtype == torch.float32
+    (fcc.loss + out.fc.float().mean()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_bad_inputs_and_config():
     model = make()
     patches, lrp, grp, mask = inputs()

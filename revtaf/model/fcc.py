@@ -79,18 +79,34 @@ def fcc_loss(
         if grp_mask.shape != (B, N):
             raise ValueError(f"grp_mask must be [B, N] = {(B, N)}, got {tuple(grp_mask.shape)}")
 
+    # Sums over up to 224² positions and min-max ratios: float32 even under autocast.
+    with torch.autocast(device_type=tl.device.type, enabled=False):
+        return _fcc(maps_local.float(), maps_global.float(), tl.float(), tg.float(), grp_mask, mode, grid, upsample)
+
+
+def _fcc(
+    maps_local: torch.Tensor,
+    maps_global: torch.Tensor,
+    tl: torch.Tensor,
+    tg: torch.Tensor,
+    grp_mask: torch.Tensor | None,
+    mode: str,
+    grid: int,
+    upsample: int | None,
+) -> FCCOutput:
+    B, M, N = maps_local.shape[0], maps_local.shape[1], maps_global.shape[1]
     S = torch.sigmoid(F.normalize(tl, dim=-1) @ F.normalize(tg, dim=-1).transpose(1, 2))  # [B, M, N]
 
     if mode == "official":
         with torch.no_grad():  # the ≥ 0.5 threshold is piecewise constant: no gradient to the maps
-            Ml, Mg = maps_local.float(), maps_global.float()
+            Ml, Mg = maps_local, maps_global
             if upsample is not None:
                 Ml, Mg = _upsample(Ml, grid, upsample), _upsample(Mg, grid, upsample)
             bl = (_global_minmax(Ml) >= 0.5).float()
             bg = (_global_minmax(Mg) >= 0.5).float()
             inter = bl @ bg.transpose(1, 2)  # [B, M, N]; counts ≤ 224² are exact in float32
             union = bl.sum(-1)[:, :, None] + bg.sum(-1)[:, None, :] - inter
-            O = (inter / (union + 1e-8)).to(S.dtype)
+            O = inter / (union + 1e-8)
         return FCCOutput((1 - S * O).mean(), S, O)
 
     Ml, Mg = maps_local, maps_global

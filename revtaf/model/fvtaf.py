@@ -91,7 +91,15 @@ class FVTAF(nn.Module):
         return FVTAFOutput(torch.cat([global_fused, local_fused], dim=-1), local_maps, global_maps, tl, tg)
 
     @staticmethod
-    def _branch(layer: MPSALayer, proj: nn.Linear, img: torch.Tensor, txt: torch.Tensor | None, mask: torch.Tensor | None, name: str):
+    def _branch(
+        layer: MPSALayer,
+        proj: nn.Linear,
+        img: torch.Tensor,
+        txt: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        name: str,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """-> (fused [B, L, d], maps [B, T, L] | None, projected text [B, T, d] | None)."""
         if txt is None:  # ablated branch: Fc keeps its shape with the projected visual features
             return img, None, None
         if txt.dim() != 3 or txt.shape[0] != img.shape[0] or txt.shape[2] != proj.in_features:

@@ -114,9 +114,10 @@ def _dist_from_scalars(
     """Poincaré distance from ‖x‖², ‖y‖² and ⟨x, y⟩ (all broadcastable to the output shape).
 
     d = (2/√c)·artanh(√c·‖(−x) ⊕_c y‖) and, expanding Möbius addition,
-    ‖(−x) ⊕_c y‖² = ‖x − y‖² / (1 − 2c⟨x,y⟩ + c²‖x‖²‖y‖²). Pass `diff2` = ‖x − y‖² when it was summed
-    directly (exact for close points); otherwise it is ‖x‖² + ‖y‖² − 2⟨x,y⟩. Both clamps keep forward
-    and backward finite for coincident points (sqrt at 0) and near-antipodal boundary points (artanh at 1).
+    ‖(−x) ⊕_c y‖² = ‖x − y‖² / (1 − 2c⟨x,y⟩ + c²‖x‖²‖y‖²).
+    Pass `diff2` = ‖x − y‖² when it was summed directly (exact for close points); otherwise it is
+    ‖x‖² + ‖y‖² − 2⟨x,y⟩. Both clamps keep forward and backward finite for coincident points (sqrt at 0)
+    and near-antipodal boundary points (artanh at 1).
     """
     sqrt_c = math.sqrt(c)
     diff2 = (xx + yy - 2 * xy if diff2 is None else diff2).clamp_min(1e-15)
@@ -175,7 +176,9 @@ def rank_loss(H: torch.Tensor, labels: torch.Tensor, c: float, multi_positive: b
     positive: −log Σ_{j ∈ argmin} softmax(−D̂[i])_j (the tie-aware ablation).
     """
     if H.dim() != 2 or labels.shape[:1] != H.shape[:1]:
-        raise ValueError(f"need H [B, D] and labels [B, {NUM_DISEASES}], got {tuple(H.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"need H [B, D] and labels [B, {NUM_DISEASES}], got {tuple(H.shape)} and {tuple(labels.shape)}"
+        )
     B = H.shape[0]
     if B < 2:
         raise ValueError("rank_loss needs a batch of at least 2 samples")
@@ -212,12 +215,16 @@ class ReferenceDatabase:
 
     def __init__(self, embeddings: torch.Tensor, ids: list[str], c: float = 0.01):
         if embeddings.dim() != 2 or not embeddings.dtype.is_floating_point:
-            raise ValueError(f"embeddings must be a float [Ndb, D] tensor, got {embeddings.dtype} {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"embeddings must be a float [Ndb, D] tensor, got {embeddings.dtype} {tuple(embeddings.shape)}"
+            )
         if len(ids) != embeddings.shape[0]:
             raise ValueError(f"{len(ids)} ids for {embeddings.shape[0]} embeddings")
         self.embeddings, self.ids, self.c = embeddings, list(ids), float(c)
-        # ‖y‖² once per database rather than once per search
-        self.sq_norms = torch.cat([e.float().pow(2).sum(-1) for e in embeddings.split(65536)]) if len(ids) else embeddings.new_zeros(0, dtype=torch.float32)
+        # ‖y‖² [Ndb] once per database rather than once per search; chunked, so an fp16 DB is never
+        # copied to float32 as a whole
+        parts = [e.float().pow(2).sum(-1) for e in embeddings.split(65536)]
+        self.sq_norms = torch.cat(parts + [embeddings.new_zeros(0, dtype=torch.float32)])
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -280,8 +287,9 @@ class ReferenceDatabase:
                     local = ex[(ex >= start) & (ex < start + y.shape[0])] - start
                     d[b, local] = float("inf")
             d, i = d.topk(min(shortlist, y.shape[0]), dim=1, largest=False)
-            best_d, order = torch.cat([best_d, d], 1).topk(min(shortlist, best_d.shape[1] + d.shape[1]), dim=1, largest=False)
-            best_i = torch.cat([best_i, i + start], 1).gather(1, order)
+            best_d, best_i = torch.cat([best_d, d], 1), torch.cat([best_i, i + start], 1)
+            best_d, order = best_d.topk(min(shortlist, best_d.shape[1]), dim=1, largest=False)
+            best_i = best_i.gather(1, order)
 
         cand = self.embeddings[best_i].float()  # [B, shortlist, D]
         exact = _dist_from_scalars(
@@ -292,7 +300,8 @@ class ReferenceDatabase:
 
     def save(self, path: str | Path) -> None:
         """Write embeddings, ids and c to one safetensors file."""
-        save_file({"embeddings": self.embeddings.contiguous()}, str(path), metadata={"ids": json.dumps(self.ids), "c": repr(self.c)})
+        metadata = {"ids": json.dumps(self.ids), "c": repr(self.c)}
+        save_file({"embeddings": self.embeddings.contiguous()}, str(path), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> ReferenceDatabase:

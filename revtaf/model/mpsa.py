@@ -49,15 +49,15 @@ def sinkhorn(
         raise ValueError(
             f"need cost [P, R, S], mu [P, R], nu [P, S]; got {tuple(cost.shape)}, {tuple(mu.shape)}, {tuple(nu.shape)}"
         )
-    if (mu < 0).any() or (nu < 0).any():
-        raise ValueError("marginals must be non-negative")
-    if not ((mu > 0).any(1) & (nu > 0).any(1)).all():
-        raise ValueError("every problem needs at least one row and one column with positive mass")
-    if not torch.allclose(mu.sum(1), nu.sum(1), rtol=1e-4, atol=1e-6):
-        raise ValueError("mu and nu must carry the same total mass in every problem")
-
     with torch.autocast(device_type=cost.device.type, enabled=False):
         cost, mu, nu = cost.float(), mu.float(), nu.float()
+        if (mu < 0).any() or (nu < 0).any():
+            raise ValueError("marginals must be non-negative")
+        if not ((mu > 0).any(1) & (nu > 0).any(1)).all():
+            raise ValueError("every problem needs at least one row and one column with positive mass")
+        if not torch.allclose(mu.sum(1), nu.sum(1), rtol=1e-4, atol=1e-6):
+            raise ValueError("mu and nu must carry the same total mass in every problem")
+
         row_live, col_live = mu > 0, nu > 0
         live = row_live[:, :, None] & col_live[:, None, :]
         log_mu = mu.clamp_min(1e-30).log()  # clamped entries are dead and never selected below
@@ -147,7 +147,7 @@ class MPSALayer(nn.Module):
             n_valid = mask.sum(1)  # [B]
             has_txt = n_valid > 0  # an image without any valid text attends to nothing (message = bias)
             nu = mask.float() / n_valid.clamp_min(1)[:, None]
-            mu = sim.new_full((B, L), 1.0 / L)
+            mu = torch.full((B, L), 1.0 / L, device=sim.device)
             plan = sim.new_zeros(B, L, T, dtype=torch.float32)
             if has_txt.any():
                 solved = sinkhorn((1 - sim)[has_txt], mu[has_txt], nu[has_txt], self.eps, self.max_iter)
