@@ -282,6 +282,27 @@ def test_score_cleans_labels_and_names_its_protocol(no_java):
         score(REFS, HYPS, dataset="chexpert", labeler=labeler)
 
 
+def test_score_with_the_rule_labeler_on_the_iu_test_split(iu_test, no_java):
+    from revtaf.labels.chexpert import RuleLabeler
+
+    refs = {e["id"]: e["report"] for e in iu_test}  # raw: score() cleans them
+    with pytest.warns(UserWarning, match="java"):
+        s = score(refs, {k: CONSTANT for k in refs})  # default labeler
+    for key in ("BLEU_1", "BLEU_4", "ROUGE_L", "CIDEr"):
+        assert round(s[key], 4) == SANITY[key], key
+    assert s["protocol"]["labeler"] == "revtaf.labels.chexpert.RuleLabeler"
+    # The constant normal report is labelled "No Finding" only, so example and micro precision are both the
+    # share of references labelled "No Finding", and no other class has a true positive.
+    labeler = RuleLabeler()
+    hyp = labeler([clean_report(CONSTANT, "iu")])[0, :14]
+    assert (hyp[:13] != 1).all() and hyp[13] == 1
+    ref_no_finding = labeler([clean_report(r, "iu") for r in refs.values()])[:, 13] == 1
+    assert s["CE"]["example"]["precision"] == pytest.approx(ref_no_finding.mean())
+    assert s["CE"]["micro"]["precision"] == pytest.approx(ref_no_finding.mean())
+    assert s["CE"]["per_class"]["No Finding"]["recall"] == 1.0
+    assert all(v["precision"] == 0.0 for k, v in s["CE"]["per_class"].items() if k != "No Finding")
+
+
 def test_score_files(tmp_path, no_java):
     refs, hyps, out = tmp_path / "refs.json", tmp_path / "hyps.json", tmp_path / "out" / "scores.json"
     refs.write_text(json.dumps(REFS))

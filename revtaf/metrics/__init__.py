@@ -33,7 +33,7 @@ def score(
     """All protocol scores of `hyps` against `refs` (id -> raw or clean report text, the same ids).
 
     labeler: callable list[str] -> int array [n, >=14] of CheXpert states in CHEXPERT_14 order; default
-    revtaf.labels.RuleLabeler(). meteor: a running `Meteor` to reuse (see nlg_scores).
+    revtaf.labels.chexpert.RuleLabeler(). meteor: a running `Meteor` to reuse (see nlg_scores).
     Returns BLEU_1..BLEU_4, METEOR (None without Java), ROUGE_L, CIDEr, CE {example, micro, macro,
     per_class} and protocol {nlg, ce, cleaning, labeler}.
     """
@@ -47,7 +47,7 @@ def score(
     nlg_protocol = result.pop("protocol")
 
     if labeler is None:
-        from revtaf.labels import RuleLabeler  # lazy: the labeler is heavier than the metrics
+        from revtaf.labels.chexpert import RuleLabeler  # lazy: the labeler is heavier than the metrics
 
         labeler = RuleLabeler()
     labels = labeler(clean_refs + clean_hyps)  # one call, so a neural labeler can batch everything
@@ -61,7 +61,7 @@ def score(
         "nlg": nlg_protocol,
         "ce": ce_protocol,
         "cleaning": CLEANING_PROTOCOL[dataset],
-        "labeler": str(getattr(labeler, "protocol", type(labeler).__name__)),
+        "labeler": str(getattr(labeler, "protocol", f"{type(labeler).__module__}.{type(labeler).__qualname__}")),
     }
     return result
 
