@@ -37,10 +37,11 @@ from revtaf.labels.constants import STATES
 from revtaf.metrics import case_scores, ce_scores, finding_diff
 from revtaf.metrics.nlg import java_available
 from revtaf.model.prediction import Prediction
+from train.reports import OPENI_ATTRIBUTION, ReportLookup
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "assets" / "revtaf-iu"
-IU_ATTRIBUTION = "Indiana University chest X-ray collection, Open-i, U.S. National Library of Medicine"
+IU_ATTRIBUTION = OPENI_ATTRIBUTION
 NOTICE = "Research demo — not for clinical use. Outputs are machine-generated and may be wrong."
 BURNED_IN_WARNING = (
     "DICOM: identifying header tags are never read, shown or stored, but text burned into the pixels "
@@ -311,7 +312,7 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
 # --------------------------------------------------------------------------------------------- tables
 
 
-DISEASE_HEADERS = ["disease prompt", "state", "blank", "positive", "negative", "uncertain"]
+DISEASE_HEADERS = ["disease prompt", "state", "P blank", "P pos", "P neg", "P unc"]
 ENTITY_HEADERS = ["#", "group", "entity", "exist prob", "present", "position", "triplet sentence"]
 NEIGHBOUR_HEADERS = ["rank", "study id", "Poincaré distance", "labels", "report"]
 
@@ -352,7 +353,7 @@ def _labels_text(labels: dict[str, str]) -> str:
 
 
 def neighbour_rows(pred: Prediction) -> list[list]:
-    return [[k + 1, n.study_id, round(float(n.distance), 4), _labels_text(n.labels), _short(n.report or "(text not available)", 160)]
+    return [[k + 1, n.study_id, round(float(n.distance), 4), _labels_text(n.labels), _short(n.report or "(text not available)", 90)]
             for k, n in enumerate(pred.neighbours)]
 
 
@@ -436,10 +437,10 @@ class Case:
     def gray(self) -> np.ndarray:
         return self.display.render(self.image)
 
-    def heatmap(self, key: str | None, opacity: float = 0.5, cmap: str = "inferno", image_size: int = 224) -> Heatmap:
+    def heatmap(self, key: str | None, opacity: float = 0.5, cmap: str = "inferno") -> Heatmap:
         """`heatmap` of the current prediction over the displayed image, on the model's crop."""
         gray = self.gray()
-        return heatmap(self.prediction, gray, key, opacity, cmap, model_box(*gray.shape, size=image_size))
+        return heatmap(self.prediction, gray, key, opacity, cmap, model_box(*gray.shape))
 
 
 def ablation_tag(grp_off: bool, lrp_off: bool) -> str:
@@ -455,6 +456,9 @@ class Service:
         self.data_root = Path(data_root) if data_root else None
         self.studies = load_annotation(self.data_root, "iu") if self.data_root else {}
         self._by_id = {s.id: s for split in self.studies.values() for s in split}
+        # Retrieved reports come from the data root, else from the Open-i archive shipped with torchxrayvision,
+        # so a Space without the dataset still shows what the model retrieved.
+        self.reports = ReportLookup(self.data_root)
         self._case_labels: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         # METEOR is a Java jar that takes seconds (tens on a busy CPU) to load: warm it up in the background
@@ -463,8 +467,7 @@ class Service:
         self.meteor_ready = threading.Event()
         if self.meteor:
             threading.Thread(target=self._warm_meteor, daemon=True).start()
-        # side of the model's square input crop, which the attention maps cover (model_box)
-        self.image_size = int(getattr(getattr(model, "config", None), "image_size", 224))
+        threading.Thread(target=self.reports.covers, args=(["CXR1_1_IM-0001"],), daemon=True).start()  # parse once
 
     def _warm_meteor(self) -> None:
         try:
@@ -482,8 +485,7 @@ class Service:
         return bool(self._by_id)
 
     def report_lookup(self, study_id: str) -> str | None:
-        study = self._by_id.get(study_id)
-        return study.report if study else None
+        return self.reports(study_id)
 
     def _split_labels(self, split: str) -> np.ndarray:
         """Rule-labeler states [n, 18] of a split's ground-truth reports, computed on first use."""
@@ -515,12 +517,12 @@ class Service:
 
     # ---- model
 
-    def predict(self, image: XrayImage, ablation: str = "full") -> Prediction:
+    def predict(self, image: XrayImage, ablation: str = "full", study_id: str | None = None) -> Prediction:
+        """The model's Prediction; a dataset study never retrieves itself (it may be in the training bank)."""
         ablate = frozenset() if ablation == "full" else frozenset(ablation.split("+"))
         if not ablate <= set(ABLATIONS):
             raise AppInputError(f"unknown ablation {ablation!r}")
-        lookup = self.report_lookup if self.has_data else None
-        return self.model.predict(image, ablate=ablate, report_lookup=lookup)
+        return self.model.predict(image, ablate=ablate, report_lookup=self.reports, exclude_id=study_id)
 
     def open_upload(self, data: bytes, ablation: str = "full") -> Case:
         """Read uploaded bytes and analyse them. Raises an ImageReadError subclass on a bad file."""
@@ -542,14 +544,14 @@ class Service:
     def run(self, case: Case, ablation: str) -> Case:
         """Make `ablation` the case's current prediction, running the model only if it is not cached."""
         if ablation not in case.predictions:
-            case.predictions[ablation] = self.predict(case.image, ablation)
+            case.predictions[ablation] = self.predict(case.image, ablation, case.study_id)
         case.ablation = ablation
         return case
 
     def overlay_gallery(self, case: Case, k: int = 4, opacity: float = 0.6, cmap: str = "inferno") -> list[tuple[np.ndarray, str]]:
         """(overlay, caption) of the k most probable present entities and the first k retrieved sentences."""
         pred, gray = case.prediction, case.gray()
-        box = model_box(*gray.shape, size=self.image_size)
+        box = model_box(*gray.shape)
         out = []
         if len(pred.lrp_maps):
             ranked = sorted(pred.entities, key=lambda e: (not e.exists, -e.exist_prob))[:k]

@@ -43,9 +43,20 @@ NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and p
 EVENT_TTL_S = 3600  # an analysed case is dropped from memory an hour after it was made
 
 
-def guarded(fn):
-    """Turn typed, user-readable errors into a message in the page; hide everything else behind a generic
-    message (traceback logged without its message, which could quote user data)."""
+def _message(exc: Exception, where: str) -> str:
+    """The user-facing sentence for an exception: typed input errors speak for themselves; anything else is
+    logged (type and traceback only: a message could quote user data) and replaced by a generic sentence."""
+    if isinstance(exc, (ImageReadError, S.AppInputError)):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "Not enough memory for this image; try a smaller one."
+    log.error("unexpected %s in %s:\n%s", type(exc).__name__, where, "".join(traceback.format_tb(exc.__traceback__)))
+    return ("Something went wrong on the server while processing this request (it was logged). "
+            "Please try again or use another image.")
+
+
+def api_errors(fn):
+    """For API endpoints: a failure is a gr.Error carrying a readable message (gradio_client raises AppError)."""
 
     @functools.wraps(fn)
     def inner(*args, **kwargs):
@@ -53,14 +64,27 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except (ImageReadError, S.AppInputError) as exc:
-            raise gr.Error(str(exc), title="Cannot process this input", print_exception=False) from None
-        except MemoryError:
-            raise gr.Error("Not enough memory for this image; try a smaller one.", print_exception=False) from None
         except Exception as exc:
-            log.error("unexpected %s in %s:\n%s", type(exc).__name__, fn.__name__, "".join(traceback.format_tb(exc.__traceback__)))
-            raise gr.Error("Something went wrong on the server while processing this request (it was logged). "
-                           "Please try again or use another image.", print_exception=False) from None
+            raise gr.Error(_message(exc, fn.__name__), title="Cannot process this input", print_exception=False) from None
+
+    return inner
+
+
+def page_errors(fn, n_outputs: int, status: int | None = None):
+    """For page events: a failure shows a warning toast (and the message in the `status` output) and leaves
+    every other output as it was, so the last good case stays on screen instead of a wall of error badges."""
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            message = _message(exc, fn.__name__)
+            gr.Warning(message, title="Cannot process this input")
+            out = [gr.skip()] * n_outputs
+            if status is not None:
+                out[status] = f"⚠ {message}"
+            return out if n_outputs > 1 else out[0]
 
     return inner
 
@@ -71,7 +95,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
     export_dir = tempfile.mkdtemp(prefix="revtaf-app-")
     atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
 
-    with gr.Blocks(title="REVTAF demo", delete_cache=(1800, 3600)) as demo:
+    with gr.Blocks(title="REVTAF demo", delete_cache=(1800, 3600), analytics_enabled=False) as demo:
         case_state = gr.State(None, time_to_live=EVENT_TTL_S)
         review_state = gr.State({})
 
@@ -84,18 +108,19 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 gr.Markdown("### 1 · Input", elem_classes="panel-title")
                 with gr.Tabs():
                     with gr.Tab("Upload"):
-                        upload = gr.File(label="Chest X-ray: PNG, JPEG, 16-bit PNG or DICOM (.dcm)", height=110)
+                        upload = gr.File(label="Chest X-ray: PNG, JPEG, 16-bit PNG or DICOM (.dcm)", height=110, elem_id="upload")
                     with gr.Tab("Dataset", visible=service.has_data):
                         split = gr.Dropdown(list(service.studies) or ["test"], value="test", label="Split")
                         finding = gr.Dropdown(["any", *LABEL_NAMES_18], value="any", label="Ground-truth finding (rule labeler)")
-                        case_id = gr.Dropdown(service.case_ids("test") if service.has_data else [], label="Study", filterable=True)
+                        case_id = gr.Dropdown(service.case_ids("test") if service.has_data else [], label="Study", filterable=True,
+                                              elem_id="case-id")
                         with gr.Row():
-                            load_case = gr.Button("Load case", variant="primary")
+                            load_case = gr.Button("Load case", variant="primary", elem_id="load-case")
                             next_case = gr.Button("Next case →")
                         gr.Markdown(f"Images and reports: {S.IU_ATTRIBUTION} (CC BY-NC-ND 4.0), shown unmodified.",
                                     elem_classes="attribution")
                 image_view = gr.Image(label="Image (as displayed)", type="numpy", image_mode="L", interactive=False,
-                                      height=360, buttons=["fullscreen"])
+                                      height=360, buttons=["fullscreen"], elem_id="image-view", format="png")
                 image_info = gr.Markdown("")
                 dicom_warning = gr.HTML(f'<div class="dicom-warning">{S.BURNED_IN_WARNING}</div>', visible=False)
                 with gr.Accordion("Display window (the model always sees the file's own window)", open=False):
@@ -111,11 +136,11 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             with gr.Column(scale=6, min_width=420):
                 gr.Markdown("### 2 · Generated report", elem_classes="panel-title")
                 report = gr.Textbox(label="Generated findings", lines=6, interactive=False, elem_classes="report",
-                                    buttons=["copy"])
+                                    buttons=["copy"], elem_id="report")
                 status = gr.Markdown("Upload an image or load a dataset case.")
                 disease_md = gr.Markdown("")
                 diseases = gr.Dataframe(headers=S.DISEASE_HEADERS, label="18 disease prompts: chosen state and the 4 state probabilities",
-                                        interactive=False, max_height=330, wrap=True)
+                                        interactive=False, max_height=330, wrap=True, elem_id="diseases")
 
         # ------------------------------------------------------------------ heatmap | retrieved
         with gr.Row(equal_height=False):
@@ -126,36 +151,39 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                     opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Opacity")
                     cmap = gr.Dropdown(list(S.COLORMAPS), value=S.COLORMAPS[0], label="Colormap")
                 with gr.Row():
-                    heat_main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300)
-                    heat_partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=300)
-                heat_caption = gr.Markdown("")
+                    heat_main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300, elem_id="heat-main",
+                                         format="png")
+                    heat_partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=300,
+                                            elem_id="heat-partner", format="png")
+                heat_caption = gr.Markdown("", elem_id="heat-caption")
             with gr.Column(scale=5, min_width=380):
                 gr.Markdown("### 4 · Retrieved reference report (LRE)", elem_classes="panel-title")
                 retrieved = gr.Textbox(label="Nearest training study in the Poincaré ball (its sentences are the GRPs)",
-                                       lines=5, interactive=False)
+                                       lines=5, interactive=False, elem_id="retrieved")
                 retrieved_md = gr.Markdown("")
                 neighbours = gr.Dataframe(headers=S.NEIGHBOUR_HEADERS, label="Runner-up neighbours", interactive=False,
-                                          max_height=260, wrap=True, column_widths=["8%", "22%", "14%", "22%", "34%"])
+                                          max_height=260, wrap=True, column_widths=["8%", "22%", "14%", "22%", "34%"],
+                                          elem_id="neighbours")
                 gr.Markdown(f"Retrieved reports: {S.IU_ATTRIBUTION}.", elem_classes="attribution")
 
         # ------------------------------------------------------------------ entities
         with gr.Accordion("5 · Entity-level prompts: 75 LRP triplets (click a row to see its map)", open=True):
             entity_group = gr.Radio(["all", *S.GROUPS], value="all", label="Group", container=False)
-            entities = gr.Dataframe(headers=S.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True,
+            entities = gr.Dataframe(headers=S.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True, elem_id="entities",
                                     column_widths=["5%", "12%", "12%", "9%", "7%", "15%", "40%"])
 
         # ------------------------------------------------------------------ ground truth
         gr.Markdown("### 6 · Ground truth and comparison", elem_classes="panel-title")
         with gr.Row():
-            gt_text = gr.Textbox(label="Ground truth (dataset findings, or paste a report)", lines=5)
+            gt_text = gr.Textbox(label="Ground truth (dataset findings, or paste a report)", lines=5, elem_id="gt")
             gen_copy = gr.Textbox(label="Generated", lines=5, interactive=False)
         compare_btn = gr.Button("Compare with ground truth")
-        diff_html = gr.HTML("")
+        diff_html = gr.HTML("", elem_id="word-diff")
         with gr.Row(equal_height=False):
             findings = gr.Dataframe(headers=S.FINDING_HEADERS, label="Finding-level diff (rule labeler states)",
-                                    interactive=False, wrap=True)
+                                    interactive=False, wrap=True, elem_id="findings")
             metrics = gr.Dataframe(headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
-                                   column_widths=["14%", "14%", "14%", "58%"])
+                                   column_widths=["14%", "14%", "14%", "58%"], elem_id="metrics")
 
         # ------------------------------------------------------------------ review
         with gr.Accordion("7 · Error review (kept in this browser session only; download to keep it)", open=True):
@@ -166,7 +194,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             save_btn = gr.Button("Save review for this case", variant="primary")
             review_status = gr.Markdown("")
             reviews = gr.Dataframe(headers=S.REVIEW_HEADERS, label="Reviews of this session", interactive=False, wrap=True)
-            review_files = gr.File(label="Download (CSV, JSON)", file_count="multiple", interactive=False, height=90)
+            review_files = gr.File(label="Download (CSV, JSON)", file_count="multiple", interactive=False, visible=False)
 
         with gr.Accordion("Raw prediction (JSON, as /generate returns it)", open=False):
             raw_json = gr.JSON()
@@ -179,7 +207,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         with gr.Column(visible=False):
             api_file = gr.File()
             api_grp_off, api_lrp_off = gr.Checkbox(False), gr.Checkbox(False)
-            api_json, api_image = gr.JSON(), gr.Image(type="numpy")
+            api_json, api_image = gr.JSON(), gr.Image(type="numpy", format="png")
             api_gallery = gr.Gallery()
             api_button = gr.Button()
 
@@ -195,7 +223,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             image = case.image
             gt = case.ground_truth if new_image else gt
             key = S.default_heatmap(pred)
-            hm = case.heatmap(key, opacity_v, cmap_v, service.image_size)
+            hm = case.heatmap(key, opacity_v, cmap_v)
             text, facts = S.retrieved_summary(pred)
             comparison = service.compare(gt, pred) if gt and gt.strip() else None
             lo, hi, max_w = S.window_range(image)
@@ -235,49 +263,41 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 "" if new_image else gr.update(),
             ]
 
-        @guarded
         def analyze_upload(path, grp, lrp, opacity_v, cmap_v, group):
             data = S.consume_upload(path, upload_root)
             case = service.open_upload(data, S.ablation_tag(grp, lrp))
             return show(case, None, opacity_v, cmap_v, group, new_image=True)
 
-        @guarded
         def analyze_study(study_id, grp, lrp, opacity_v, cmap_v, group):
             case = service.open_study(study_id, S.ablation_tag(grp, lrp))
             return show(case, None, opacity_v, cmap_v, group, new_image=True)
 
-        @guarded
         def advance(split_v, finding_v, current, grp, lrp, opacity_v, cmap_v, group):
             study_id = service.next_case(split_v, finding_v, current)
             return [study_id] + analyze_study(study_id, grp, lrp, opacity_v, cmap_v, group)
 
-        @guarded
         def list_cases(split_v, finding_v):
             ids = service.case_ids(split_v, finding_v)
             return gr.update(choices=ids, value=ids[0] if ids else None)
 
-        @guarded
         def ablate(case, grp, lrp, gt, opacity_v, cmap_v, group):
             if case is None:
                 raise S.AppInputError("Analyse an image first, then switch a branch off to see what it contributes.")
             case = service.run(case, S.ablation_tag(grp, lrp))
             return show(case, gt, opacity_v, cmap_v, group, new_image=False)
 
-        @guarded
         def redraw(case, key, opacity_v, cmap_v):
             if case is None:
                 return None, None, ""
-            hm = case.heatmap(key, opacity_v, cmap_v, service.image_size)
+            hm = case.heatmap(key, opacity_v, cmap_v)
             return hm.image, hm.partner, hm.caption
 
-        @guarded
         def select_entity(case, opacity_v, cmap_v, evt: gr.SelectData):
             if case is None:
                 return gr.update(), None, None, ""
             key = f"lrp:{int(evt.row_value[0])}"
             return [key, *redraw(case, key, opacity_v, cmap_v)]
 
-        @guarded
         def set_window(case, c, w, inv, key, opacity_v, cmap_v):
             if case is None:
                 return None, None, None, None, ""
@@ -287,32 +307,28 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             case.display = S.Display() if default else S.Display(float(c), float(w), bool(inv))
             return [case, case.gray(), *redraw(case, key, opacity_v, cmap_v)]
 
-        @guarded
         def apply_preset(case, name, inv, key, opacity_v, cmap_v):
             if case is None:
                 return gr.update(), gr.update(), None, None, None, None, ""
             c, w = S.window_presets(case.image)[name]
             return [c, w, *set_window(case, c, w, inv, key, opacity_v, cmap_v)]
 
-        @guarded
         def filter_entities(case, group):
             return S.entity_rows(case.prediction, group) if case is not None else []
 
-        @guarded
         def compare(case, gt):
             if case is None:
                 raise S.AppInputError("Analyse an image first.")
             comparison = service.compare(gt, case.prediction)
             return comparison.diff_html, comparison.findings, comparison.metrics
 
-        @guarded
         def save(store, case, cats, text):
             store = S.save_review(store, case, cats, text)
             S.prune(export_dir)
             paths = S.export_reviews(store, export_dir)
-            return store, S.review_rows(store), [str(p) for p in paths], f"Saved. {len(store)} review(s) in this session."
+            return (store, S.review_rows(store), gr.update(value=[str(p) for p in paths], visible=True),
+                    f"Saved. {len(store)} review(s) in this session.")
 
-        @guarded
         def generate(path, grp, lrp):
             data = S.consume_upload(path, upload_root)
             case = service.open_upload(data, S.ablation_tag(grp, lrp))
@@ -322,31 +338,37 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             return out, case.gray(), service.overlay_gallery(case)
 
         # ------------------------------------------------------------------ wiring
+        n_case, at_status = len(case_outputs), case_outputs.index(status)
         view_inputs = [opacity, cmap, entity_group]
-        upload.upload(analyze_upload, [upload, grp_off, lrp_off, *view_inputs], case_outputs, api_name="analyze_upload")
-        load_case.click(analyze_study, [case_id, grp_off, lrp_off, *view_inputs], case_outputs, api_name="analyze_study")
-        next_case.click(advance, [split, finding, case_id, grp_off, lrp_off, *view_inputs], [case_id, *case_outputs],
-                        api_name="next_case")
-        gr.on([split.input, finding.input], list_cases, [split, finding], case_id, api_name="list_cases")
-        gr.on([grp_off.input, lrp_off.input], ablate, [case_state, grp_off, lrp_off, gt_text, *view_inputs], case_outputs,
-              api_name="ablate")
         heat_outputs = [heat_main, heat_partner, heat_caption]
-        gr.on([heat_key.input, opacity.release, cmap.input], redraw, [case_state, heat_key, opacity, cmap], heat_outputs,
-              api_name="heatmap", concurrency_limit=8)
-        entities.select(select_entity, [case_state, opacity, cmap], [heat_key, *heat_outputs], api_name="select_entity",
-                        concurrency_limit=8)
-        gr.on([center.release, width.release, invert.input], set_window,
+        upload.upload(page_errors(analyze_upload, n_case, at_status), [upload, grp_off, lrp_off, *view_inputs],
+                      case_outputs, api_name="analyze_upload")
+        load_case.click(page_errors(analyze_study, n_case, at_status), [case_id, grp_off, lrp_off, *view_inputs],
+                        case_outputs, api_name="analyze_study")
+        next_case.click(page_errors(advance, n_case + 1, at_status + 1),
+                        [split, finding, case_id, grp_off, lrp_off, *view_inputs], [case_id, *case_outputs],
+                        api_name="next_case")
+        gr.on([split.input, finding.input], page_errors(list_cases, 1), [split, finding], case_id, api_name="list_cases")
+        gr.on([grp_off.input, lrp_off.input], page_errors(ablate, n_case, at_status),
+              [case_state, grp_off, lrp_off, gt_text, *view_inputs], case_outputs, api_name="ablate")
+        gr.on([heat_key.input, opacity.release, cmap.input], page_errors(redraw, 3),
+              [case_state, heat_key, opacity, cmap], heat_outputs, api_name="heatmap", concurrency_limit=8)
+        entities.select(page_errors(select_entity, 4), [case_state, opacity, cmap], [heat_key, *heat_outputs],
+                        api_name="select_entity", concurrency_limit=8)
+        gr.on([center.release, width.release, invert.input], page_errors(set_window, 5),
               [case_state, center, width, invert, heat_key, opacity, cmap], [case_state, image_view, *heat_outputs],
               api_name="window", concurrency_limit=8)
-        preset.input(apply_preset, [case_state, preset, invert, heat_key, opacity, cmap],
-                     [center, width, case_state, image_view, *heat_outputs],
-                     api_name="window_preset", concurrency_limit=8)
-        entity_group.input(filter_entities, [case_state, entity_group], entities, api_name="entity_table",
-                           concurrency_limit=8)
-        compare_btn.click(compare, [case_state, gt_text], [diff_html, findings, metrics], api_name="compare")
-        save_btn.click(save, [review_state, case_state, categories, note], [review_state, reviews, review_files, review_status],
-                       api_name="save_review", concurrency_limit=8)
-        api_button.click(generate, [api_file, api_grp_off, api_lrp_off], [api_json, api_image, api_gallery],
+        preset.input(page_errors(apply_preset, 7), [case_state, preset, invert, heat_key, opacity, cmap],
+                     [center, width, case_state, image_view, *heat_outputs], api_name="window_preset",
+                     concurrency_limit=8)
+        entity_group.input(page_errors(filter_entities, 1), [case_state, entity_group], entities,
+                           api_name="entity_table", concurrency_limit=8)
+        compare_btn.click(page_errors(compare, 3), [case_state, gt_text], [diff_html, findings, metrics],
+                          api_name="compare")
+        save_btn.click(page_errors(save, 4, 3), [review_state, case_state, categories, note],
+                       [review_state, reviews, review_files, review_status], api_name="save_review",
+                       concurrency_limit=8)
+        api_button.click(api_errors(generate), [api_file, api_grp_off, api_lrp_off], [api_json, api_image, api_gallery],
                          api_name="generate")
 
     demo.queue(default_concurrency_limit=2, max_size=16)

@@ -1,0 +1,114 @@
+"""`python -m app.bench` (and `revtaf bench --app`): wall time from upload to all panels filled.
+
+The demo is launched on 127.0.0.1 and driven with gradio_client, so a figure includes everything a browser
+waits for: upload, queue, image decoding, the model, overlays, tables, the comparison with the ground truth
+(dataset case), output encoding and download. Median of `runs` runs on one study after one warm-up run.
+
+Model: `checkpoint`, else the bundled default, else a random-init cpu preset (an upper bound: an untrained
+decoder never stops early, and its random bank has no report texts, so no GRP sentences are drawn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import time
+from pathlib import Path
+
+from app import service as S
+
+
+def _model(checkpoint: str | Path | None):
+    """(model, description)."""
+    try:
+        path = S.resolve_checkpoint(checkpoint)
+    except FileNotFoundError:
+        if checkpoint:
+            raise
+        from train.bench import random_model
+
+        return random_model("cpu"), "random-init cpu preset (no bundled model found)"
+    return S.load_model(path), str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _median_ms(fn, runs: int) -> float:
+    fn()  # warm-up: first-call allocations and lazy imports
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
+def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = None, study_id: str | None = None,
+          runs: int = 5, print_table: bool = True) -> dict:
+    """Median end-to-end latency (ms) of the upload and dataset-case events, and the model's own stages."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client, handle_file
+
+    from app.ui import build
+    from revtaf.data import image_file, read_image
+    from revtaf.paths import resolve_data_root
+
+    root = resolve_data_root(data_root)
+    if root is None:
+        raise FileNotFoundError("the app benchmark needs IU X-Ray: pass --data-root or set REVTAF_DATA")
+    model, description = _model(checkpoint)
+    service = S.Service(model, root)
+    study_id = study_id or service.case_ids("test")[0]
+    image = image_file(root, next(s for s in service.studies["test"] + service.studies["train"] if s.id == study_id))
+    service.meteor_ready.wait(timeout=300)  # the jar's start-up is paid once per server, not per request
+
+    demo, launch_kwargs = build(service)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        view = (False, False, 0.6, "inferno", "all")
+        results = {
+            "upload → all panels (no ground truth)": _median_ms(
+                lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs),
+            "dataset case → all panels + comparison": _median_ms(
+                lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs),
+            "heatmap change (no model run)": _median_ms(
+                lambda: client.predict("grp:0", 0.5, "jet", api_name="/heatmap"), runs),
+        }
+    finally:
+        demo.close()
+    stages = service.predict(S.working_copy(read_image(image))).timings_ms
+    out = {"model": description, "study": study_id, "runs": runs, "end_to_end_ms": results, "model_stages_ms": stages,
+           "torch_threads": __import__("torch").get_num_threads()}
+    if print_table:
+        print(f"REVTAF demo latency, median of {runs} runs, study {study_id}, model: {description}, "
+              f"torch threads: {out['torch_threads']}")
+        width = max(map(len, results)) + 2
+        print(f"{'event':<{width}}{'ms':>8}")
+        for name, ms in results.items():
+            print(f"{name:<{width}}{ms:>8.0f}")
+        print("model stages (one run): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=os.environ.get("REVTAF_CHECKPOINT"))
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--study", default=None, help="study id (default: the first test study)")
+    p.add_argument("--runs", type=int, default=5)
+    args = p.parse_args(argv)
+    bench(args.checkpoint, args.data_root, args.study, args.runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The demo page in a real headless Chromium (Debian `chromium`, driven by Playwright): upload an image, wait
+for the report, check every panel is filled, load a dataset case, survive a bad file; screenshots go to
+screenshots/ (git-ignored).
+
+Chromium missing: the test fails when CI=true, otherwise it is skipped with the reason
+(install: `sh app/install_chromium.sh`, as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from app import service as S
+from revtaf.data import image_file, load_annotation
+from test_app_client import running_app
+from test_app_service import make_model_dir
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def browser_page(tmp_path_factory):
+    if not Path(CHROMIUM).is_file():
+        reason = f"{CHROMIUM} not found (install it with `sh app/install_chromium.sh`)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=ARGS, viewport={"width": 1440, "height": 900})
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, iu_root):
+    path = make_model_dir(tmp_path_factory.mktemp("model"), iu_root)
+    with running_app(S.Service(S.load_model(path), iu_root)) as url:
+        yield url
+
+
+def textarea(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} textarea").first.input_value()
+
+
+def wait_for_text(page, elem_id: str, previous: str = "") -> str:
+    """Wait until the textbox `elem_id` holds a non-empty value different from `previous`."""
+    page.wait_for_function(
+        "([id, prev]) => { const t = document.querySelector(`#${id} textarea`); return t && t.value && t.value !== prev; }",
+        arg=[elem_id, previous], timeout=TIMEOUT_MS)
+    return textarea(page, elem_id)
+
+
+def image_loaded(page, elem_id: str) -> bool:
+    return page.locator(f"#{elem_id} img").count() > 0 and bool(page.locator(f"#{elem_id} img").first.get_attribute("src"))
+
+
+def test_page_upload_panels_dataset_case_and_bad_file(browser_page, app_url, iu_root, tmp_path):
+    page = browser_page
+    page.goto(app_url, timeout=TIMEOUT_MS)
+    page.get_by_text("not for clinical use").first.wait_for(timeout=TIMEOUT_MS)
+
+    # 1. upload a real IU image: every panel fills in one event
+    study = load_annotation(iu_root, "iu")["test"][0]
+    page.locator("#upload input[type=file]").set_input_files(str(image_file(iu_root, study)))
+    report = wait_for_text(page, "report")
+    assert report.strip()
+    page.wait_for_function("() => document.querySelector('#heat-main img')", timeout=TIMEOUT_MS)
+    assert image_loaded(page, "image-view") and image_loaded(page, "heat-main") and image_loaded(page, "heat-partner")
+    assert textarea(page, "retrieved").strip()
+    for table, text in (("diseases", "Cardiomegaly"), ("entities", "effusion"), ("neighbours", "CXR")):
+        assert text in page.locator(f"#{table}").inner_text(), table
+    assert "S =" in page.locator("#heat-caption").inner_text()
+    assert "view position" in page.locator("body").inner_text()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "app_upload.png"), full_page=True)
+
+    # 2. a bad file: a readable message in the page, and the app keeps serving
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is a text file renamed to .png\n")
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    page.get_by_text("This file contains text, not an image").first.wait_for(timeout=TIMEOUT_MS)
+    assert "Traceback" not in page.locator("body").inner_text()
+
+    # 3. a dataset case: ground truth, word diff, finding diff and metrics appear with it
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#load-case").click()
+    gt = wait_for_text(page, "gt")
+    assert gt == study.report  # the first test case is preselected
+    page.wait_for_function("() => document.querySelector('#metrics') && "
+                           "document.querySelector('#metrics').innerText.includes('BLEU-4')", timeout=TIMEOUT_MS)
+    assert "ROUGE-L" in page.locator("#metrics").inner_text()
+    assert "ground truth only" in page.locator("#word-diff").inner_text()
+    assert "verdict" in page.locator("#findings").inner_text()
+    time.sleep(0.5)  # let images finish painting before the screenshot
+    page.screenshot(path=str(SCREENSHOTS / "app_dataset_case.png"), full_page=True)

@@ -1,0 +1,136 @@
+"""The running demo driven through its HTTP API with gradio_client: a real IU image in, report and overlays
+out; every bad file gives a clear error and the very next good request still succeeds.
+
+The app runs in this process (a background server thread) on 127.0.0.1 and a free port, with a random-init
+cpu-preset model; nothing touches the network beyond localhost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from app import service as S  # noqa: E402
+from app import ui  # noqa: E402
+from revtaf.data import image_file, load_annotation, read_image  # noqa: E402
+from test_app_service import bad_inputs, make_model_dir  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(service: S.Service):
+    """Launch the demo on 127.0.0.1:<free port> in a background thread; yield its URL; close it."""
+    demo, launch_kwargs = ui.build(service)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, iu_root):
+    path = make_model_dir(tmp_path_factory.mktemp("model"), iu_root)
+    with running_app(S.Service(S.load_model(path), iu_root)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def test_study(iu_root):
+    return load_annotation(iu_root, "iu")["test"][0]
+
+
+def test_api_lists_named_endpoints(app_url):
+    endpoints = Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/generate", "/analyze_upload", "/analyze_study", "/heatmap", "/ablate", "/compare", "/save_review"):
+        assert name in endpoints
+
+
+def check_generate(result, size: tuple[int, int]) -> None:
+    prediction, image, gallery = result
+    assert isinstance(prediction["report"], str) and prediction["report"].strip()
+    assert len(prediction["diseases"]) == 18 and len(prediction["entities"]) == 75
+    assert prediction["neighbours"] and prediction["lrp_maps"] == [75, 7, 7]
+    assert Image.open(image).size == size
+    assert len(gallery) >= 5
+    for item in gallery:
+        assert Image.open(item["image"]).size == size and item["caption"]
+
+
+def test_generate_round_trip_with_a_real_iu_image(app_url, iu_root, test_study):
+    path = image_file(iu_root, test_study)
+    result = Client(app_url, verbose=False).predict(handle_file(str(path)), False, False, api_name="/generate")
+    check_generate(result, Image.open(path).size)
+    prediction = result[0]
+    assert prediction["input"] == {"format": "jpeg", "size": list(Image.open(path).size), "view_position": None, "bits": 8}
+
+
+def test_ablated_generate_drops_the_branch(app_url, iu_root, test_study):
+    prediction, _, _ = Client(app_url, verbose=False).predict(
+        handle_file(str(image_file(iu_root, test_study))), True, False, api_name="/generate")
+    assert prediction["ablation"] == {"grp": False, "lrp": True}
+    assert prediction["grp_maps"][0] == 0 and prediction["grp_sentences"] == []
+
+
+def test_each_bad_file_gives_a_clear_error_then_a_good_request_succeeds(app_url, iu_root, test_study, tmp_path):
+    client = Client(app_url, verbose=False)
+    good = str(image_file(iu_root, test_study))
+    size = Image.open(good).size
+    for name, (data, error) in bad_inputs(iu_root, test_study.id).items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(AppError) as info:
+            client.predict(handle_file(str(path)), False, False, api_name="/generate")
+        message = str(info.value)
+        assert "Traceback" not in message and name not in message, name
+        # the page shows the typed error's own sentence, e.g. "The file is empty (0 bytes)."
+        with pytest.raises(error) as expected:
+            read_image(data)
+        assert str(expected.value) in message, (name, message)
+        check_generate(client.predict(handle_file(good), False, False, api_name="/generate"), size)
+
+
+def test_uploads_are_not_kept_on_disk(app_url, iu_root, test_study):
+    import gradio as gr
+
+    path = image_file(iu_root, test_study)
+    Client(app_url, verbose=False).predict(handle_file(str(path)), False, False, api_name="/generate")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    kept = [f for f in Path(gr.utils.get_upload_folder()).rglob("*")
+            if f.is_file() and f.stat().st_size == path.stat().st_size
+            and hashlib.sha256(f.read_bytes()).hexdigest() == digest]
+    assert kept == []
+
+
+def test_dataset_case_then_review_export_in_one_session(app_url, test_study):
+    client = Client(app_url, verbose=False)  # one client = one session: the State carries over
+    outputs = client.predict(test_study.id, False, False, 0.6, "inferno", "all", api_name="/analyze_study")
+    assert test_study.report in outputs  # ground truth filled from the dataset
+    table, files, status = client.predict(["false finding"], "mentions a device that is not there",
+                                          api_name="/save_review")
+    assert "1 review" in status
+    by_suffix = {Path(f).suffix: Path(f) for f in files}
+    assert "mentions a device that is not there" in by_suffix[".csv"].read_text(encoding="utf-8")
+    records = json.loads(by_suffix[".json"].read_text(encoding="utf-8"))
+    assert records[0]["study_id"] == test_study.id and records[0]["categories"] == ["false finding"]
+    # another session has no case and no review: the page event answers with its message, nothing saved
+    _, _, status = Client(app_url, verbose=False).predict(["style"], "x", api_name="/save_review")
+    assert status.startswith("⚠ Analyse an image first")

@@ -1,0 +1,360 @@
+"""The demo's logic (app/service.py) on real IU X-Ray images with a REAL, randomly initialised cpu-preset REVTAF
+saved to a temporary directory and loaded the way the app loads a checkpoint.
+
+`make_model_dir` is imported by the other app tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app import service as S
+from dicom_factory import MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
+from revtaf.data import (
+    CompressedDicomError,
+    EmptyFileError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedDicomError,
+    clean_report,
+    image_file,
+    load_annotation,
+    split_sentences,
+)
+from revtaf.labels import LABEL_NAMES_18, RuleLabeler
+from revtaf.labels.constants import ENTITIES_75
+
+BANK_SIZE = 40
+MAX_SENTENCES = 8
+
+
+def make_model_dir(directory: Path, iu_root: Path, seed: int = 0) -> Path:
+    """A random-init cpu-preset REVTAF saved with save_pretrained. Its bank holds real IU training study ids
+    (random embeddings), so the app can show retrieved reports and GRP sentences; generation is shortened so
+    the tests stay fast (an untrained decoder always runs to max_new_tokens)."""
+    from revtaf.model.config import GenerationSettings, REVTAFConfig
+    from revtaf.model.revtaf import REVTAF
+    from revtaf.model.tokenizer import build_tokenizer
+
+    torch.manual_seed(seed)
+    train = load_annotation(iu_root, "iu")["train"]
+    cfg = replace(REVTAFConfig.cpu(), generation=GenerationSettings(num_beams=2, max_new_tokens=24, min_length=12))
+    tokenizer = build_tokenizer([clean_report(s.report, "iu") for s in train], vocab_size=1000)
+    d = cfg.text.dim
+    model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))
+    bank = train[:BANK_SIZE]
+    counts = torch.tensor([min(max(len(split_sentences(clean_report(s.report, "iu"))), 1), MAX_SENTENCES) for s in bank])
+    mask = torch.arange(MAX_SENTENCES)[None] < counts[:, None]
+    model.set_bank(
+        ids=[s.id for s in bank],
+        scores=torch.rand(BANK_SIZE, 75),
+        sentence_emb=torch.randn(BANK_SIZE, MAX_SENTENCES, d) * mask[..., None],
+        sentence_mask=mask,
+        report_emb=torch.randn(BANK_SIZE, d),
+        labels=torch.randint(0, 4, (BANK_SIZE, 18)),
+    )
+    model.eval().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, iu_root) -> S.Service:
+    path = make_model_dir(tmp_path_factory.mktemp("model"), iu_root)
+    return S.Service(S.load_model(S.resolve_checkpoint(path)), iu_root)
+
+
+@pytest.fixture(scope="module")
+def test_ids(iu_root) -> list[str]:
+    return [s.id for s in load_annotation(iu_root, "iu")["test"]]
+
+
+@pytest.fixture(scope="module")
+def study_case(service, test_ids) -> S.Case:
+    return service.open_study(test_ids[0])
+
+
+def iu_bytes(iu_root: Path, study_id: str) -> bytes:
+    study = next(s for s in load_annotation(iu_root, "iu")["test"] if s.id == study_id)
+    return image_file(iu_root, study).read_bytes()
+
+
+# ------------------------------------------------------------------------------------------- panels
+
+
+def test_dataset_case_fills_every_panel(service, study_case, iu_root, test_ids):
+    case, pred = study_case, study_case.prediction
+    study = next(s for s in load_annotation(iu_root, "iu")["test"] if s.id == test_ids[0])
+    assert case.study_id == study.id and case.ground_truth == study.report
+    assert isinstance(pred.report, str) and pred.report.strip()
+
+    diseases = S.disease_rows(pred)
+    assert [r[0] for r in diseases] == list(LABEL_NAMES_18)
+    assert all(r[1] in ("blank", "positive", "negative", "uncertain") for r in diseases)
+    assert all(abs(sum(r[2:]) - 1) < 0.01 for r in diseases)
+
+    entities = S.entity_rows(pred)
+    assert len(entities) == 75 and sorted(r[2] for r in entities) == sorted(ENTITIES_75)
+    groups = [S.GROUPS.index(r[1]) for r in entities]
+    assert groups == sorted(groups)  # grouped: findings, then devices, then normal descriptors
+    only = S.entity_rows(pred, "device")
+    assert only and {r[1] for r in only} == {"device"}
+
+    # retrieval: the nearest bank study, its report from the data root, never the query itself
+    text, facts = S.retrieved_summary(pred)
+    top = pred.neighbours[0]
+    assert top.study_id != study.id and text == service.report_lookup(top.study_id)
+    assert top.study_id in facts and f"{top.distance:.4f}" in facts
+    runners = S.neighbour_rows(pred)[1:]
+    assert runners and all(r[2] >= top.distance for r in runners)
+
+    # heatmaps: the default entity map and its FCC partner, at the displayed image's size
+    choices = [key for _, key in S.heatmap_choices(pred)]
+    assert sum(k.startswith("lrp:") for k in choices) == 75 and any(k.startswith("grp:") for k in choices)
+    hm = case.heatmap(S.default_heatmap(pred))
+    assert hm.image.shape == hm.partner.shape == (*case.gray().shape, 3) and hm.image.dtype == np.uint8
+    assert "S =" in hm.caption and "O =" in hm.caption
+
+    gallery = service.overlay_gallery(case)
+    assert len(gallery) >= 5 and all(img.shape == (*case.gray().shape, 3) for img, _ in gallery)
+
+    # comparison with the dataset's findings
+    comparison = service.compare(case.ground_truth, pred)
+    assert comparison.findings and comparison.metrics
+    assert [r[0] for r in comparison.metrics][:2] == ["BLEU-4", "ROUGE-L"]
+    assert all(r[3] for r in comparison.metrics)  # every number names its protocol
+
+
+def test_fcc_partner_is_the_most_similar(service, study_case):
+    pred = study_case.prediction
+    sim, ovl = pred.fcc_similarity, pred.fcc_overlap
+    assert sim.shape == ovl.shape == (75, len(pred.grp_maps))
+    m = 10
+    j = int(np.argmax(sim[m]))
+    hm = study_case.heatmap(f"lrp:{m}")
+    assert f"retrieved sentence {j + 1}**" in hm.caption
+    assert f"S = {sim[m, j]:.3f}" in hm.caption and f"O = {ovl[m, j]:.3f}" in hm.caption
+    i = int(np.argmax(sim[:, 0]))
+    assert f"entity `{pred.entities[i].entity}`" in study_case.heatmap("grp:0").caption
+    with pytest.raises(S.AppInputError):
+        study_case.heatmap("xyz:1")
+
+
+def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
+    calls = []
+    model_predict = service.model.predict
+    service.model.predict = lambda *a, **k: calls.append(k["ablate"]) or model_predict(*a, **k)
+    try:
+        case = service.open_study(test_ids[1])
+        service.run(case, "grp")
+        service.run(case, "full")  # cached: no new model call
+        service.run(case, "grp+lrp")
+    finally:
+        del service.model.predict
+    assert calls == [frozenset(), frozenset({"grp"}), frozenset({"grp", "lrp"})]
+    assert case.ablation == "grp+lrp"
+    no_grp = case.predictions["grp"]
+    assert len(no_grp.grp_maps) == 0 and len(no_grp.lrp_maps) == 75
+    assert "switched off" in case.heatmap("grp:0").caption
+    assert S.heatmap_choices(case.prediction) == []
+
+
+# ------------------------------------------------------------------------------------------- uploads
+
+
+def test_upload_of_16bit_png_and_dicom(service, iu_root, test_ids):
+    grey = np.asarray(Image.open(io.BytesIO(iu_bytes(iu_root, test_ids[0]))).convert("L"), dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(grey * 257).save(buf, format="PNG")
+    png16 = service.open_upload(buf.getvalue())
+    assert png16.image.bits == 16 and png16.key.startswith("upload-")
+    assert png16.prediction.report.strip()
+
+    dicom = make_dicom(pixels=grey * 16, bits_stored=12, view_position="AP", window=(2048, 4096))
+    case = service.open_upload(dicom)
+    assert case.image.source_format == "dicom" and case.image.view_position == "AP"
+    info = S.describe_image(case.image, case.original_size)
+    assert "DICOM" in info and "AP" in info and "12-bit" in info
+    # no identifying tag value anywhere the page shows
+    shown = json.dumps([info, case.prediction.to_json(), S.entity_rows(case.prediction), S.retrieved_summary(case.prediction)])
+    assert not any(marker in shown for marker in MARKERS)
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", size).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bad_inputs(iu_root: Path, test_id: str) -> dict[str, tuple[bytes, type]]:
+    """name -> (file bytes, the typed error it must raise). Shared with the client test."""
+    jpeg = iu_bytes(iu_root, test_id)
+    no_pixels = make_dataset(pixels=None)
+    return {
+        "empty.png": (b"", EmptyFileError),
+        "text_renamed.png": (b"this is a text file, not an X-ray\n" * 20, NotAnImageError),
+        "truncated.jpg": (jpeg[: len(jpeg) // 3], TruncatedImageError),
+        "huge.png": (_png((9000, 9000)), ImageTooLargeError),
+        "no_pixels.dcm": (to_bytes(no_pixels), UnsupportedDicomError),
+        "jpegls.dcm": (with_fake_compression(make_dataset(pixels=np.zeros((16, 16), np.uint16)), "1.2.840.10008.1.2.4.80"),
+                       CompressedDicomError),
+    }
+
+
+def test_bad_uploads_raise_typed_readable_errors(service, iu_root, test_ids):
+    for name, (data, error) in bad_inputs(iu_root, test_ids[0]).items():
+        with pytest.raises(error) as info:
+            service.open_upload(data)
+        message = str(info.value)
+        assert message and "Traceback" not in message and name not in message, name
+    # and the service keeps working
+    assert service.open_upload(iu_bytes(iu_root, test_ids[0])).prediction.report.strip()
+
+
+def test_consume_upload_deletes_only_inside_the_upload_root(tmp_path):
+    root = tmp_path / "uploads"
+    (root / "abc123").mkdir(parents=True)
+    inside = root / "abc123" / "x.png"
+    inside.write_bytes(b"pixels")
+    outside = tmp_path / "mine.png"
+    outside.write_bytes(b"keep")
+    assert S.consume_upload(inside, root) == b"pixels"
+    assert not inside.exists() and not (root / "abc123").exists()
+    assert S.consume_upload(outside, root) == b"keep" and outside.exists()
+    with pytest.raises(S.AppInputError):
+        S.consume_upload(None, root)
+    with pytest.raises(S.AppInputError):
+        S.consume_upload(tmp_path / "gone.png", root)
+
+
+# ------------------------------------------------------------------------------------------- pure functions
+
+
+def test_overlay_lands_on_the_model_crop():
+    gray = np.full((200, 300), 100, np.uint8)  # landscape: the model sees a centred square crop
+    box = S.model_box(200, 300)
+    side = 200 * 224 / 256
+    assert box == (round((300 - side) / 2), round((200 - side) / 2), round((300 + side) / 2), round((200 + side) / 2))
+    heat = np.zeros((7, 7), np.float32)
+    heat[0, 6] = 1.0  # top-right patch of the crop
+    out = S.overlay(gray, heat, opacity=1.0, cmap="jet", box=box)
+    assert out.shape == (200, 300, 3) and out.dtype == np.uint8
+    x0, y0, x1, y1 = box
+    assert (out[5:y0 - 1, 5:x0 - 1] == 100).all()  # outside the crop: the radiograph untouched
+    diff = np.abs(out.astype(int) - 100).sum(-1)
+    peak = np.unravel_index(np.argmax(diff[y0 + 2:y1 - 2, x0 + 2:x1 - 2]), (y1 - y0 - 4, x1 - x0 - 4))
+    assert peak[0] < (y1 - y0) / 4 and peak[1] > 3 * (x1 - x0) / 4
+    assert (S.overlay(gray, heat, opacity=0.0) == 100).all()
+    with pytest.raises(S.AppInputError):
+        S.overlay(gray, heat, cmap="rainbow-unicorn")
+    with pytest.raises(S.AppInputError):
+        S.overlay(gray, heat, opacity=1.5)
+
+
+def test_window_presets_and_working_copy(service, iu_root, test_ids):
+    from revtaf.data import read_image
+
+    image = read_image(iu_bytes(iu_root, test_ids[0]))
+    presets = S.window_presets(image)
+    assert presets["file"] == image.window
+    assert presets["lung"][0] < presets["mediastinum"][0] < presets["bone"][0]
+    big = replace(image, raw=np.kron(image.raw, np.ones((6, 6), np.float32)))  # 1536 px
+    small = S.working_copy(big)
+    assert max(small.raw.shape) == S.WORKING_MAX_SIDE and small.window == big.window
+    assert S.working_copy(image) is image
+    lung = S.Display(*presets["lung"]).render(image)
+    assert lung.dtype == np.uint8 and lung.mean() > S.Display().render(image).mean()  # dark lungs brightened
+
+
+def test_word_and_finding_diff(service, study_case):
+    gt = "There is mild cardiomegaly. No pleural effusion."
+    pred = replace(study_case.prediction, report="heart size is normal . there is a small right pleural effusion .")
+    comparison = service.compare(gt, pred)
+    assert "<del" in comparison.diff_html and "<ins" in comparison.diff_html
+    verdicts = {row[0]: row[3] for row in comparison.findings}
+    assert verdicts["Cardiomegaly"] == "missed finding"
+    assert verdicts["Pleural Effusion"] == "false finding"
+    labels = RuleLabeler()([clean_report(gt, "iu")])[0]
+    assert labels[LABEL_NAMES_18.index("Cardiomegaly")] == 1
+    ce = {row[0]: row[1] for row in comparison.metrics}
+    assert ce["CE recall"] == "0.0000"  # the only positive of the ground truth is missed
+    with pytest.raises(S.AppInputError):
+        service.compare("   ", pred)
+    html_diff = S.word_diff_html("a <b> c", "a c")
+    assert "&lt;b&gt;" in html_diff and "<b>" not in html_diff
+
+
+def test_case_browser_filters_by_ground_truth_finding(service):
+    all_test = service.case_ids("test")
+    cardio = service.case_ids("test", "Cardiomegaly")
+    assert 0 < len(cardio) < len(all_test) and set(cardio) <= set(all_test)
+    labels = RuleLabeler()([clean_report(service.report_lookup(i), "iu") for i in cardio])
+    assert (labels[:, LABEL_NAMES_18.index("Cardiomegaly")] == 1).all()
+    assert service.next_case("test", "Cardiomegaly", cardio[-1]) == cardio[0]
+    assert service.next_case("test", "Cardiomegaly", None) == cardio[0]
+    with pytest.raises(S.AppInputError):
+        service.case_ids("nonsense")
+    with pytest.raises(S.AppInputError):
+        service.open_study("CXR-does-not-exist")
+
+
+# ------------------------------------------------------------------------------------------- review
+
+
+def test_review_store_and_exports(service, study_case, tmp_path):
+    with pytest.raises(S.AppInputError):
+        S.save_review({}, None, ["style"], "x")
+    with pytest.raises(S.AppInputError):
+        S.save_review({}, study_case, [], "  ")
+    with pytest.raises(S.AppInputError):
+        S.save_review({}, study_case, ["typo"], "")
+    store = S.save_review({}, study_case, ["missed finding", "wrong location"], "misses the effusion, says “left”")
+    again = S.save_review(store, study_case, ["style"], "replaced")  # one review per case and ablation
+    assert len(store) == 1 and len(again) == 1 and store != again  # the input store is not mutated
+    csv_path, json_path = S.export_reviews(store, tmp_path)
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
+    assert rows[0]["note"] == "misses the effusion, says “left”"
+    assert rows[0]["categories"] == "missed finding; wrong location" and rows[0]["study_id"] == study_case.study_id
+    records = json.loads(json_path.read_text(encoding="utf-8"))
+    assert records[0]["categories"] == ["missed finding", "wrong location"]
+    assert records[0]["generated_report"] == study_case.prediction.report
+    with pytest.raises(S.AppInputError):
+        S.export_reviews({}, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_resolution(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    assert S.resolve_checkpoint(tmp_path, default=bundled) == tmp_path
+    with pytest.raises(FileNotFoundError):
+        S.resolve_checkpoint(tmp_path / "missing", default=bundled)
+
+    asked = {}
+
+    def offline(repo_id, revision=None, **kwargs):  # never touch the network in tests
+        asked.update(repo_id=repo_id, revision=revision)
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert S.resolve_checkpoint(hf_repo="someone/revtaf", hf_revision="abc123", default=bundled) == bundled
+    assert asked == {"repo_id": "someone/revtaf", "revision": "abc123"}
+    assert any("using the bundled model" in str(w.message) for w in caught)
+    with pytest.raises(FileNotFoundError, match="--checkpoint"):
+        S.resolve_checkpoint(default=tmp_path / "nothing")
