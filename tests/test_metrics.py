@@ -153,7 +153,12 @@ def test_no_java(no_java):
 @pytest.mark.parametrize(
     "refs, hyps, error, match",
     [
-        ({"a": "x", "b": "y", "c": "z"}, {"a": "x", "d": "w"}, ValueError, r"2 reference ids.*'b', 'c'.*1 hypothesis ids.*'d'"),
+        (
+            {"a": "x", "b": "y", "c": "z"},
+            {"a": "x", "d": "w"},
+            ValueError,
+            r"2 reference ids have no hypothesis \('b', 'c'\); 1 hypothesis ids have no reference \('d'\)",
+        ),
         ({"a": "x"}, {"a": "  "}, ValueError, r"hypotheses\['a'\] is empty"),
         ({}, {}, ValueError, "no references"),
         (["x"], {"a": "x"}, TypeError, "references must be a dict"),

@@ -119,9 +119,11 @@ class Meteor:
         return line.decode().strip()
 
     def _fail(self, message: str) -> None:
+        tail = ""
+        if not self._stderr.closed:
+            self._stderr.seek(0)
+            tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
         self.close()
-        self._stderr.seek(0)
-        tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
         raise MeteorError(message + (f"; java stderr: {tail}" if tail else ""))
 
     def score(self, refs: list[str], hyps: list[str]) -> tuple[float, list[float]]:
@@ -160,6 +162,7 @@ class Meteor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self._stderr.close()
 
     def __enter__(self) -> Meteor:
         return self
