@@ -124,7 +124,7 @@ _UNCERTAIN_POST_GAP = 4
 # Clause boundaries: no cue reaches across them.
 CLAUSE_BREAK = _words(
     r"but", r"however", r"although", r"though", r"which", r"whereas", r"except", r"otherwise", r"aside from",
-    r"apart from", r"while", r"yet",
+    r"apart from", r"besides", r"while", r"yet",
 )
 
 
@@ -270,9 +270,8 @@ class Observation:
 # Subjects described by size: "heart size is normal", "cardiac silhouette is mildly enlarged".
 _HEART = (r"(?:heart|heart size|cardiac (?:silhouette|shadow|contours?|size|borders?)|cardiac and mediastinal "
           r"(?:silhouette|contours?|silhouettes)|cardiomediastinal (?:silhouette|contours?|shadow))")
-_MEDIASTINUM = (r"(?:cardiomediastinal (?:silhouette|contours?|shadow|size|structures)|cardio mediastinal silhouette|"
-                r"mediastinum|superior mediastinum|mediastinal (?:silhouette|contours?|shadow|width|structures)|"
-                r"heart and mediastinum|cardiomediastinum)")
+_MEDIASTINUM = (r"(?:cardiomediastinal (?:silhouettes?|contours?|shadow|size|structures)|cardio mediastinal silhouette|"
+                r"mediastinum|mediastinal (?:silhouettes?|contours?|shadow|width|structures)|cardiomediastinum)")
 _GAP = r"(?: [a-z0-9]+){0,%d}? "
 _NORMAL = r"(?:normal|within normal limits|unremarkable|wnl|normal in size|not enlarged)"
 _BIG = r"(?:enlarged|enlargement|large|increased|increase|prominent|prominence|widened|widening)"
@@ -290,7 +289,7 @@ OBSERVATIONS = (
         "Enlarged Cardiomediastinum",
         mentions=_size(_MEDIASTINUM, r"(?:enlarged|enlargement|widened|widening|wide|prominent|prominence)")
         + (r"mediastinal (?:widening|enlargement|prominence|mass|lymphadenopathy|adenopathy)",),
-        negative=(_MEDIASTINUM + _GAP % 7 + _NORMAL, rf"normal (?:size )?{_MEDIASTINUM}"),
+        negative=(_MEDIASTINUM + _GAP % 7 + _NORMAL, r"normal" + _GAP % 4 + _MEDIASTINUM),
     ),
     Observation(
         "Cardiomegaly",
@@ -414,9 +413,9 @@ LABEL_NAMES_18 = CHEXPERT_14 + tuple(o.name for o in AUXILIARY)
 NO_FINDING = CHEXPERT_14.index("No Finding")
 SUPPORT_DEVICES = CHEXPERT_14.index("Support Devices")
 _MATCHED = OBSERVATIONS + AUXILIARY
-_MATCHED_INDEX = tuple(LABEL_NAMES_18.index(o.name) for o in _MATCHED)
+_MATCHED_INDEX = [LABEL_NAMES_18.index(o.name) for o in _MATCHED]
 # CheXpert: "No Finding" only when no pathology is positive or uncertain (devices and auxiliaries don't count).
-_PATHOLOGIES = tuple(i for i in range(NO_FINDING) if i != SUPPORT_DEVICES)
+_PATHOLOGIES = [i for i in range(NO_FINDING) if i != SUPPORT_DEVICES]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -433,12 +432,11 @@ class RuleLabeler:
 
     def label_report(self, text: str) -> np.ndarray:
         """One report (raw or cleaned) -> int8 [18]."""
-        ranks = [0] * len(_MATCHED)
-        for sent in sentences(text):
-            ranks = [max(a, b) for a, b in zip(ranks, _sentence_ranks(sent))]
         row = np.zeros(len(LABEL_NAMES_18), dtype=np.int8)
-        row[list(_MATCHED_INDEX)] = [_BY_RANK[r] for r in ranks]
-        if not any(row[i] in (POSITIVE, UNCERTAIN) for i in _PATHOLOGIES):
+        ranks = [_sentence_ranks(sent) for sent in sentences(text)]
+        if ranks:
+            row[_MATCHED_INDEX] = np.take(_BY_RANK, np.max(ranks, axis=0))
+        if not np.isin(row[_PATHOLOGIES], (POSITIVE, UNCERTAIN)).any():
             row[NO_FINDING] = POSITIVE
         return row
 
