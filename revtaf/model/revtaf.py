@@ -1,0 +1,514 @@
+"""REVTAF: the whole model, training objective and single-study inference (method.md §0).
+
+image ─► visual encoder ─► patches Fv [B,L,C], pooled [B,C]
+      ─► entity model (frozen) ─► 75 scores, (position, exists) triplets
+scores ─► LRE ─► H [B,512] ─► bank search ─► K memory reports (classifier) + nearest study's sentences (GRPs)
+triplets ─► triplet table ─► LRPs [B,75,d]
+FVTAF(Fv, LRPs, GRPs) ─► Fc [B,L,2d] ─► decoder (prompt = classifier's 18 states) ─► report
+
+The reference bank (training studies) lives in the model as buffers: ids, entity scores, labels, report
+embeddings and GRP sentence embeddings (deduplicated: a [S,d] table of distinct sentences plus a [Ndb,N]
+index), so a saved model retrieves without the dataset. Report texts are never stored; `predict` takes a
+`report_lookup` to show them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerFast
+
+from revtaf.data.clean import clean_report, split_sentences
+from revtaf.data.imageio import XrayImage
+from revtaf.data.transforms import entity_transform, test_transform
+from revtaf.labels import ENTITY_GROUPS, LABEL_NAMES_18, labels_to_dict, triplet_sentence
+from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
+from revtaf.model.config import REVTAFConfig
+from revtaf.model.decoder import ReportDecoder, lm_labels, prompt_ids
+from revtaf.model.encoder import build_visual_encoder
+from revtaf.model.entity import EntityModel, predict_triplets
+from revtaf.model.fcc import FCCOutput
+from revtaf.model.fvtaf import FVTAF, FVTAFOutput
+from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase, rank_loss
+from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
+from revtaf.model.prompts import DiseasePromptClassifier, cls_loss, predict_states
+from revtaf.model.tokenizer import load_tokenizer
+
+WEIGHTS_FILE = "model.safetensors"
+BANK_FILE = "bank.json"
+ABLATIONS = frozenset({"grp", "lrp"})
+# Kept in float32 by save_pretrained(fp16=True): hyperbolic geometry near the ball's boundary and the
+# retrieval keys decide which study is retrieved; BatchNorm statistics can underflow half precision.
+_FP32_ONLY = ("lre.", "bank_scores", "base_probs", "running_mean", "running_var")
+_BANK_BUFFERS = ("bank_scores", "bank_labels", "bank_group", "bank_report_emb", "bank_sentence_table",
+                 "bank_sentence_index")
+
+
+@dataclass
+class Inference:
+    """Batched inference results (tensors on the model's device).
+
+    probs [B,18,4], states [B,18]; neighbour_dist / neighbour_index [B,k] (k = max(K, neighbours_shown),
+    ascending); grp_mask [B,N] of the GRPs used (None when the GRP branch is off); fcc = S and O [B,75,N]
+    (None unless both branches are on); timings_ms per stage for the whole batch.
+    """
+
+    reports: list[str]
+    probs: torch.Tensor
+    states: torch.Tensor
+    neighbour_dist: torch.Tensor
+    neighbour_index: torch.Tensor
+    fused: FVTAFOutput
+    grp_mask: torch.Tensor | None
+    fcc: FCCOutput | None
+    timings_ms: dict[str, float]
+
+
+class REVTAF(nn.Module):
+    """The full model. `tokenizer` is the decoder's; `triplet_table` [75,51,2,d] the LRP embeddings of every
+    (entity, position, exists) triplet; `entity_model` the trained MedKLIP-role model (frozen here).
+    The reference bank is attached with `set_bank` before training or inference."""
+
+    def __init__(
+        self,
+        cfg: REVTAFConfig,
+        tokenizer: PreTrainedTokenizerFast,
+        triplet_table: torch.Tensor | None = None,
+        entity_model: EntityModel | None = None,
+    ):
+        super().__init__()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        d_text = cfg.text.dim
+        self.visual = build_visual_encoder(cfg.visual.backbone, cfg.visual.weights)
+        if self.visual.out_dim != cfg.fusion.visual_dim:
+            raise ValueError(f"fusion.visual_dim={cfg.fusion.visual_dim} but {cfg.visual.backbone} gives "
+                             f"{self.visual.out_dim}-d features")
+        if entity_model is None:  # random init: a placeholder for from_pretrained, or for tests and benchmarks
+            entity_model = EntityModel(cfg.entity, torch.randn(len(ENTITIES_75), cfg.entity.text_dim),
+                                       torch.randn(len(ANATOMIES_51), cfg.entity.text_dim))
+        if entity_model.cfg != cfg.entity:
+            raise ValueError(f"entity model config {entity_model.cfg} differs from cfg.entity {cfg.entity}")
+        self.entity_model = entity_model.requires_grad_(False).eval()
+        if cfg.visual.init_from_entity and cfg.visual.weights is None:
+            self._init_visual_from_entity()
+        self.lre = LearnableRetrievalEnhancer(**asdict(cfg.lre))
+        self.fvtaf = FVTAF(cfg.fusion)
+        p = cfg.prompts
+        self.classifier = DiseasePromptClassifier(
+            self.visual.out_dim, d_text, p.d_model, p.nhead, p.num_encoder_layers, p.num_decoder_layers,
+            p.dim_feedforward, p.dropout,
+        )
+        self.decoder = ReportDecoder(cfg.decoder, tokenizer, memory_dim=2 * cfg.fusion.d_model)
+
+        table_shape = (len(ENTITIES_75), len(ANATOMIES_51), 2, d_text)
+        if triplet_table is None:
+            triplet_table = torch.zeros(table_shape)
+        if tuple(triplet_table.shape) != table_shape:
+            raise ValueError(f"triplet_table must be {list(table_shape)}, got {list(triplet_table.shape)}")
+        self.register_buffer("triplet_table", triplet_table.detach().float().clone())
+        # Logit-adjustment priors of the classifier (§4.2); the trainer sets and updates them.
+        self.register_buffer("base_probs", torch.ones(len(LABEL_NAMES_18)))
+        self._init_empty_bank()
+        self.register_load_state_dict_post_hook(lambda module, keys: module._invalidate_bank())
+
+    def _init_visual_from_entity(self) -> None:
+        """Start the visual encoder's conv1..layer3 from the entity model's trained trunk (same ResNet).
+
+        Offline there are no ImageNet weights; the entity model's trunk was trained on the same X-rays to
+        find the 75 entities, a far better start than random for the 2,069 IU training studies.
+        """
+        trunk = self.entity_model.backbone
+        if trunk.name != self.visual.name:
+            raise ValueError(f"visual.init_from_entity needs the same ResNet: entity model has {trunk.name}, "
+                             f"visual encoder {self.visual.name}")
+        unexpected = self.visual.load_state_dict(trunk.state_dict(), strict=False).unexpected_keys
+        if unexpected:
+            raise KeyError(f"entity trunk keys not in the visual encoder: {unexpected[:5]}")
+
+    # ------------------------------------------------------------------ reference bank
+    def _init_empty_bank(self) -> None:
+        d, n = self.cfg.text.dim, self.cfg.max_sentences or 1
+        self.bank_ids: list[str] = []
+        self.bank_groups: list[str] = []
+        self.register_buffer("bank_scores", torch.zeros(0, len(ENTITIES_75)))
+        self.register_buffer("bank_labels", torch.zeros(0, len(LABEL_NAMES_18), dtype=torch.int8))
+        self.register_buffer("bank_group", torch.zeros(0, dtype=torch.long))  # group (study) index per row
+        self.register_buffer("bank_report_emb", torch.zeros(0, d))
+        self.register_buffer("bank_sentence_table", torch.zeros(0, d))  # distinct sentence embeddings [S,d]
+        self.register_buffer("bank_sentence_index", torch.zeros(0, n, dtype=torch.long))  # [Ndb,N], -1 = pad
+        self._invalidate_bank()
+
+    def set_bank(
+        self,
+        ids: Sequence[str],
+        scores: torch.Tensor,
+        sentence_emb: torch.Tensor,
+        sentence_mask: torch.Tensor,
+        report_emb: torch.Tensor,
+        labels: torch.Tensor,
+        groups: Sequence[str] | None = None,
+    ) -> None:
+        """Attach the reference (training) studies.
+
+        ids (Ndb); scores [Ndb,75] entity scores; sentence_emb [Ndb,N,d] + sentence_mask [Ndb,N] the GRP
+        sentences; report_emb [Ndb,d] the memory features; labels [Ndb,18]; groups (Ndb) the study of each
+        row (rows of one study are never each other's memory at training time), default = ids.
+        """
+        n_db, d = len(ids), self.cfg.text.dim
+        groups = list(ids) if groups is None else list(groups)
+        shapes = {
+            "scores": (scores, (n_db, len(ENTITIES_75))),
+            "sentence_emb": (sentence_emb, (n_db, sentence_emb.shape[1] if sentence_emb.ndim == 3 else -1, d)),
+            "sentence_mask": (sentence_mask, tuple(sentence_emb.shape[:2])),
+            "report_emb": (report_emb, (n_db, d)),
+            "labels": (labels, (n_db, len(LABEL_NAMES_18))),
+        }
+        for name, (tensor, shape) in shapes.items():
+            if tuple(tensor.shape) != shape:
+                raise ValueError(f"{name} must be {list(shape)}, got {list(tensor.shape)}")
+        if len(groups) != n_db or len(set(ids)) != n_db:
+            raise ValueError("ids must be unique and groups must have one entry per id")
+        if n_db <= self.cfg.prompts.k_memory:
+            raise ValueError(f"the bank needs more than k_memory={self.cfg.prompts.k_memory} studies, got {n_db}")
+        mask = sentence_mask.bool()
+        # Identical sentences ("no pneumothorax") have identical embeddings: store each once.
+        table, inverse = torch.unique(sentence_emb[mask].float(), dim=0, return_inverse=True)
+        index = torch.full(mask.shape, -1, dtype=torch.long)
+        index[mask] = inverse
+        group_ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        device = self.triplet_table.device
+        self.bank_ids, self.bank_groups = list(ids), groups
+        self.bank_scores = scores.detach().float().to(device)
+        self.bank_labels = labels.detach().to(torch.int8).to(device)
+        self.bank_group = torch.tensor([group_ids[g] for g in groups], dtype=torch.long, device=device)
+        self.bank_report_emb = report_emb.detach().float().to(device)
+        self.bank_sentence_table = table.to(device)
+        self.bank_sentence_index = index.to(device)
+        self.cfg.max_sentences = int(mask.shape[1])
+        self._invalidate_bank()
+
+    def _invalidate_bank(self) -> None:
+        self._db: ReferenceDatabase | None = None
+        self._db_step = -1
+        self._train_steps = 0
+        self._rows_of_group: dict[int, set[int]] | None = None
+
+    def refresh_bank(self) -> ReferenceDatabase:
+        """Re-embed the bank's entity scores with the current LRE (call after the LRE changed)."""
+        self._db = ReferenceDatabase.build(self.lre, self.bank_scores, self.bank_ids, batch_size=4096)
+        self._db_step = self._train_steps
+        return self._db
+
+    def reference_db(self) -> ReferenceDatabase:
+        """The bank's LRE embeddings: rebuilt every `bank_refresh_steps` training steps, and before inference
+        whenever the LRE was trained since the last build."""
+        if len(self.bank_ids) == 0:
+            raise RuntimeError("REVTAF has no reference bank: call set_bank(...) first")
+        stale = self._train_steps - self._db_step
+        if self._db is None or (stale >= self.cfg.bank_refresh_steps if self.training else stale > 0):
+            self.refresh_bank()
+        return self._db
+
+    def _exclusions(self, bank_index: torch.Tensor) -> list[set[int]]:
+        """For each query row of the bank, every row of the same study."""
+        if self._rows_of_group is None:
+            rows: dict[int, set[int]] = {}
+            for row, g in enumerate(self.bank_group.tolist()):
+                rows.setdefault(g, set()).add(row)
+            self._rows_of_group = rows
+        return [self._rows_of_group[g] for g in self.bank_group[bank_index].tolist()]
+
+    def bank_grp(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GRPs of bank rows: index [B] -> (sentence embeddings [B,N,d], mask [B,N] bool)."""
+        rows = self.bank_sentence_index[index]
+        mask = rows >= 0
+        emb = self.bank_sentence_table[rows.clamp_min(0)] * mask.unsqueeze(-1)
+        return emb, mask
+
+    def lrp(self, position: torch.Tensor, exists: torch.Tensor) -> torch.Tensor:
+        """LRPs from triplet ids: position [B,75] int, exists [B,75] bool -> [B,75,d]."""
+        entity = torch.arange(len(ENTITIES_75), device=position.device)
+        return self.triplet_table[entity[None], position.long(), exists.long()]
+
+    def retrieve(
+        self, scores: torch.Tensor, k: int, exclude: list[set[int]] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """scores [B,75] -> (H [B,D] with grad, distances [B,k], bank indices [B,k]); the search has no grad."""
+        H = self.lre(scores)
+        dist, index = self.reference_db().search(H.detach(), k=k, exclude=exclude)
+        return H, dist.to(H.device), index.to(H.device)
+
+    # ------------------------------------------------------------------ training
+    def train(self, mode: bool = True) -> REVTAF:
+        super().train(mode)
+        self.entity_model.eval()  # frozen: trained in its own stage, no dropout here
+        return self
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training objective (§8.1) -> {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc"}.
+
+        batch: images [B,3,224,224]; entity_scores [B,75], lrp_position [B,75], lrp_exists [B,75] (the frozen
+        entity model's predictions, as at test time); labels [B,18]; input_ids / attention_mask [B,T]
+        (`decoder.encode_reports` with the ground-truth states); grp_index [B] (label-Hamming neighbour in the
+        bank, §5.5); bank_index [B] (the study's own bank row, excluded from its memory).
+        """
+        if self.training:
+            self._train_steps += 1
+        labels = batch["labels"].long()
+        patches, pooled = self.visual(batch["images"])
+        H, _, memory_index = self.retrieve(batch["entity_scores"], self.cfg.prompts.k_memory,
+                                           self._exclusions(batch["bank_index"]))
+        logits = self.classifier(pooled, self.bank_report_emb[memory_index])
+        loss_cls = cls_loss(logits, labels, self.base_probs)
+        # The ranking loss compares batch members; a single-sample batch has nothing to rank.
+        loss_rank = rank_loss(H, labels, self.lre.c) if H.shape[0] > 1 else H.sum() * 0
+        grp, grp_mask = self.bank_grp(batch["grp_index"])
+        fused = self.fvtaf(patches, self.lrp(batch["lrp_position"], batch["lrp_exists"]), grp, grp_mask)
+        loss_fcc = self.fvtaf.loss(fused, grp_mask).loss
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        loss_lm = self.decoder.loss(ids, mask, fused.fc, lm_labels(ids, mask))
+        w = self.cfg.loss
+        loss = w.lm * loss_lm + w.cls * loss_cls + w.rank * loss_rank + w.fcc * loss_fcc
+        return {"loss": loss, "loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def infer(
+        self,
+        images: torch.Tensor,
+        entity_scores: torch.Tensor,
+        lrp_position: torch.Tensor,
+        lrp_exists: torch.Tensor,
+        ablate: frozenset[str] = frozenset(),
+        exclude: list[set[int]] | None = None,
+    ) -> Inference:
+        """Retrieval -> fusion -> classifier -> beam search for a batch whose entity predictions are known.
+
+        images [B,3,224,224] (test transform); entity_scores [B,75]; lrp_position / lrp_exists [B,75];
+        `ablate` ⊆ {"grp", "lrp"} switches FVTAF branches off; `exclude[b]` = bank rows query b may not
+        retrieve (e.g. itself when it is a training study).
+        """
+        if not ablate <= ABLATIONS:
+            raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
+        if self.training:
+            raise RuntimeError("call .eval() before inference: dropout would make predictions random")
+        timings, t = {}, time.perf_counter()
+
+        k = max(self.cfg.prompts.k_memory, self.cfg.neighbours_shown)
+        _, dist, index = self.retrieve(entity_scores, k, exclude)
+        memory = self.bank_report_emb[index[:, : self.cfg.prompts.k_memory]]
+        grp, grp_mask = self.bank_grp(index[:, 0]) if "grp" not in ablate else (None, None)
+        lrp = self.lrp(lrp_position, lrp_exists) if "lrp" not in ablate else None
+        timings["retrieval"], t = _ms(t), time.perf_counter()
+
+        patches, pooled = self.visual(images)
+        timings["visual"], t = _ms(t), time.perf_counter()
+
+        fused = self.fvtaf(patches, lrp, grp, grp_mask)
+        fcc = self.fvtaf.loss(fused, grp_mask) if lrp is not None and grp is not None else None
+        probs, states = predict_states(self.classifier(pooled, memory))
+        timings["fusion"], t = _ms(t), time.perf_counter()
+
+        g = self.cfg.generation
+        reports = self.decoder.generate(prompt_ids(self.tokenizer, states), fused.fc, g.num_beams,
+                                        g.max_new_tokens, g.min_length)
+        timings["generation"] = _ms(t)
+        return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings)
+
+    @torch.no_grad()
+    def predict_batch(
+        self,
+        images: Sequence[Image.Image | XrayImage],
+        ablate: frozenset[str] = frozenset(),
+        report_lookup: Callable[[str], str | None] | None = None,
+        exclude_ids: Sequence[str | None] | None = None,
+    ) -> list[Prediction]:
+        """Full inference for decoded images (PIL or XrayImage) -> one Prediction each.
+
+        `report_lookup(study_id)` returns a bank study's report text (raw or cleaned) when the caller has it;
+        it fills Neighbour.report and the GRP sentences. `exclude_ids[b]` = a bank study that image b may not
+        retrieve (e.g. the image's own study when it comes from the training split).
+        """
+        if len(images) == 0:
+            raise ValueError("predict_batch needs at least one image")
+        pils = [_to_pil(image) for image in images]
+        device = self.triplet_table.device
+        t = time.perf_counter()
+        entity_in = torch.stack([entity_transform(self.cfg.image_size)(p) for p in pils]).to(device)
+        exist_prob, exists, position = predict_triplets(self.entity_model(entity_in), self.cfg.absent_position)
+        t_entity = _ms(t)
+
+        exclude = None
+        if exclude_ids is not None:
+            if len(exclude_ids) != len(pils):
+                raise ValueError(f"{len(exclude_ids)} exclude_ids for {len(pils)} images")
+            row = {sid: i for i, sid in enumerate(self.bank_ids)}
+            groups = self.bank_group.tolist()
+            exclude = [{r for r, g in enumerate(groups) if sid in row and g == groups[row[sid]]} for sid in exclude_ids]
+        images_in = torch.stack([test_transform(self.cfg.image_size)(p) for p in pils]).to(device)
+        out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude)
+        timings = {"entity": t_entity, **out.timings_ms}
+        timings["total"] = sum(timings.values())
+        return [self._prediction(b, out, exist_prob, exists, position, frozenset(ablate), report_lookup, timings)
+                for b in range(len(pils))]
+
+    def predict(
+        self,
+        image: Image.Image | XrayImage,
+        ablate: frozenset[str] = frozenset(),
+        report_lookup: Callable[[str], str | None] | None = None,
+        exclude_id: str | None = None,
+    ) -> Prediction:
+        """One study's Prediction (see predict_batch)."""
+        return self.predict_batch([image], ablate, report_lookup, [exclude_id])[0]
+
+    def _prediction(self, b, out: Inference, exist_prob, exists, position, ablate, report_lookup, timings) -> Prediction:
+        shown = self.cfg.neighbours_shown
+        neighbours = []
+        for dist, row in zip(out.neighbour_dist[b, :shown].tolist(), out.neighbour_index[b, :shown].tolist()):
+            sid = self.bank_ids[row]
+            neighbours.append(Neighbour(sid, float(dist), labels_to_dict(self.bank_labels[row].tolist()),
+                                        report_lookup(sid) if report_lookup else None))
+        diseases = [
+            DiseaseState(name, STATES[int(out.states[b, i])],
+                         {s: float(out.probs[b, i, j]) for j, s in enumerate(STATES)})
+            for i, name in enumerate(LABEL_NAMES_18)
+        ]
+        entities = [
+            EntityPrompt(m, name, ENTITY_GROUPS[m], float(exist_prob[b, m]), bool(exists[b, m]),
+                         ANATOMIES_51[int(position[b, m])],
+                         triplet_sentence(m, int(position[b, m]), bool(exists[b, m])))
+            for m, name in enumerate(ENTITIES_75)
+        ]
+        side = _map_side(out.fused)
+        n_grp = int(out.grp_mask[b].sum()) if out.grp_mask is not None else 0
+        grp_sentences = []
+        if n_grp and neighbours and neighbours[0].report:
+            grp_sentences = split_sentences(clean_report(neighbours[0].report, self.cfg.dataset))[:n_grp]
+        lrp_maps = _maps(out.fused.local_maps, b, len(ENTITIES_75), side)
+        grp_maps = _maps(out.fused.global_maps, b, n_grp, side)
+        if out.fcc is not None:
+            similarity = out.fcc.similarity[b, :, :n_grp].float().cpu().numpy()
+            overlap = out.fcc.overlap[b, :, :n_grp].float().cpu().numpy()
+        else:
+            similarity = overlap = np.zeros((len(lrp_maps), len(grp_maps)), dtype=np.float32)
+        return Prediction(
+            report=out.reports[b],
+            diseases=diseases,
+            neighbours=neighbours,
+            grp_sentences=grp_sentences,
+            entities=entities,
+            lrp_maps=lrp_maps,
+            grp_maps=grp_maps,
+            fcc_similarity=similarity,
+            fcc_overlap=overlap,
+            ablation={"grp": "grp" not in ablate, "lrp": "lrp" not in ablate},
+            timings_ms=dict(timings),
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path, fp16: bool = False) -> None:
+        """config.json, model.safetensors (weights + bank embeddings), tokenizer files and bank.json (ids).
+
+        fp16=True stores floating tensors in half precision except _FP32_ONLY (about half the size).
+        No report text is written.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.cfg.save(directory)
+        self.tokenizer.save_pretrained(str(directory))
+        (directory / BANK_FILE).write_text(json.dumps({"ids": self.bank_ids, "groups": self.bank_groups}) + "\n")
+        state, seen = {}, set()
+        for name, tensor in self.state_dict().items():
+            key = (tensor.data_ptr(), tensor.shape)
+            if tensor.numel() and key in seen:  # tied weights (decoder input/output embeddings): stored once
+                continue
+            seen.add(key)
+            tensor = tensor.detach().cpu().contiguous()
+            if fp16 and tensor.is_floating_point() and not any(k in name for k in _FP32_ONLY):
+                half = tensor.half()
+                tensor = half if torch.isfinite(half).all() else tensor
+            state[name] = tensor
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "fp16": str(fp16)})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> REVTAF:
+        """Load a directory written by save_pretrained, in eval mode. Never reads any initialisation weights."""
+        directory = Path(directory)
+        for name in ("config.json", WEIGHTS_FILE, BANK_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory} is not a REVTAF model directory: {name} is missing")
+        cfg = REVTAFConfig.load(directory)
+        cfg = replace(cfg, visual=replace(cfg.visual, weights=None), decoder=replace(cfg.decoder, init_dir=None))
+        model = cls(cfg, load_tokenizer(directory))
+        state = load_file(str(directory / WEIGHTS_FILE))
+        for name in _BANK_BUFFERS:  # the bank's sizes come from the file
+            setattr(model, name, torch.empty_like(state[name], dtype=getattr(model, name).dtype))
+        expected = model.state_dict()
+        state = {k: v.to(expected[k].dtype) for k, v in state.items() if k in expected}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = _tied_names(model)
+        if set(missing) - tied or unexpected:
+            raise KeyError(f"{directory / WEIGHTS_FILE} does not match the model: missing "
+                           f"{sorted(set(missing) - tied)[:8]}, unexpected {sorted(unexpected)[:8]}")
+        bank = json.loads((directory / BANK_FILE).read_text())
+        if len(bank["ids"]) != model.bank_scores.shape[0]:
+            raise ValueError(f"{BANK_FILE} lists {len(bank['ids'])} ids for {model.bank_scores.shape[0]} bank rows")
+        model.bank_ids, model.bank_groups = bank["ids"], bank["groups"]
+        model.to(map_location).eval()
+        model.refresh_bank()
+        return model
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter count per component (the entity model's are frozen)."""
+        parts = {"visual": self.visual, "entity_model": self.entity_model, "lre": self.lre, "fvtaf": self.fvtaf,
+                 "classifier": self.classifier, "decoder": self.decoder}
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+def _tied_names(model: nn.Module) -> set[str]:
+    """State-dict names that alias an earlier entry (tied weights), i.e. those save_pretrained drops."""
+    seen, tied = set(), set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape)
+        if tensor.numel() and key in seen:
+            tied.add(name)
+        seen.add(key)
+    return tied
+
+
+def _to_pil(image: Image.Image | XrayImage) -> Image.Image:
+    if isinstance(image, XrayImage):
+        return image.to_pil()
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    raise TypeError(f"expected a PIL image or an XrayImage, got {type(image).__name__}")
+
+
+def _map_side(fused: FVTAFOutput) -> int:
+    side = int(round(fused.fc.shape[1] ** 0.5))
+    if side * side != fused.fc.shape[1]:
+        raise ValueError(f"{fused.fc.shape[1]} patches do not form a square map")
+    return side
+
+
+def _maps(maps: torch.Tensor | None, b: int, n: int, side: int) -> np.ndarray:
+    """Row b's first n attention maps [n,L] -> [n,side,side] float32 (empty when the branch is off)."""
+    if maps is None or n == 0:
+        return np.zeros((0, side, side), dtype=np.float32)
+    return maps[b, :n].float().reshape(n, side, side).cpu().numpy()
+
+
+def _ms(start: float) -> float:
+    return round(1000 * (time.perf_counter() - start), 2)

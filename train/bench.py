@@ -1,0 +1,111 @@
+"""`revtaf bench`: inference latency per stage and parameter counts of a preset, with random weights.
+
+Random initialisation has the preset's exact shapes, so latency is what a trained model of that size costs,
+with one caveat that makes the figure an upper bound: an untrained decoder never emits [SEP] early, so
+generation always runs to max_new_tokens. The bank holds ~2,000 random rows (IU X-Ray's training split size).
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from revtaf.data.imageio import read_image
+from revtaf.model.config import REVTAFConfig
+from revtaf.model.revtaf import REVTAF
+from revtaf.model.tokenizer import load_tokenizer
+
+PRESETS = ("cpu", "paper")
+STAGES = ("decode", "entity", "retrieval", "visual", "fusion", "generation", "total")
+BERT_VOCAB = 30522  # bert-base-uncased, the paper's tokenizer
+CPU_VOCAB = 3000  # the offline WordPiece (train/pipeline.py)
+
+
+def synthetic_tokenizer(vocab_size: int, directory: str | Path):
+    """A BERT-layout tokenizer with `vocab_size` placeholder wordpieces (+ [DEC] and the 4 state tokens)."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = [f"w{i}" for i in range(vocab_size - len(specials))]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(specials + words) + "\n")
+    (directory / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}')
+    return load_tokenizer(directory)
+
+
+def random_model(preset: str, bank_size: int = 2069, max_sentences: int = 18, seed: int = 0) -> REVTAF:
+    """A randomly initialised REVTAF of `preset` with a random bank of `bank_size` rows, in eval mode."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {PRESETS}")
+    torch.manual_seed(seed)
+    cfg = getattr(REVTAFConfig, preset)()
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = synthetic_tokenizer(CPU_VOCAB if preset == "cpu" else BERT_VOCAB, tmp)
+    d = cfg.text.dim
+    model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.arange(max_sentences)[None] < torch.randint(1, max_sentences + 1, (bank_size, 1), generator=g)
+    # A few hundred distinct sentences, as in real report corpora.
+    sentences = torch.randn(400, d, generator=g)
+    emb = sentences[torch.randint(0, 400, (bank_size, max_sentences), generator=g)] * mask[..., None]
+    model.set_bank(
+        ids=[f"study{i}" for i in range(bank_size)],
+        scores=torch.rand(bank_size, 75, generator=g),
+        sentence_emb=emb,
+        sentence_mask=mask,
+        report_emb=torch.randn(bank_size, d, generator=g),
+        labels=torch.randint(0, 4, (bank_size, 18), generator=g),
+    )
+    return model.eval()
+
+
+def _png_bytes(seed: int = 0, size: int = 512) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bench(preset: str, runs: int = 3, print_table: bool = True) -> dict:
+    """Median per-stage latency (ms) of one study over `runs` runs (after a warm-up) + parameter counts."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    model = random_model(preset)
+    data = _png_bytes()
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        image = read_image(data)
+        decode = 1000 * (time.perf_counter() - t)
+        pred = model.predict(image)
+        if i == 0:
+            continue  # warm-up: first-call allocations and lazy initialisation
+        samples["decode"].append(decode)
+        for stage in STAGES[1:]:
+            samples[stage].append(pred.timings_ms[stage] + (decode if stage == "total" else 0.0))
+    result = {
+        "preset": preset,
+        "threads": torch.get_num_threads(),
+        "runs": runs,
+        "latency_ms": {s: round(statistics.median(v), 1) for s, v in samples.items()},
+        "parameters": model.num_parameters(),
+        "generated_tokens_max": model.cfg.generation.max_new_tokens,
+    }
+    if print_table:
+        print(format_table(result))
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [f"REVTAF preset '{result['preset']}' (random init, {result['threads']} threads, "
+             f"median of {result['runs']} runs, one study)", "", f"{'stage':<12}{'ms':>10}"]
+    lines += [f"{stage:<12}{ms:>10.1f}" for stage, ms in result["latency_ms"].items()]
+    lines += ["", f"{'component':<14}{'parameters':>14}"]
+    lines += [f"{name:<14}{n:>14,}" for name, n in result["parameters"].items()]
+    return "\n".join(lines)
