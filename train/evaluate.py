@@ -1,0 +1,320 @@
+"""`revtaf evaluate`: the model, a trivial baseline or an ablation on one split, scored with the project protocol.
+
+Outputs in `--out`: `metrics.json` (NLG + CE with the protocol strings, plus the number of distinct generated
+reports and CE on the abnormal studies alone) and `predictions.jsonl`, one line per study:
+`{"id", "generated", "reference", "retrieved_id", "labels", "reference_labels", "states"}` where `labels` /
+`reference_labels` are the labeler's non-blank CheXpert states of the generated / reference text (what CE
+compares) and `states` the model's 18 predicted disease states (None for baselines).
+
+Baselines, scored with the same code on the same split:
+- `constant`: the product.md constant report for every study;
+- `random`: a training report drawn uniformly at random per study (seeded);
+- `retrieval`: the report of the LRE's top-1 training study (its text read from the data root).
+Ablations (`--ablate grp|lrp|fusion`, combinable) switch parts of the model off at inference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from revtaf.labels.constants import CHEXPERT_14, STATES
+
+CONSTANT_REPORT = "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear ."
+BASELINES = ("constant", "random", "retrieval")
+ABLATIONS = ("grp", "lrp", "fusion")
+NO_FINDING = CHEXPERT_14.index("No Finding")
+
+
+def _states_dict(row: Sequence[int], names: Sequence[str] = CHEXPERT_14) -> dict[str, str]:
+    """Non-blank states only: {"Cardiomegaly": "positive", ...}."""
+    return {n: STATES[int(s)] for n, s in zip(names, row) if int(s) != 0}
+
+
+def constant_reports(n: int) -> list[str]:
+    return [CONSTANT_REPORT] * n
+
+
+def random_reports(n: int, train_reports: Sequence[str], seed: int = 0) -> tuple[list[str], list[int]]:
+    """One uniformly drawn training report per study (seeded); returns (texts, drawn training indices)."""
+    if not train_reports:
+        raise ValueError("the random baseline needs at least one training report")
+    idx = np.random.default_rng(seed).integers(0, len(train_reports), size=n).tolist()
+    return [train_reports[i] for i in idx], idx
+
+
+def abnormal_mask(ref_labels: np.ndarray) -> np.ndarray:
+    """Studies whose reference has a positive CheXpert finding other than "No Finding": [n] bool."""
+    pos = np.asarray(ref_labels)[:, : len(CHEXPERT_14)] == 1
+    pos[:, NO_FINDING] = False
+    return pos.any(1)
+
+
+def score_rows(rows: list[dict], dataset: str, labeler=None, meteor=None) -> dict:
+    """The protocol scores of rows {"id", "generated", "reference"}; adds `labels`/`reference_labels` to rows.
+
+    Extras beside `revtaf.metrics.score`: `n`, `distinct_reports` (after cleaning), and `CE_abnormal`
+    (CE restricted to the studies whose reference has a positive finding other than No Finding).
+    """
+    from revtaf.data import clean_report
+    from revtaf.metrics import ce_scores, score
+    from revtaf.metrics.nlg import java_available, shared_meteor
+
+    if not rows:
+        raise ValueError("nothing to score: no predictions")
+    if meteor is None and java_available():  # one jar per process: its start-up takes tens of seconds
+        meteor = shared_meteor()
+    if labeler is None:
+        from revtaf.labels.chexpert import RuleLabeler
+
+        labeler = RuleLabeler()
+    refs = {r["id"]: r["reference"] for r in rows}
+    hyps = {r["id"]: r["generated"] for r in rows}
+    metrics = score(refs, hyps, dataset, labeler=labeler, meteor=meteor)
+    clean_refs = [clean_report(r["reference"], dataset) for r in rows]
+    clean_hyps = [clean_report(r["generated"], dataset) for r in rows]
+    labels = np.asarray(labeler(clean_refs + clean_hyps))
+    ref_labels, hyp_labels = labels[: len(rows)], labels[len(rows) :]
+    for row, rl, hl in zip(rows, ref_labels, hyp_labels):
+        row["reference_labels"] = _states_dict(rl[: len(CHEXPERT_14)])
+        row["labels"] = _states_dict(hl[: len(CHEXPERT_14)])
+    abnormal = abnormal_mask(ref_labels)
+    metrics["n"] = len(rows)
+    metrics["distinct_reports"] = len(set(clean_hyps))
+    metrics["abnormal_studies"] = int(abnormal.sum())
+    if abnormal.any():
+        ce = ce_scores(ref_labels[abnormal], hyp_labels[abnormal])
+        ce.pop("protocol", None)
+        metrics["CE_abnormal"] = {k: ce[k] for k in ("example", "micro", "macro")}
+    return metrics
+
+
+def write_outputs(out: str | Path, metrics: dict, rows: list[dict]) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with (out / "predictions.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def headline(metrics: dict) -> str:
+    """One line of the figures the README tables show."""
+    keys = ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
+    nlg = "  ".join(f"{k} {metrics[k]:.4f}" if metrics.get(k) is not None else f"{k} n/a" for k in keys)
+    ce = metrics["CE"]["example"]
+    line = f"{nlg}  CE-P {ce['precision']:.4f} CE-R {ce['recall']:.4f} CE-F1 {ce['f1']:.4f}"
+    line += f"  distinct {metrics['distinct_reports']}/{metrics['n']}"
+    if "CE_abnormal" in metrics:
+        line += f"  CE-F1(abnormal, n={metrics['abnormal_studies']}) {metrics['CE_abnormal']['example']['f1']:.4f}"
+    return line
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+
+class _PairDataset:
+    """Frontal images of studies under both transforms: the entity model's and the report model's."""
+
+    def __init__(self, studies, root):
+        from revtaf.data import XrayDataset, transforms
+
+        self.entity = XrayDataset(studies, root, transforms.entity_transform())
+        self.test = transforms.test_transform()
+
+    def __len__(self) -> int:
+        return len(self.entity)
+
+    def __getitem__(self, i: int) -> dict:
+        from revtaf.data import image_file, read_image
+
+        study = self.entity.studies[i]
+        item = self.entity[i]
+        item["test_image"] = self.test(read_image(image_file(self.entity.root, study)).to_pil())
+        return item
+
+
+def ablation_set(ablate: Sequence[str]) -> frozenset[str]:
+    """CLI ablation names -> the model's: `fusion` switches both FVTAF prompt branches (GRP and LRP) off."""
+    unknown = set(ablate) - set(ABLATIONS)
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {sorted(unknown)}: choose from {ABLATIONS}")
+    names = set(ablate)
+    if "fusion" in names:
+        names = (names - {"fusion"}) | {"grp", "lrp"}
+    return frozenset(names)
+
+
+def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: dict | None = None,
+                  batch_size: int = 16, desc: str = "generate") -> tuple[list[dict], np.ndarray]:
+    """Generate reports for `studies` -> (rows {"id", "generated", "reference", "retrieved_id", "states"},
+    P(positive) [n,18] of the classifier).
+
+    `features` = the pipeline's cached entity predictions for these studies ({"scores", "exists", "position"});
+    without it the model's own (frozen) entity model predicts them from the image, as `predict` does.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from revtaf.labels.chexpert import LABEL_NAMES_18
+    from revtaf.model.entity import predict_triplets
+
+    model.eval()
+    device = model.triplet_table.device
+    loader = DataLoader(_PairDataset(studies, root), batch_size=batch_size)
+    ablate = ablation_set(ablate)
+    rows, p_pos = [], []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, dynamic_ncols=True):
+            idx = batch["index"]
+            if features is not None:
+                scores = torch.from_numpy(features["scores"][idx.numpy()]).to(device)
+                exists = torch.from_numpy(features["exists"][idx.numpy()]).to(device)
+                position = torch.from_numpy(features["position"][idx.numpy()].astype(np.int64)).to(device)
+            else:
+                out = model.entity_model(batch["image"].to(device))
+                scores, exists, position = predict_triplets(out, model.cfg.absent_position)
+            inf = model.infer(batch["test_image"].to(device), scores, position, exists, ablate)
+            p_pos.append(inf.probs[..., 1].float().cpu().numpy())
+            for b, i in enumerate(idx.tolist()):
+                rows.append({
+                    "id": studies[i].id,
+                    "generated": inf.reports[b],
+                    "reference": studies[i].report,
+                    "retrieved_id": model.bank_ids[int(inf.neighbour_index[b, 0])],
+                    "states": {n: STATES[int(s)] for n, s in zip(LABEL_NAMES_18, inf.states[b].tolist())},
+                })
+    return rows, np.concatenate(p_pos)
+
+
+def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: str, batch_size: int = 16,
+                   log=None, epoch: int | None = None) -> dict:
+    """Per-epoch validation (method.md §8.2): generate on val, score, update the base probabilities (§4.2).
+
+    Returns flat metrics for the trainer (`CE_f1` selects the best epoch).
+    """
+    import torch
+
+    from revtaf.model.prompts import NUM_CHEXPERT, update_base_probs
+
+    rows, p_pos = generate_rows(model, studies, root, features=features, batch_size=batch_size,
+                                desc=f"validate epoch {epoch}")
+    metrics = score_rows(rows, dataset)
+    new = update_base_probs(torch.from_numpy(p_pos[:, :NUM_CHEXPERT]),
+                            torch.from_numpy(labels[:, :NUM_CHEXPERT].astype(np.int64)), model.base_probs.cpu())
+    model.base_probs.copy_(new.to(model.base_probs.device))
+    ce = metrics["CE"]["example"]
+    flat = {k: metrics[k] for k in ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")}
+    flat.update(CE_precision=ce["precision"], CE_recall=ce["recall"], CE_f1=ce["f1"],
+                CE_f1_abnormal=metrics.get("CE_abnormal", {}).get("example", {}).get("f1"),
+                distinct_reports=metrics["distinct_reports"], base_probs=[round(x, 4) for x in new.tolist()])
+    if log is not None:
+        log("validation_sample", epoch=epoch, rows=rows[:3])
+    return flat
+
+
+def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str] = (), features: dict | None = None,
+                   batch_size: int = 16, checkpoint: str | None = None) -> dict:
+    """Generate + score a split with the model; writes metrics.json and predictions.jsonl to `out`."""
+    rows, _ = generate_rows(model, studies, root, ablate, features, batch_size, desc=f"evaluate {Path(out).name}")
+    metrics = score_rows(rows, dataset)
+    metrics["generator"] = {"model": checkpoint or "REVTAF", "ablate": sorted(ablation_set(ablate)),
+                            "split_size": len(studies)}
+    write_outputs(out, metrics, rows)
+    return metrics
+
+
+def retrieval_rows(model, studies, root, lookup, batch_size: int = 16) -> list[dict]:
+    """The retrieval baseline: the report of the LRE's top-1 training study, read through `lookup`."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from revtaf.data import XrayDataset, transforms
+    from revtaf.model.entity import predict_triplets
+
+    model.eval()
+    device = model.triplet_table.device
+    rows = []
+    loader = DataLoader(XrayDataset(studies, root, transforms.entity_transform()), batch_size=batch_size)
+    with torch.no_grad():
+        for batch in loader:
+            scores, _, _ = predict_triplets(model.entity_model(batch["image"].to(device)), model.cfg.absent_position)
+            _, _, index = model.retrieve(scores, k=1)
+            for i, row in zip(batch["index"].tolist(), index[:, 0].tolist()):
+                sid = model.bank_ids[row]
+                text = lookup(sid)
+                if text is None:
+                    raise FileNotFoundError(f"no report text for retrieved training study {sid}")
+                rows.append({"id": studies[i].id, "generated": text, "reference": studies[i].report,
+                             "retrieved_id": sid})
+    return rows
+
+
+def default_checkpoint() -> Path:
+    """The bundled default model (assets/revtaf-iu)."""
+    return Path(__file__).resolve().parents[1] / "assets" / "revtaf-iu"
+
+
+def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None = None, ablate: Sequence[str] = (),
+                        max_studies: int | None = None, seed: int = 0, batch_size: int = 16) -> dict:
+    """`revtaf evaluate`: a model (or a baseline) on one split of a data root."""
+    from revtaf.data import clean_report, load_annotation
+    from train.pipeline import detect_dataset
+    from train.reports import ReportLookup
+
+    data = Path(data)
+    if not (data / "annotation.json").is_file():
+        raise FileNotFoundError(f"{data} is not a data root: it has no annotation.json")
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {baseline!r}: choose from {BASELINES}")
+    if baseline is not None and ablate:
+        raise ValueError("--ablate applies to the model, not to a baseline")
+    dataset = detect_dataset(data)
+    splits = load_annotation(data, dataset)
+    studies = splits[split][:max_studies]
+    if not studies:
+        raise ValueError(f"split {split!r} of {data} is empty")
+
+    model = None
+    if baseline in (None, "retrieval"):
+        from revtaf.model.revtaf import REVTAF
+
+        ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
+        if not ckpt.is_dir():
+            raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
+        model = REVTAF.from_pretrained(ckpt)
+    if baseline is None:
+        return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt))
+
+    if baseline == "constant":
+        rows = [{"id": s.id, "generated": t, "reference": s.report, "retrieved_id": None}
+                for s, t in zip(studies, constant_reports(len(studies)))]
+    elif baseline == "random":
+        train = splits["train"]
+        texts, idx = random_reports(len(studies), [clean_report(s.report, dataset) for s in train], seed)
+        rows = [{"id": s.id, "generated": t, "reference": s.report, "retrieved_id": train[i].id}
+                for s, t, i in zip(studies, texts, idx)]
+    else:
+        rows = retrieval_rows(model, studies, data, ReportLookup(data), batch_size)
+    metrics = score_rows(rows, dataset)
+    metrics["generator"] = {"baseline": baseline, "seed": seed if baseline == "random" else None,
+                            "split_size": len(studies)}
+    write_outputs(out, metrics, rows)
+    return metrics
+
+
+def generate_one(image, checkpoint=None, data=None, ablate: Sequence[str] = ()):
+    """`revtaf generate`: the Prediction of one image file (PNG, JPEG or DICOM)."""
+    from revtaf.data import read_image
+    from revtaf.model.revtaf import REVTAF
+    from train.reports import ReportLookup
+
+    ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
+    if not ckpt.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
+    model = REVTAF.from_pretrained(ckpt)
+    return model.predict(read_image(image), ablate=ablation_set(ablate), report_lookup=ReportLookup(data))
