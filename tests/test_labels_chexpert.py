@@ -69,6 +69,7 @@ def states(report: str) -> dict[str, str]:
         ("Calcified nodule in the left upper lobe.", {"Lung Lesion": POS, "Granuloma": POS}),
         ("Apical pleural thickening.", {"Pleural Other": POS}),
         ("Right IJ catheter tip in the SVC. Sternotomy wires.", {"Support Devices": POS}),
+        ("Endotracheal tube and NG tube have been removed.", {"Support Devices": NEG}),
         ("Residuals of prior granulomatous infection.", {"Pneumonia": BLA, "Granuloma": POS}),
         ("Degenerative changes of the thoracic spine.", {"Degenerative Changes": POS}),
         ("The aorta is tortuous and calcified.", {"Aortic Tortuosity/Atherosclerosis": POS}),

@@ -87,7 +87,8 @@ class CheXbertLabeler:
         bert_dir = Path(bert_dir)
         if not (bert_dir / "vocab.txt").is_file():
             raise FileNotFoundError(f"{bert_dir} has no vocab.txt (the bert-base-uncased WordPiece vocab)")
-        config = BertConfig.from_pretrained(bert_dir) if (bert_dir / "config.json").is_file() else bert_base_uncased_config()
+        has_config = (bert_dir / "config.json").is_file()
+        config = BertConfig.from_pretrained(bert_dir) if has_config else bert_base_uncased_config()
         self.tokenizer = BertTokenizer.from_pretrained(bert_dir, do_lower_case=True)
         self.device = torch.device(device)
         self.batch_size = batch_size

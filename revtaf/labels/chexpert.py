@@ -63,7 +63,8 @@ def _words(*phrases: str) -> re.Pattern:
 
 # Uncertainty that wins over negation: "cannot exclude pneumonia", "pneumonia is not excluded".
 UNCERTAIN_STRONG = _words(
-    r"can ?not (?:be )?(?:entirely |completely |definitely |totally |confidently )?(?:exclude|excluded|rule out|ruled out)",
+    r"can ?not (?:be )?(?:entirely |completely |definitely |totally |confidently )?"
+    r"(?:exclude|excluded|rule out|ruled out)",
     r"could not (?:be )?(?:exclude|excluded|rule out|ruled out)",
     r"not (?:be )?(?:entirely |completely )?(?:excluded|ruled out)",
     r"(?:difficult|impossible|unable) to (?:exclude|rule out|assess for)",
@@ -136,6 +137,10 @@ def _overlaps(span: tuple[int, int], others: list[tuple[int, int]]) -> bool:
     return any(a < span[1] and span[0] < b for a, b in others)
 
 
+def _within(spans: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    return [(a, b) for a, b in spans if lo <= a and b <= hi]
+
+
 class Sentence:
     """One sentence with its cues located once, so every observation's mentions reuse them."""
 
@@ -188,20 +193,18 @@ class Sentence:
 
     def state(self, start: int, end: int) -> int:
         """POSITIVE, NEGATIVE or UNCERTAIN for the mention text[start:end]."""
+        # Only cues of the mention's own clause count, before or after it (a cue inside the mention is none).
         lo, hi = self.clause(start, end)
-        # Cues of the same clause, split into those before and after the mention (a cue inside it is none).
-        before = lambda cues: [(a, b) for a, b in cues if lo <= a and b <= start]  # noqa: E731
-        after = lambda cues: [(a, b) for a, b in cues if end <= a and b <= hi]  # noqa: E731
-        if before(self.strong) or after(self.strong):
+        if _within(self.strong, lo, start) or _within(self.strong, end, hi):
             return UNCERTAIN
-        for a, b in before(self.neg_pre):
-            if not any(b <= x and y <= start for x, y in self.neg_break):
+        for a, b in _within(self.neg_pre, lo, start):
+            if not _within(self.neg_break, b, start):
                 return NEGATIVE
-        if any(_POST_GAP.match(self.text[end:a]) for a, b in after(self.neg_post)):
+        if any(_POST_GAP.match(self.text[end:a]) for a, _ in _within(self.neg_post, end, hi)):
             return NEGATIVE
-        if before(self.unc_pre):
+        if _within(self.unc_pre, lo, start):
             return UNCERTAIN
-        if any(len(self.text[end:a].split()) <= _UNCERTAIN_POST_GAP for a, b in after(self.unc_post)):
+        if any(len(self.text[end:a].split()) <= _UNCERTAIN_POST_GAP for a, _ in _within(self.unc_post, end, hi)):
             return UNCERTAIN
         return POSITIVE
 
@@ -236,14 +239,13 @@ class Observation:
 
     @cached_property
     def _compiled(self):
-        compile_or_none = lambda ps: _words(*ps) if ps else None  # noqa: E731
         # Plain patterns share one regex; each pattern with its own `m` group needs a regex of its own.
         plain = [p for p in self.mentions if "(?P<m>" not in p]
         mentions = [_words(*plain)] if plain else []
         mentions += [_words(p) for p in self.mentions if "(?P<m>" in p]
-        asserted = [(state, compile_or_none(ps)) for state, ps in
+        asserted = [(state, _words(*ps)) for state, ps in
                     ((POSITIVE, self.positive), (NEGATIVE, self.negative), (UNCERTAIN, self.uncertain)) if ps]
-        return mentions, asserted, compile_or_none(self.exclude)
+        return mentions, asserted, _words(*self.exclude) if self.exclude else None
 
     def mention_spans(self, text: str) -> list[tuple[int, int]]:
         """Character spans of this observation's mentions in a sentence, vetoed ones removed."""
@@ -272,10 +274,12 @@ _HEART = (r"(?:heart|heart size|cardiac (?:silhouette|shadow|contours?|size|bord
           r"(?:silhouette|contours?|silhouettes)|cardiomediastinal (?:silhouette|contours?|shadow))")
 _MEDIASTINUM = (r"(?:cardiomediastinal (?:silhouettes?|contours?|shadow|size|structures)|cardio mediastinal silhouette|"
                 r"mediastinum|mediastinal (?:silhouettes?|contours?|shadow|width|structures)|cardiomediastinum)")
+_VESSELS = r"(?:vascular|vasculature|vascularity|vessels)"
 _GAP = r"(?: [a-z0-9]+){0,%d}? "
 _NORMAL = r"(?:normal|within normal limits|unremarkable|wnl|normal in size|not enlarged)"
 _BIG = r"(?:enlarged|enlargement|large|increased|increase|prominent|prominence|widened|widening)"
-_UPPER_NORMAL = r"(?:upper limits? (?:of )?normal|upper normal|top normal|top of normal|high normal|upper range of normal)"
+_UPPER_NORMAL = (r"(?:upper limits? (?:of )?normal|upper normal|top normal|top of normal|high normal|"
+                 r"upper range of normal)")
 
 
 def _size(subject: str, big: str, window: int = 6) -> tuple[str, ...]:
@@ -283,7 +287,7 @@ def _size(subject: str, big: str, window: int = 6) -> tuple[str, ...]:
     return (subject + _GAP % window + rf"(?P<m>{big})", rf"(?P<m>{big})(?: of| in)?(?: the)?(?: [a-z]+)?? " + subject)
 
 
-# MeSH-free, CheXpert-style definitions of the 14 observations; "No Finding" is derived, not matched.
+# CheXpert-style definitions of the first 13 observations; "No Finding" is derived, not matched.
 OBSERVATIONS = (
     Observation(
         "Enlarged Cardiomediastinum",
@@ -305,9 +309,11 @@ OBSERVATIONS = (
     ),
     Observation(
         "Lung Opacity",
-        mentions=(r"opacit(?:y|ies)", r"opacification", r"opacified", r"air ?space (?:disease|opacit(?:y|ies)|process|filling)",
+        mentions=(r"opacit(?:y|ies)", r"opacification", r"opacified",
+                  r"air ?space (?:disease|opacit(?:y|ies)|process|filling)",
                   r"infiltrat(?:e|es|ion|ive|ions)", r"densit(?:y|ies)", r"haziness", r"hazy", r"ground glass",
-                  r"interstitial (?:markings?|prominence|opacit(?:y|ies)|pattern|changes?|disease|lung disease|thickening)",
+                  r"interstitial (?:markings?|prominence|opacit(?:y|ies)|pattern|changes?|disease|lung disease|"
+                  r"thickening)",
                   r"reticular(?:nodular)?", r"reticulonodular", r"alveolar (?:disease|process|filling)"),
         exclude=(r"(?:calcified|calcific|bone|bony|soft tissue|osseous|sclerotic) densit(?:y|ies)",
                  r"densit(?:y|ies) (?:of|in|within|over) the (?:spine|vertebra|rib|bone)"),
@@ -323,10 +329,11 @@ OBSERVATIONS = (
     Observation(
         "Edema",
         mentions=(r"edema", r"oedema", r"heart failure", r"chf", r"(?:vascular|venous|pulmonary) congestion",
-                  r"congestive", r"congestion", r"kerley", r"cephalization", r"vascular (?:engorgement|redistribution|prominence)",
-                  r"(?:pulmonary )?venous hypertension",
-                  r"(?:vascular|vasculature|vascularity|vessels)(?: is| are| appears?)?(?: \w+)?? (?P<m>prominent|engorged|increased)",
-                  r"(?:prominen(?:t|ce)|engorge(?:d|ment)|increased)(?: of)?(?: the)?(?: central)?(?: pulmonary)? (?:vascular|vasculature|vascularity|vessels)"),
+                  r"congestive", r"congestion", r"kerley", r"cephalization",
+                  r"vascular (?:engorgement|redistribution|prominence)", r"(?:pulmonary )?venous hypertension",
+                  rf"{_VESSELS}(?: is| are| appears?)?(?: \w+)?? (?P<m>prominent|engorged|increased)",
+                  rf"(?:prominen(?:t|ce)|engorge(?:d|ment)|increased)(?: of)?(?: the)?(?: central)?(?: pulmonary)? "
+                  rf"{_VESSELS}"),
         exclude=(r"(?:soft tissue|subcutaneous) edema",),
     ),
     Observation(
@@ -341,8 +348,8 @@ OBSERVATIONS = (
     ),
     Observation(
         "Atelectasis",
-        mentions=(r"atelectas(?:is|es)", r"atelectatic", r"(?:lobar|lung|lobe|segmental) collapse", r"collapsed? (?:lung|lobe)",
-                  r"collapse of the(?: [a-z]+){0,4}? (?:lung|lobes?)"),
+        mentions=(r"atelectas(?:is|es)", r"atelectatic", r"(?:lobar|lung|lobe|segmental) collapse",
+                  r"collapsed? (?:lung|lobe)", r"collapse of the(?: [a-z]+){0,4}? (?:lung|lobes?)"),
     ),
     Observation(
         "Pneumothorax",
@@ -350,8 +357,8 @@ OBSERVATIONS = (
     ),
     Observation(
         "Pleural Effusion",
-        mentions=(r"effusions?", r"pleural fluid", r"hydrothorax", r"hydropneumothorax", r"hemothorax", r"hemopneumothorax",
-                  r"fluid (?:in|within) the (?:\w+ )?fissure"),
+        mentions=(r"effusions?", r"pleural fluid", r"hydrothorax", r"hydropneumothorax", r"hemothorax",
+                  r"hemopneumothorax", r"fluid (?:in|within) the (?:\w+ )?fissure"),
         exclude=(r"pericardial effusions?", r"joint effusions?"),
     ),
     Observation(
@@ -367,15 +374,15 @@ OBSERVATIONS = (
     ),
     Observation(
         "Support Devices",
-        mentions=(r"tubes?", r"(?:picc|central|venous|arterial|port|iv|swan ganz|dialysis|ij|subclavian) (?:line|lines|catheter)",
-                  r"catheters?", r"pacemakers?", r"pacer", r"aicd", r"icd", r"defibrillator", r"(?:pacer|pacemaker|"
-                  r"cardiac|transvenous) leads?", r"leads", r"sternotomy wires?", r"wires?", r"(?:surgical|vascular) clips?",
-                  r"clips", r"stents?", r"port a cath", r"portacath", r"mediport", r"port", r"valve (?:replacement|prosthesis)",
+        mentions=(r"tubes?", r"(?:picc|central|venous|arterial|port|iv|swan ganz|dialysis|ij|subclavian) "
+                  r"(?:line|lines|catheter)", r"catheters?", r"pacemakers?", r"pacer", r"aicd", r"icd",
+                  r"defibrillator", r"(?:pacer|pacemaker|cardiac|transvenous) leads?", r"leads", r"sternotomy wires?",
+                  r"wires?", r"(?:surgical|vascular) clips?", r"clips", r"stents?", r"port a cath", r"portacath",
+                  r"mediport", r"port", r"valve (?:replacement|prosthesis)",
                   r"prosthetic valve", r"hardware", r"drains?", r"devices?", r"generator", r"electrodes?", r"picc",
                   r"(?:spinal|cervical) fusion", r"prosthesis", r"arthroplasty", r"sutures?", r"staples?", r"coils?",
                   r"cabg", r"plates?", r"screws?", r"rods?", r"implants?"),
-        exclude=(r"(?:endotracheal|feeding|chest|enteric|ng|og|nasogastric|orogastric|tracheostomy) tubes? (?:has|have) been removed",
-                 r"tubular", r"rib plates?", r"(?:breast|nipple) implants?"),
+        exclude=(r"rib plates?", r"(?:breast|nipple) implants?"),
     ),
 )
 assert tuple(o.name for o in OBSERVATIONS) == CHEXPERT_14[:13]
@@ -383,7 +390,8 @@ assert tuple(o.name for o in OBSERVATIONS) == CHEXPERT_14[:13]
 # The 4 auxiliary classes: the most frequent non-CheXpert findings of the IU training reports, counted with
 # these very patterns (docs/labeler.md has the counts and the runners-up).
 _AORTA = r"(?:aorta|aortic(?: arch| knob| contour)?)"
-_AORTA_CHANGE = r"(?:tortuous|tortuosity|ectatic|ectasia|unfolded|unfolding|calcified|calcifications?|calcific|atherosclerotic)"
+_AORTA_CHANGE = (r"(?:tortuous|tortuosity|ectatic|ectasia|unfolded|unfolding|calcified|calcifications?|calcific|"
+                 r"atherosclerotic)")
 AUXILIARY = (
     Observation(
         "Degenerative Changes",
@@ -403,9 +411,11 @@ AUXILIARY = (
     Observation(
         "Low Lung Volumes",
         mentions=(r"low (?:lung )?volumes?", r"hypoinflat(?:ed|ion)", r"hypoventilat(?:ed|ion)",
-                  r"(?:poor|shallow|suboptimal) inspirat(?:ion|ory effort)", r"(?:decreased|diminished|reduced) lung volumes?",
+                  r"(?:poor|shallow|suboptimal) inspirat(?:ion|ory effort)",
+                  r"(?:decreased|diminished|reduced) lung volumes?",
                   r"lung volumes(?: [a-z]+){0,2}? (?P<m>low|decreased|diminished|reduced)"),
-        negative=(r"(?:normal|adequate|good) lung volumes?", r"lung volumes(?: [a-z]+){0,2}? (?:normal|adequate|preserved)"),
+        negative=(r"(?:normal|adequate|good) lung volumes?",
+                  r"lung volumes(?: [a-z]+){0,2}? (?:normal|adequate|preserved)"),
     ),
 )
 

@@ -101,6 +101,7 @@ def format_table(result: dict) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for cls, c in result["classes"].items():
-        lines.append(f"| {cls} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} | {c['predicted']} |")
+        scores = " | ".join(f"{c[key]:.3f}" for key in ("precision", "recall", "f1"))
+        lines.append(f"| {cls} | {scores} | {c['support']} | {c['predicted']} |")
     lines.append(f"| **macro** | | | **{result['macro_f1']:.3f}** | | |")
     return "\n".join(lines)

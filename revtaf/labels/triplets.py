@@ -70,7 +70,8 @@ _ENTITY_PATTERNS: dict[str, tuple[str, ...]] = {
     "thicken": (r"thickening", r"thickened", r"thicken"),
     "marking": (r"markings?",),
     "scar": (r"scars?", r"scarring", r"scarred"),
-    "hyperinflate": (r"hyperinflat(?:ed|ion)", r"hyperexpan(?:ded|sion)", r"hyperaerat(?:ed|ion)", r"overinflat(?:ed|ion)"),
+    "hyperinflate": (r"hyperinflat(?:ed|ion)", r"hyperexpan(?:ded|sion)", r"hyperaerat(?:ed|ion)",
+                     r"overinflat(?:ed|ion)"),
     "blunt": (r"blunt(?:ed|ing)?",),
     "loss": (r"loss",),
     "widen": (r"widen(?:ed|ing)?",),
@@ -138,7 +139,7 @@ def _anatomy_table() -> list[tuple[str, str]]:
         table += [
             (rf"{s}(?: lung)? lower lobe", f"lower_{side}_lobe"),
             (rf"{s}(?: lung)? upper lobe", f"upper_{side}_lobe"),
-            (rf"{s}(?: lung)? (?:lung )?(?:base|basilar|basal|lower lung(?: zone)?|lower zone|infrahilar)", f"{side}_lower_lung"),
+            (rf"{s}(?: lung)? (?:base|basilar|basal|lower lung(?: zone)?|lower zone|infrahilar)", f"{side}_lower_lung"),
             (rf"{s}(?: lung)? (?:mid ?lung|mid lung zone|middle lung)", f"{side}_mid_lung"),
             (rf"{s}(?: lung)? (?:upper lung(?: zone)?|upper zone|suprahilar)", f"{side}_upper_lung"),
             (rf"{s}(?: lung)? (?:apex|apical|apices)", f"{side}_apical_lung"),
@@ -255,7 +256,8 @@ def _check_index(value, size: int, name: str) -> int:
     return int(value)
 
 
-def triplet_sentence(entity_idx: int, position_idx: int, exists: bool, template: str = "{entity} {position} {exist}") -> str:
+def triplet_sentence(entity_idx: int, position_idx: int, exists: bool,
+                     template: str = "{entity} {position} {exist}") -> str:
     """The LRP text of one triplet, e.g. (9, 15, True) -> 'opacity lower right lobe present'."""
     entity = ENTITIES_75[_check_index(entity_idx, len(ENTITIES_75), "entity_idx")]
     position = ANATOMIES_51[_check_index(position_idx, len(ANATOMIES_51), "position_idx")].replace("_", " ")
