@@ -149,3 +149,38 @@ def test_medklip_checkpoint_round_trip(tmp_path):
         load_medklip(path, disease_book, anatomy_book)
     with pytest.raises(FileNotFoundError):
         load_medklip(tmp_path / "missing.pth", disease_book, anatomy_book)
+
+
+def test_image_cache_reproduces_entity_transform(iu_root):
+    from revtaf.data import XrayDataset, load_annotation, transforms
+    from train.components import _to_input, cache_images
+
+    studies = load_annotation(iu_root, "iu")["train"][:2]
+    cached = cache_images(studies, iu_root)
+    assert cached.dtype == torch.uint8 and cached.shape == (2, 1, 224, 224)
+    reference = XrayDataset(studies, iu_root, transforms.entity_transform())[1]["image"]
+    assert torch.allclose(_to_input(cached[1:2])[0], reference, atol=1e-6)
+
+
+def test_train_entity_model_smoke(iu_root, tmp_path):
+    import json
+
+    from revtaf.data import load_annotation
+    from revtaf.model.text_encoder import TextEncoder
+    from revtaf.model.tokenizer import build_tokenizer
+    from train.components import train_entity_model
+
+    splits = load_annotation(iu_root, "iu")
+    train, val = splits["train"][:4], splits["val"][:2]
+    torch.manual_seed(0)
+    text = TextEncoder.compact(build_tokenizer([s.report for s in train], vocab_size=200), hidden=24, layers=1,
+                               heads=2, intermediate=48, max_len=32)
+    cfg = EntityModelConfig(d_model=32, num_layers=1, num_heads=2, dim_feedforward=64, map_layers=1)
+    model = train_entity_model(train, iu_root, cfg, tmp_path / "em", epochs=1, batch_size=2, lr=1e-3, seed=0,
+                               text_encoder=text, val_studies=val)
+    log = json.loads((tmp_path / "em" / "train_log.json").read_text())
+    assert log["log"][0]["step"] == 2 and log["log"][0]["loss"] > 0 and log["config"]["text_dim"] == 24
+    assert not model.training and model.disease_book.shape == (75, 24)
+    assert torch.equal(EntityModel.load(tmp_path / "em").classifier.weight, model.classifier.weight)
+    with pytest.raises(ValueError, match="training reports only"):
+        train_entity_model(val, iu_root, cfg, tmp_path / "bad", epochs=1, batch_size=2, lr=1e-3, seed=0, text_encoder=text)

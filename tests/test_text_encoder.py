@@ -115,3 +115,16 @@ def test_sentence_embeddings_masking_and_dedupe(encoder):
     assert torch.allclose(feats[0], emb[0, :2].mean(0)) and (feats[1] == 0).all()
     with pytest.raises(ValueError):
         report_embeddings(emb, mask[:, :2])
+
+
+def test_train_text_encoder_smoke(tokenizer, tmp_path):
+    import json
+
+    from train.components import train_text_encoder
+
+    enc = train_text_encoder(CORPUS, tokenizer, tmp_path / "te", steps=4, batch_size=8, lr=1e-3, seed=0, **TINY)
+    log = json.loads((tmp_path / "te" / "train_log.json").read_text())
+    assert log["unique_sentences"] == 10 and all(r["mlm_loss"] > 0 for r in log["log"])
+    assert not (tmp_path / "te" / "training_state.pt").exists()
+    reloaded = TextEncoder.load(tmp_path / "te")
+    assert torch.equal(enc.encode(CORPUS[:3]), reloaded.encode(CORPUS[:3]))
