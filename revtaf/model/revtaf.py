@@ -393,7 +393,9 @@ class REVTAF(nn.Module):
         n_grp = int(out.grp_mask[b].sum()) if out.grp_mask is not None else 0
         grp_sentences = []
         if n_grp and neighbours and neighbours[0].report:
-            grp_sentences = split_sentences(clean_report(neighbours[0].report, self.cfg.dataset))[:n_grp]
+            # The bank's GRP rows are split_sentences(clean_report(text)) in this order; shown tidied.
+            sentences = split_sentences(clean_report(neighbours[0].report, self.cfg.dataset))[:n_grp]
+            grp_sentences = [" ".join(s.split()).rstrip(" .") for s in sentences]
         lrp_maps = _maps(out.fused.local_maps, b, len(ENTITIES_75), side)
         grp_maps = _maps(out.fused.global_maps, b, n_grp, side)
         if out.fcc is not None:
