@@ -32,7 +32,7 @@ from matplotlib import colormaps
 
 from revtaf.data import XrayImage, clean_report, image_file, load_annotation, read_image
 from revtaf.data.transforms import resize_size
-from revtaf.labels.chexpert import LABEL_NAMES_18, RuleLabeler
+from revtaf.labels import LABEL_NAMES_18, RuleLabeler
 from revtaf.labels.constants import STATES
 from revtaf.metrics import case_scores, ce_scores, finding_diff
 from revtaf.metrics.nlg import java_available
@@ -109,7 +109,7 @@ def resolve_checkpoint(
 
 def load_model(path: str | os.PathLike):
     """REVTAF.from_pretrained(path) in eval mode (import deferred: torch is heavy)."""
-    from revtaf.model import REVTAF
+    from revtaf.model.revtaf import REVTAF
 
     model = REVTAF.from_pretrained(path)
     model.eval()
@@ -314,7 +314,7 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
 
 DISEASE_HEADERS = ["disease prompt", "state", "P blank", "P pos", "P neg", "P unc"]
 ENTITY_HEADERS = ["#", "group", "entity", "exist prob", "present", "position", "triplet sentence"]
-NEIGHBOUR_HEADERS = ["rank", "study id", "Poincaré distance", "labels", "report"]
+NEIGHBOUR_HEADERS = ["rank", "study id", "distance", "labels (+ / ?)", "report"]
 
 
 def disease_rows(pred: Prediction) -> list[list]:
@@ -346,15 +346,15 @@ def entity_rows(pred: Prediction, group: str | None = None) -> list[list]:
             for e in rows]
 
 
-def _labels_text(labels: dict[str, str]) -> str:
-    """'Cardiomegaly +, Effusion −' style summary of the non-blank states."""
+def _labels_text(labels: dict[str, str], states: tuple[str, ...] = ("positive", "uncertain", "negative")) -> str:
+    """'Cardiomegaly +, Edema ?, Effusion −' style summary of the given states."""
     mark = {"positive": "+", "negative": "−", "uncertain": "?"}
-    return ", ".join(f"{name} {mark[s]}" for name, s in labels.items() if s in mark) or "—"
+    return ", ".join(f"{name} {mark[s]}" for name, s in labels.items() if s in states) or "—"
 
 
 def neighbour_rows(pred: Prediction) -> list[list]:
-    return [[k + 1, n.study_id, round(float(n.distance), 4), _labels_text(n.labels), _short(n.report or "(text not available)", 90)]
-            for k, n in enumerate(pred.neighbours)]
+    return [[k + 1, n.study_id, round(float(n.distance), 4), _labels_text(n.labels, ("positive", "uncertain")),
+             _short(n.report or "(text not available)", 90)] for k, n in enumerate(pred.neighbours)]
 
 
 def retrieved_summary(pred: Prediction) -> tuple[str, str]:
@@ -363,7 +363,7 @@ def retrieved_summary(pred: Prediction) -> tuple[str, str]:
         return "", "No study was retrieved (retrieval is switched off)." if pred.ablation.get("grp") is False else "No study was retrieved."
     n = pred.neighbours[0]
     facts = (f"**Study** `{n.study_id}` · **Poincaré distance** {n.distance:.4f}  \n"
-             f"**Labels:** {_labels_text(n.labels)}")
+             f"**Labels** (+ positive, ? uncertain): {_labels_text(n.labels, ('positive', 'uncertain'))}")
     return n.report or "(The retrieved study's report text is not available: no data root is loaded.)", facts
 
 
@@ -398,7 +398,7 @@ def word_diff_html(reference: str, hypothesis: str) -> str:
     return f'{legend}<div style="line-height:1.7">{" ".join(out)}</div>'
 
 
-FINDING_HEADERS = ["finding", "ground truth", "generated", "verdict (generated)", "retrieved", "verdict (retrieved)"]
+FINDING_HEADERS = ["finding", "GT", "generated", "verdict", "retrieved", "verdict (retrieved)"]
 METRIC_HEADERS = ["metric", "generated vs GT", "retrieved vs GT", "protocol"]
 
 
@@ -464,6 +464,7 @@ class Service:
         # METEOR is a Java jar that takes seconds (tens on a busy CPU) to load: warm it up in the background
         # and leave it out of comparisons made before it is ready, rather than block a user's request.
         self.meteor = java_available()
+        self.meteor_problem = "Java is not available" if not self.meteor else None
         self.meteor_ready = threading.Event()
         if self.meteor:
             threading.Thread(target=self._warm_meteor, daemon=True).start()
@@ -472,8 +473,8 @@ class Service:
     def _warm_meteor(self) -> None:
         try:
             case_scores("the heart is normal", "the heart is normal", meteor=True)
-        except Exception as exc:  # a broken Java install: report METEOR as missing, as without Java
-            warnings.warn(f"METEOR unavailable ({type(exc).__name__}); it is reported as missing")
+        except Exception as exc:  # a broken Java install: METEOR is reported as missing, as without Java
+            self.meteor_problem = f"the METEOR jar failed ({type(exc).__name__})"
             self.meteor = False
         finally:
             self.meteor_ready.set()
@@ -600,7 +601,7 @@ class Service:
             return "—" if v is None else f"{v:.4f}"
 
         if not self.meteor:
-            meteor_protocol = "missing: Java is not available (no other METEOR is substituted)"
+            meteor_protocol = f"missing: {self.meteor_problem} (no other METEOR is substituted)"
         elif not meteor:
             meteor_protocol = "not yet: the METEOR 1.5 jar is still starting; press Compare again in a moment"
         else:

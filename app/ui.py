@@ -19,7 +19,7 @@ import numpy as np
 
 from app import service as S
 from revtaf.data import ImageReadError
-from revtaf.labels.chexpert import LABEL_NAMES_18
+from revtaf.labels import LABEL_NAMES_18
 
 log = logging.getLogger("revtaf.app")
 
@@ -70,9 +70,10 @@ def api_errors(fn):
     return inner
 
 
-def page_errors(fn, n_outputs: int, status: int | None = None):
+def page_errors(fn, n_outputs: int, status: int | None = None, reset: dict[int, object] | None = None):
     """For page events: a failure shows a warning toast (and the message in the `status` output) and leaves
-    every other output as it was, so the last good case stays on screen instead of a wall of error badges."""
+    every other output as it was (except the `reset` ones: index -> value), so the last good case stays on
+    screen instead of a wall of error badges."""
 
     @functools.wraps(fn)
     def inner(*args, **kwargs):
@@ -84,6 +85,8 @@ def page_errors(fn, n_outputs: int, status: int | None = None):
             out = [gr.skip()] * n_outputs
             if status is not None:
                 out[status] = f"⚠ {message}"
+            for index, value in (reset or {}).items():
+                out[index] = value
             return out if n_outputs > 1 else out[0]
 
     return inner
@@ -129,6 +132,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                     center = gr.Slider(0, 255, value=127.5, step=0.5, label="Window center (level)")
                     width = gr.Slider(1, 510, value=255, step=0.5, label="Window width")
                     invert = gr.Checkbox(False, label="Invert")
+                gr.Markdown("**Ablation** — switch a branch off to see what it contributes (re-runs the model):")
                 with gr.Row():
                     grp_off = gr.Checkbox(False, label="Retrieval (GRP) off")
                     lrp_off = gr.Checkbox(False, label="Entity prompts (LRP) off")
@@ -162,7 +166,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                                        lines=5, interactive=False, elem_id="retrieved")
                 retrieved_md = gr.Markdown("")
                 neighbours = gr.Dataframe(headers=S.NEIGHBOUR_HEADERS, label="Runner-up neighbours", interactive=False,
-                                          max_height=260, wrap=True, column_widths=["8%", "22%", "14%", "22%", "34%"],
+                                          max_height=300, wrap=True, column_widths=["8%", "20%", "12%", "28%", "32%"],
                                           elem_id="neighbours")
                 gr.Markdown(f"Retrieved reports: {S.IU_ATTRIBUTION}.", elem_classes="attribution")
 
@@ -180,8 +184,9 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         compare_btn = gr.Button("Compare with ground truth")
         diff_html = gr.HTML("", elem_id="word-diff")
         with gr.Row(equal_height=False):
-            findings = gr.Dataframe(headers=S.FINDING_HEADERS, label="Finding-level diff (rule labeler states)",
-                                    interactive=False, wrap=True, elem_id="findings")
+            findings = gr.Dataframe(headers=S.FINDING_HEADERS, label="Finding-level diff (rule labeler states; "
+                                    "verdicts by the CE rule: only positive counts)", interactive=False, wrap=True,
+                                    elem_id="findings", column_widths=["26%", "13%", "14%", "16%", "14%", "17%"])
             metrics = gr.Dataframe(headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
                                    column_widths=["14%", "14%", "14%", "58%"], elem_id="metrics")
 
@@ -191,10 +196,12 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             with gr.Row(equal_height=False):
                 categories = gr.CheckboxGroup(list(S.REVIEW_CATEGORIES), label="Error type")
                 note = gr.Textbox(label="Note", lines=2, scale=2)
-            save_btn = gr.Button("Save review for this case", variant="primary")
+            with gr.Row():
+                save_btn = gr.Button("Save review for this case", variant="primary", scale=2)
+                csv_button = gr.DownloadButton("Download CSV", scale=1)
+                json_button = gr.DownloadButton("Download JSON", scale=1)
             review_status = gr.Markdown("")
             reviews = gr.Dataframe(headers=S.REVIEW_HEADERS, label="Reviews of this session", interactive=False, wrap=True)
-            review_files = gr.File(label="Download (CSV, JSON)", file_count="multiple", interactive=False, visible=False)
 
         with gr.Accordion("Raw prediction (JSON, as /generate returns it)", open=False):
             raw_json = gr.JSON()
@@ -266,7 +273,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         def analyze_upload(path, grp, lrp, opacity_v, cmap_v, group):
             data = S.consume_upload(path, upload_root)
             case = service.open_upload(data, S.ablation_tag(grp, lrp))
-            return show(case, None, opacity_v, cmap_v, group, new_image=True)
+            # the file box is emptied: ready for the next image (the upload itself is already deleted)
+            return [None, *show(case, None, opacity_v, cmap_v, group, new_image=True)]
 
         def analyze_study(study_id, grp, lrp, opacity_v, cmap_v, group):
             case = service.open_study(study_id, S.ablation_tag(grp, lrp))
@@ -325,9 +333,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         def save(store, case, cats, text):
             store = S.save_review(store, case, cats, text)
             S.prune(export_dir)
-            paths = S.export_reviews(store, export_dir)
-            return (store, S.review_rows(store), gr.update(value=[str(p) for p in paths], visible=True),
-                    f"Saved. {len(store)} review(s) in this session.")
+            csv_path, json_path = S.export_reviews(store, export_dir)
+            return store, S.review_rows(store), str(csv_path), str(json_path), f"Saved. {len(store)} review(s) in this session."
 
         def generate(path, grp, lrp):
             data = S.consume_upload(path, upload_root)
@@ -341,8 +348,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         n_case, at_status = len(case_outputs), case_outputs.index(status)
         view_inputs = [opacity, cmap, entity_group]
         heat_outputs = [heat_main, heat_partner, heat_caption]
-        upload.upload(page_errors(analyze_upload, n_case, at_status), [upload, grp_off, lrp_off, *view_inputs],
-                      case_outputs, api_name="analyze_upload")
+        upload.upload(page_errors(analyze_upload, n_case + 1, at_status + 1, reset={0: None}),
+                      [upload, grp_off, lrp_off, *view_inputs], [upload, *case_outputs], api_name="analyze_upload")
         load_case.click(page_errors(analyze_study, n_case, at_status), [case_id, grp_off, lrp_off, *view_inputs],
                         case_outputs, api_name="analyze_study")
         next_case.click(page_errors(advance, n_case + 1, at_status + 1),
@@ -365,8 +372,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                            api_name="entity_table", concurrency_limit=8)
         compare_btn.click(page_errors(compare, 3), [case_state, gt_text], [diff_html, findings, metrics],
                           api_name="compare")
-        save_btn.click(page_errors(save, 4, 3), [review_state, case_state, categories, note],
-                       [review_state, reviews, review_files, review_status], api_name="save_review",
+        save_btn.click(page_errors(save, 5, 4), [review_state, case_state, categories, note],
+                       [review_state, reviews, csv_button, json_button, review_status], api_name="save_review",
                        concurrency_limit=8)
         api_button.click(api_errors(generate), [api_file, api_grp_off, api_lrp_off], [api_json, api_image, api_gallery],
                          api_name="generate")

@@ -120,17 +120,25 @@ def test_uploads_are_not_kept_on_disk(app_url, iu_root, test_study):
     assert kept == []
 
 
-def test_dataset_case_then_review_export_in_one_session(app_url, test_study):
+def test_one_session_case_heatmap_window_ablation_review(app_url, test_study):
     client = Client(app_url, verbose=False)  # one client = one session: the State carries over
     outputs = client.predict(test_study.id, False, False, 0.6, "inferno", "all", api_name="/analyze_study")
     assert test_study.report in outputs  # ground truth filled from the dataset
-    table, files, status = client.predict(["false finding"], "mentions a device that is not there",
-                                          api_name="/save_review")
-    assert "1 review" in status
-    by_suffix = {Path(f).suffix: Path(f) for f in files}
-    assert "mentions a device that is not there" in by_suffix[".csv"].read_text(encoding="utf-8")
-    records = json.loads(by_suffix[".json"].read_text(encoding="utf-8"))
+    size = Image.open(outputs[0]).size  # the displayed image
+
+    main, partner, caption = client.predict("grp:0", 0.5, "jet", api_name="/heatmap")
+    assert Image.open(main).size == Image.open(partner).size == size and "Retrieved sentence 1" in caption
+    center, width, shown, *_ = client.predict("lung", False, "lrp:8", 0.6, "inferno", api_name="/window_preset")
+    assert width > 0 and Image.open(shown).size == size
+
+    ablated = client.predict(False, True, "", 0.6, "inferno", "all", api_name="/ablate")
+    assert any(isinstance(v, str) and "entity prompts (LRP) off" in v for v in ablated)
+    table, csv_file, json_file, status = client.predict(["false finding"], "mentions a device that is not there",
+                                                        api_name="/save_review")
+    assert "1 review" in status and table["data"][0][1] == test_study.id
+    assert "mentions a device that is not there" in Path(csv_file).read_text(encoding="utf-8")
+    records = json.loads(Path(json_file).read_text(encoding="utf-8"))
     assert records[0]["study_id"] == test_study.id and records[0]["categories"] == ["false finding"]
     # another session has no case and no review: the page event answers with its message, nothing saved
-    _, _, status = Client(app_url, verbose=False).predict(["style"], "x", api_name="/save_review")
+    *_, status = Client(app_url, verbose=False).predict(["style"], "x", api_name="/save_review")
     assert status.startswith("⚠ Analyse an image first")
