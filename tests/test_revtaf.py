@@ -357,3 +357,79 @@ def test_paper_preset_shapes_batch1():
     m.cfg.generation = GenerationSettings(num_beams=3, max_new_tokens=2, min_length=19)
     pred = m.predict(images(1, size=256)[0])
     assert pred.lrp_maps.shape == (75, 7, 7) and pred.fcc_similarity.shape[0] == 75
+
+
+# ---------------------------------------------------------------------------------------------- memorisation
+
+
+def test_overfit_memorises_real_iu_studies(iu_root):
+    """The real pipeline pieces (cleaner, rule labels, WordPiece, text encoder embeddings, entity model, bank,
+    full objective, predict with beam search) memorise 8 IU training studies word for word.
+
+    Shrunk for CPU test time: toy widths, 64 px input, no dropout. The LRE is frozen so that the training-time
+    GRP (set to its nearest neighbour) and memory equal what predict retrieves; the LRE's own learning is
+    covered by tests/test_lre.py.
+    """
+    from revtaf.data import clean_report, image_file, load_annotation, read_image
+    from revtaf.data.transforms import entity_transform, test_transform
+    from revtaf.labels import label_reports
+    from revtaf.model.entity import EntityModel, predict_triplets
+    from revtaf.model.text_encoder import (
+        TextEncoder,
+        build_book_embeddings,
+        build_triplet_table,
+        report_embeddings,
+        sentence_embeddings,
+    )
+
+    torch.manual_seed(0)
+    studies = load_annotation(iu_root, "iu")["train"][:32]  # the bank; the first 8 are memorised
+    reports = [clean_report(s.report, "iu") for s in studies]
+    labels = torch.as_tensor(label_reports(reports)).long()
+    tokenizer = build_tokenizer(reports, vocab_size=400)
+    encoder = TextEncoder.compact(tokenizer, hidden=D, layers=1, heads=2, intermediate=64, max_len=64)
+    emb, mask = sentence_embeddings(encoder, reports, max_sentences=12)
+    size, width = 64, 64
+    cfg = tiny_config(
+        entity=EntityModelConfig(backbone="resnet18", d_model=D, num_layers=1, num_heads=2, dim_feedforward=64,
+                                 text_dim=D, map_layers=1, dropout=0.0),
+        fusion=FusionConfig(visual_dim=512, lrp_dim=D, grp_dim=D, d_model=width, dim_feedforward=2 * width,
+                            dropout=0.0),
+        prompts=PromptConfig(d_model=width, nhead=2, dim_feedforward=2 * width, k_memory=4, dropout=0.0),
+        decoder=DecoderConfig(num_layers=2, hidden_size=128, num_heads=2, intermediate_size=256, max_positions=192,
+                              dropout=0.0),
+        generation=GenerationSettings(num_beams=3, max_new_tokens=150, min_length=19),
+        image_size=size,
+    )
+    entity = EntityModel(cfg.entity, *build_book_embeddings(encoder)).eval()
+    pils = [read_image(image_file(iu_root, s)).to_pil() for s in studies]
+    with torch.no_grad():
+        prob, exists, position = predict_triplets(entity(torch.stack([entity_transform(size)(p) for p in pils])))
+    model = REVTAF(cfg, tokenizer, build_triplet_table(encoder), entity)
+    model.set_bank([s.id for s in studies], prob, emb, mask, report_embeddings(emb, mask), labels)
+    model.lre.requires_grad_(False)
+
+    n = 8
+    own = model._exclusions(torch.arange(n))
+    with torch.no_grad():
+        _, _, nearest = model.retrieve(prob[:n], 1, own)
+    input_ids, attention_mask = encode_reports(tokenizer, labels[:n], reports[:n], cfg.decoder.max_positions)
+    batch = dict(images=torch.stack([test_transform(size)(p) for p in pils[:n]]), entity_scores=prob[:n],
+                 lrp_position=position[:n], lrp_exists=exists[:n], labels=labels[:n], input_ids=input_ids,
+                 attention_mask=attention_mask, grp_index=nearest[:, 0], bank_index=torch.arange(n))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    targets = [" ".join(r.split()) for r in reports[:n]]  # whitespace tokenisation collapses double spaces
+    generated: list[str] = []
+    for step in range(1, 301):
+        model.train()
+        loss = model(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 0:
+            model.eval()
+            preds = model.predict_batch(pils[:n], exclude_ids=[s.id for s in studies[:n]])
+            generated = [p.report for p in preds]
+            if generated == targets:
+                break
+    assert generated == targets
