@@ -72,10 +72,15 @@ def _png_bytes(seed: int = 0, size: int = 512) -> bytes:
     return buffer.getvalue()
 
 
-def bench(preset: str, runs: int = 3, print_table: bool = True) -> dict:
-    """Median per-stage latency (ms) of one study over `runs` runs (after a warm-up) + parameter counts."""
+def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | None = None) -> dict:
+    """Median per-stage latency (ms) of one study over `runs` runs (after a warm-up) + parameter counts.
+
+    `threads` sets torch's intra-op threads for the run (default: leave as is).
+    """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    if threads is not None:
+        torch.set_num_threads(threads)
     model = random_model(preset)
     data = _png_bytes()
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
