@@ -82,7 +82,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
             "dataset case → all panels + comparison": _median_ms(
                 lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs),
             "heatmap change (no model run)": _median_ms(
-                lambda: client.predict("grp:0", 0.5, "jet", api_name="/heatmap"), runs),
+                lambda: client.predict("lrp:0", 0.5, "jet", api_name="/heatmap"), runs),
         }
     finally:
         demo.close()

@@ -236,9 +236,14 @@ def heatmap_choices(pred: Prediction) -> list[tuple[str, str]]:
         for e in sorted(pred.entities, key=lambda e: -e.exist_prob):
             flag = "present" if e.exists else "absent"
             choices.append((f"Entity · {e.entity} — p={e.exist_prob:.2f} ({flag}), {e.position}", f"lrp:{e.index}"))
-    for j, sentence in enumerate(pred.grp_sentences[: len(pred.grp_maps)]):
-        choices.append((f"Sentence {j + 1} · {_short(sentence, 70)}", f"grp:{j}"))
+    for j in range(len(pred.grp_maps)):
+        choices.append((f"Sentence {j + 1} · {_short(grp_sentence(pred, j), 70)}", f"grp:{j}"))
     return choices
+
+
+def grp_sentence(pred: Prediction, j: int) -> str:
+    """Text of GRP sentence j; the model has its embedding even when no report source gives its words."""
+    return pred.grp_sentences[j] if j < len(pred.grp_sentences) else "(sentence text not available)"
 
 
 def default_heatmap(pred: Prediction) -> str | None:
@@ -292,10 +297,10 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
             return Heatmap(main, None, title + "\n\nNo retrieved sentences, so no FCC pair.")
         j = int(np.argmax(sim[i, :n_sent]))
         partner = overlay(gray, pred.grp_maps[j], opacity, cmap, box)
-        pair = f"Partner: **retrieved sentence {j + 1}** (highest S) — “{pred.grp_sentences[j]}”"
+        pair = f"Partner: **retrieved sentence {j + 1}** (highest S) — “{grp_sentence(pred, j)}”"
         s, o = float(sim[i, j]), float(ovl[i, j])
     else:
-        title = f"**Retrieved sentence {i + 1}** (GRP)  \n“{pred.grp_sentences[i]}”"
+        title = f"**Retrieved sentence {i + 1}** (GRP)  \n“{grp_sentence(pred, i)}”"
         if not has_pairs or i >= n_sent:
             return Heatmap(main, None, title + "\n\nNo entity prompts, so no FCC pair.")
         m = int(np.argmax(sim[:, i]))
@@ -558,8 +563,8 @@ class Service:
             ranked = sorted(pred.entities, key=lambda e: (not e.exists, -e.exist_prob))[:k]
             out += [(overlay(gray, pred.lrp_maps[e.index], opacity, cmap, box),
                      f"LRP {e.entity} (p={e.exist_prob:.2f}, {e.position})") for e in ranked]
-        out += [(overlay(gray, pred.grp_maps[j], opacity, cmap, box), f"GRP sentence {j + 1}: {_short(s, 60)}")
-                for j, s in enumerate(pred.grp_sentences[: min(k, len(pred.grp_maps))])]
+        out += [(overlay(gray, pred.grp_maps[j], opacity, cmap, box), f"GRP sentence {j + 1}: {_short(grp_sentence(pred, j), 60)}")
+                for j in range(min(k, len(pred.grp_maps)))]
         return out
 
     # ---- comparison

@@ -18,7 +18,7 @@ import pytest
 from app import service as S
 from revtaf.data import image_file, load_annotation
 from test_app_client import running_app
-from test_app_service import make_model_dir
+from test_app_service import shared_model_dir
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -26,6 +26,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 TIMEOUT_MS = 120_000
 
+
+# gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword is deprecated:Warning")
 
 @pytest.fixture(scope="module")
 def browser_page(tmp_path_factory):
@@ -49,7 +52,7 @@ def browser_page(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, iu_root):
-    path = make_model_dir(tmp_path_factory.mktemp("model"), iu_root)
+    path = shared_model_dir(tmp_path_factory, iu_root)
     with running_app(S.Service(S.load_model(path), iu_root)) as url:
         yield url
 

@@ -25,8 +25,11 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from app import service as S  # noqa: E402
 from app import ui  # noqa: E402
 from revtaf.data import image_file, load_annotation, read_image  # noqa: E402
-from test_app_service import bad_inputs, make_model_dir  # noqa: E402
+from test_app_service import bad_inputs, shared_model_dir  # noqa: E402
 
+
+# gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword is deprecated:Warning")
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -48,7 +51,7 @@ def running_app(service: S.Service):
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, iu_root):
-    path = make_model_dir(tmp_path_factory.mktemp("model"), iu_root)
+    path = shared_model_dir(tmp_path_factory, iu_root)
     with running_app(S.Service(S.load_model(path), iu_root)) as url:
         yield url
 

@@ -68,10 +68,17 @@ def make_model_dir(directory: Path, iu_root: Path, seed: int = 0) -> Path:
     return directory
 
 
+def shared_model_dir(tmp_path_factory, iu_root: Path) -> Path:
+    """`make_model_dir` once per test session, reused by every app test module."""
+    path = tmp_path_factory.getbasetemp() / "app-model"
+    if not (path / "config.json").is_file():
+        make_model_dir(path, iu_root)
+    return path
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, iu_root) -> S.Service:
-    path = make_model_dir(tmp_path_factory.mktemp("model"), iu_root)
-    return S.Service(S.load_model(S.resolve_checkpoint(path)), iu_root)
+    return S.Service(S.load_model(S.resolve_checkpoint(shared_model_dir(tmp_path_factory, iu_root))), iu_root)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +155,11 @@ def test_fcc_partner_is_the_most_similar(service, study_case):
     assert f"entity `{pred.entities[i].entity}`" in study_case.heatmap("grp:0").caption
     with pytest.raises(S.AppInputError):
         study_case.heatmap("xyz:1")
+    # a retrieved study whose text no source has: its sentence maps are still shown, labelled as such
+    bare = replace(pred, grp_sentences=[])
+    labels = [label for label, key in S.heatmap_choices(bare) if key.startswith("grp:")]
+    assert len(labels) == len(pred.grp_maps) and "text not available" in labels[0]
+    assert "text not available" in S.heatmap(bare, study_case.gray(), "lrp:10").caption
 
 
 def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
