@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import BertConfig, DynamicCache, EncoderDecoderCache, BertLMHeadModel, GenerationConfig, PreTrainedTokenizerFast
+from transformers import (
+    BertConfig,
+    BertLMHeadModel,
+    DynamicCache,
+    EncoderDecoderCache,
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+)
 
 from revtaf.labels.constants import STATE_TOKENS
 from revtaf.model.prompts import NUM_DISEASES

@@ -2,7 +2,8 @@
 
 image ─► visual encoder ─► patches Fv [B,L,C], pooled [B,C]
       ─► entity model (frozen) ─► 75 scores, (position, exists) triplets
-scores ─► LRE ─► H [B,512] ─► bank search ─► K memory reports (classifier) + nearest study's sentences (GRPs)
+scores ─► LRE ─► H [B,512] ─► bank search ─► K memory reports (classifier) + nearest study's sentences
+                                              (GRPs)
 triplets ─► triplet table ─► LRPs [B,75,d]
 FVTAF(Fv, LRPs, GRPs) ─► Fc [B,L,2d] ─► decoder (prompt = classifier's 18 states) ─► report
 
@@ -371,7 +372,10 @@ class REVTAF(nn.Module):
         """One study's Prediction (see predict_batch)."""
         return self.predict_batch([image], ablate, report_lookup, [exclude_id])[0]
 
-    def _prediction(self, b, out: Inference, exist_prob, exists, position, ablate, report_lookup, timings) -> Prediction:
+    def _prediction(self, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
+                    position: torch.Tensor, ablate: frozenset[str],
+                    report_lookup: Callable[[str], str | None] | None, timings: dict[str, float]) -> Prediction:
+        """Row b of a batched inference as plain data for the demo."""
         shown = self.cfg.neighbours_shown
         neighbours = []
         for dist, row in zip(out.neighbour_dist[b, :shown].tolist(), out.neighbour_index[b, :shown].tolist()):

@@ -38,7 +38,8 @@ def _finish(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
 
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000) -> PreTrainedTokenizerFast:
-    """Train a lowercase WordPiece (BERT normaliser, whitespace pre-tokeniser) on `texts` (cleaned training reports) and add the REVTAF prompt tokens.
+    """Train a lowercase WordPiece (BERT normaliser, whitespace pre-tokeniser) on `texts` (cleaned training
+    reports) and add the REVTAF prompt tokens.
 
     Ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4, [DEC]=5, then the learned vocabulary, then
     [BLA] [POS] [NEG] [UNC]. Encoding wraps text as "[CLS] ... [SEP]".
