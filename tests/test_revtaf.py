@@ -182,6 +182,16 @@ def test_set_bank_rejects_bad_inputs(tokenizer):
         m.set_bank(**random_bank(4))
 
 
+def test_fidelity_switches_run_end_to_end(tokenizer):
+    fusion = replace(tiny_config().fusion, mpsa_mode="official", fcc_mode="official", share_branches=False)
+    m = REVTAF(tiny_config(fusion=fusion), tokenizer, triplet_table=torch.randn(75, 51, 2, D))
+    m.set_bank(**random_bank(30))
+    out = m.train()(train_batch(m, B=2))
+    assert torch.isfinite(out["loss"]) and len(m.fvtaf.mpsa) == 2
+    pred = m.eval().predict(images(1)[0])
+    assert pred.lrp_maps.shape == (75, 2, 2) and np.isfinite(pred.fcc_overlap).all()
+
+
 # ---------------------------------------------------------------------------------------------- inference
 
 
