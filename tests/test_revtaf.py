@@ -178,6 +178,8 @@ def test_set_bank_rejects_bad_inputs(tokenizer):
         m.set_bank(**{**bank, "report_emb": bank["report_emb"][:5]})
     with pytest.raises(ValueError, match="unique"):
         m.set_bank(**{**bank, "ids": ["x"] * 30})
+    with pytest.raises(ValueError, match="without any sentence"):
+        m.set_bank(**{**bank, "sentence_mask": bank["sentence_mask"] & (torch.arange(30) != 7)[:, None]})
     with pytest.raises(ValueError, match="k_memory"):
         m.set_bank(**random_bank(4))
 

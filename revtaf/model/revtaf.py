@@ -181,6 +181,9 @@ class REVTAF(nn.Module):
         if n_db <= self.cfg.prompts.k_memory:
             raise ValueError(f"the bank needs more than k_memory={self.cfg.prompts.k_memory} studies, got {n_db}")
         mask = sentence_mask.bool()
+        empty = (~mask.any(1)).nonzero().flatten().tolist()
+        if empty:  # the GRP transport problem of such a row would have no column
+            raise ValueError(f"bank rows without any sentence: {[ids[i] for i in empty[:5]]}")
         # Identical sentences ("no pneumothorax") have identical embeddings: store each once.
         table, inverse = torch.unique(sentence_emb[mask].float(), dim=0, return_inverse=True)
         index = torch.full(mask.shape, -1, dtype=torch.long)
