@@ -69,4 +69,5 @@ def clean_report(report: str, dataset: str) -> str:
 
 def split_sentences(cleaned: str) -> list[str]:
     """Sentences of a cleaned report, without the ' .' separators and without empty ones."""
-    return [s.strip() for s in cleaned.split(" . ") if s.strip(" .")]
+    # The last sentence keeps the report's closing " ." after the split; strip it with the spaces.
+    return [s.strip(" .") for s in cleaned.split(" . ") if s.strip(" .")]
