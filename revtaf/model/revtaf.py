@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from transformers import PreTrainedTokenizerFast
 from revtaf.data.clean import clean_report, split_sentences
 from revtaf.data.imageio import XrayImage
 from revtaf.data.transforms import entity_transform, test_transform
+from revtaf.integrity import MANIFEST, verify_manifest, write_manifest
 from revtaf.labels import ENTITY_GROUPS, LABEL_NAMES_18, labels_to_dict, triplet_sentence
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
 from revtaf.model.config import REVTAFConfig
@@ -448,11 +450,21 @@ class REVTAF(nn.Module):
                 tensor = half if torch.isfinite(half).all() else tensor
             state[name] = tensor
         save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "fp16": str(fp16)})
+        write_manifest(directory)  # SHA-256 of every file, checked by from_pretrained
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> REVTAF:
-        """Load a directory written by save_pretrained, in eval mode. Never reads any initialisation weights."""
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
+                        require_manifest: bool = False) -> REVTAF:
+        """Load a directory written by save_pretrained, in eval mode. Never reads any initialisation weights.
+
+        Its manifest.json is verified first (IntegrityError names a missing, truncated or changed file); a
+        directory without one loads with a warning, or is refused when `require_manifest` (the demo).
+        """
         directory = Path(directory)
+        if require_manifest or (directory / MANIFEST).is_file():
+            verify_manifest(directory, required=("config.json", WEIGHTS_FILE, BANK_FILE))
+        elif (directory / WEIGHTS_FILE).is_file():
+            warnings.warn(f"{directory} has no {MANIFEST}: its files are loaded without an integrity check")
         for name in ("config.json", WEIGHTS_FILE, BANK_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory} is not a REVTAF model directory: {name} is missing")
