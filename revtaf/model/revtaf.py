@@ -436,7 +436,7 @@ class REVTAF(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.cfg.save(directory)
-        self.tokenizer.save_pretrained(str(directory))
+        tokenizer_files = [Path(f).name for f in self.tokenizer.save_pretrained(str(directory))]
         (directory / BANK_FILE).write_text(json.dumps({"ids": self.bank_ids, "groups": self.bank_groups}) + "\n")
         state, seen = {}, set()
         for name, tensor in self.state_dict().items():
@@ -450,7 +450,9 @@ class REVTAF(nn.Module):
                 tensor = half if torch.isfinite(half).all() else tensor
             state[name] = tensor
         save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "fp16": str(fp16)})
-        write_manifest(directory)  # SHA-256 of every file, checked by from_pretrained
+        # SHA-256 of exactly the files written here (not of whatever else the folder holds), checked at load
+        written = ["config.json", BANK_FILE, WEIGHTS_FILE, *tokenizer_files]
+        write_manifest(directory, [f for f in dict.fromkeys(written) if (directory / f).is_file()])
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
