@@ -27,17 +27,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per model run (default: CPU cores / concurrent model runs, at least 1)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
     from app import service, ui
 
-    path = service.resolve_checkpoint(args.checkpoint, args.hf_repo, args.hf_revision)
+    torch.set_num_threads(args.threads or ui.default_threads())
+
+    try:
+        path = service.resolve_checkpoint(args.checkpoint, args.hf_repo, args.hf_revision)
+        data_root = resolve_data_root(args.data_root)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
     logging.getLogger("revtaf.app").info("loading model from %s", path)
-    svc = service.Service(service.load_model(path), resolve_data_root(args.data_root))
+    svc = service.Service(service.load_model(path), data_root)
     demo, launch_kwargs = ui.build(svc)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs)
 

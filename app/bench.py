@@ -57,10 +57,13 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from gradio_client import Client, handle_file
 
-    from app.ui import build
+    import torch
+
+    from app.ui import build, default_threads
     from revtaf.data import image_file, read_image
     from revtaf.paths import resolve_data_root
 
+    torch.set_num_threads(default_threads())  # as `python -m app` does
     root = resolve_data_root(data_root)
     if root is None:
         raise FileNotFoundError("the app benchmark needs IU X-Ray: pass --data-root or set REVTAF_DATA")
@@ -86,9 +89,15 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
         }
     finally:
         demo.close()
-    stages = service.predict(S.working_copy(read_image(image))).timings_ms
+    working = S.working_copy(read_image(image))
+    model_ms = _median_ms(lambda: service.predict(working), runs)
+    stages = service.predict(working).timings_ms
+    upload = "upload → all panels (no ground truth)"
+    results = {upload: results[upload], "  of which the model (predict)": model_ms,
+               "  of which the app (the rest)": results[upload] - model_ms,
+               **{k: v for k, v in results.items() if k != upload}}
     out = {"model": description, "study": study_id, "runs": runs, "end_to_end_ms": results, "model_stages_ms": stages,
-           "torch_threads": __import__("torch").get_num_threads()}
+           "torch_threads": torch.get_num_threads()}
     if print_table:
         print(f"REVTAF demo latency, median of {runs} runs, study {study_id}, model: {description}, "
               f"torch threads: {out['torch_threads']}")

@@ -615,9 +615,9 @@ class Service:
         for key, label in (("BLEU_4", "BLEU-4"), ("ROUGE_L", "ROUGE-L"), ("METEOR", "METEOR")):
             values = [fmt(s[key]) for s in scores] + ["—"] * (2 - len(scores))
             rows.append([label, *values, meteor_protocol if key == "METEOR" else CASE_PROTOCOL[key]])
-        for key in ("precision", "recall", "f1"):
+        for key, label in (("precision", "CE precision"), ("recall", "CE recall"), ("f1", "CE F1")):
             values = [fmt(c[key]) for c in ces] + ["—"] * (2 - len(ces))
-            rows.append([f"CE {key}", *values, CASE_PROTOCOL["CE"]])
+            rows.append([label, *values, CASE_PROTOCOL["CE"]])
         return rows
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
 import shutil
 import tempfile
 import traceback
@@ -40,7 +41,15 @@ THEME = gr.themes.Soft(
     font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"],
 )
 NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and press Compare.</em>"
-EVENT_TTL_S = 3600  # an analysed case is dropped from memory an hour after it was made
+EVENT_TTL_S = 3600
+MODEL_CONCURRENCY = 2  # model runs at a time; more wait in the queue (at most QUEUE_SIZE)
+QUEUE_SIZE = 16
+
+
+def default_threads() -> int:
+    """Torch threads per model run: the cores shared by the concurrent runs. Oversubscribing (2 runs x 2
+    threads on 2 cores) made generation up to 8x slower here, from OpenMP threads spinning against each other."""
+    return max(1, (os.cpu_count() or 1) // MODEL_CONCURRENCY)  # an analysed case is dropped from memory an hour after it was made
 
 
 def _message(exc: Exception, where: str) -> str:
@@ -93,7 +102,8 @@ def page_errors(fn, n_outputs: int, status: int | None = None, reset: dict[int, 
 
 
 def build(service: S.Service) -> tuple[gr.Blocks, dict]:
-    """(demo, launch kwargs). The demo is queued: 2 model runs at a time, at most 16 waiting."""
+    """(demo, launch kwargs). Queued: MODEL_CONCURRENCY model runs at a time, at most QUEUE_SIZE waiting (a
+    full queue shows Gradio's "This application is currently busy" message)."""
     upload_root = gr.utils.get_upload_folder()
     export_dir = tempfile.mkdtemp(prefix="revtaf-app-")
     atexit.register(shutil.rmtree, export_dir, ignore_errors=True)
@@ -184,10 +194,10 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         compare_btn = gr.Button("Compare with ground truth")
         diff_html = gr.HTML("", elem_id="word-diff")
         with gr.Row(equal_height=False):
-            findings = gr.Dataframe(headers=S.FINDING_HEADERS, label="Finding-level diff (rule labeler states; "
+            findings = gr.Dataframe(scale=3, headers=S.FINDING_HEADERS, label="Finding-level diff (rule labeler states; "
                                     "verdicts by the CE rule: only positive counts)", interactive=False, wrap=True,
                                     elem_id="findings", column_widths=["26%", "13%", "14%", "16%", "14%", "17%"])
-            metrics = gr.Dataframe(headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
+            metrics = gr.Dataframe(scale=2, headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
                                    column_widths=["14%", "14%", "14%", "58%"], elem_id="metrics")
 
         # ------------------------------------------------------------------ review
@@ -378,5 +388,5 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         api_button.click(api_errors(generate), [api_file, api_grp_off, api_lrp_off], [api_json, api_image, api_gallery],
                          api_name="generate")
 
-    demo.queue(default_concurrency_limit=2, max_size=16)
+    demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
     return demo, {"theme": THEME, "css": CSS, "max_file_size": "100mb", "show_error": False}
