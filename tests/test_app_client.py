@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -23,6 +25,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from app import service as S  # noqa: E402
+from dicom_factory import MARKERS, make_dicom  # noqa: E402
 from app import ui  # noqa: E402
 from revtaf.data import image_file, load_annotation, read_image  # noqa: E402
 from test_app_service import bad_inputs, shared_model_dir  # noqa: E402
@@ -145,3 +148,17 @@ def test_one_session_case_heatmap_window_ablation_review(app_url, test_study):
     # another session has no case and no review: the page event answers with its message, nothing saved
     *_, status = Client(app_url, verbose=False).predict(["style"], "x", api_name="/save_review")
     assert status.startswith("⚠ Analyse an image first")
+
+
+def test_dicom_upload_shows_and_logs_no_identifying_text(app_url, iu_root, test_study, tmp_path, capfd, caplog):
+    grey = np.asarray(Image.open(image_file(iu_root, test_study)).convert("L"), dtype=np.uint16)
+    path = tmp_path / "ZZLEAKFILENAME.dcm"
+    path.write_bytes(make_dicom(pixels=grey * 16, bits_stored=12, view_position="PA", window=(2048, 4096)))
+    with caplog.at_level(logging.DEBUG):
+        outputs = Client(app_url, verbose=False).predict(handle_file(str(path)), False, False, 0.6, "inferno", "all",
+                                                         api_name="/analyze_upload")
+    assert any(isinstance(v, str) and "view position: **PA**" in v for v in outputs)
+    captured = capfd.readouterr()
+    seen = json.dumps(outputs, default=str) + captured.out + captured.err + caplog.text
+    for secret in (*MARKERS, "ZZLEAKFILENAME"):
+        assert secret not in seen
