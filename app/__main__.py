@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hf-repo", default=os.environ.get("REVTAF_HF_REPO"), help="Hugging Face model repo id")
     p.add_argument("--hf-revision", default=os.environ.get("REVTAF_HF_REVISION"),
                    help="commit sha (or tag) of --hf-repo to pin")
-    p.add_argument("--data-root", default=None, help=f"IU X-Ray folder with annotation.json and images/; env {DATA_ENV}")
+    p.add_argument("--data-root", default=None,
+                   help=f"IU X-Ray folder with annotation.json and images/ (case browser); env {DATA_ENV}")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")

@@ -108,12 +108,10 @@ def resolve_checkpoint(
 
 
 def load_model(path: str | os.PathLike):
-    """REVTAF.from_pretrained(path) in eval mode (import deferred: torch is heavy)."""
+    """REVTAF.from_pretrained(path), in eval mode (import deferred: torch is heavy)."""
     from revtaf.model.revtaf import REVTAF
 
-    model = REVTAF.from_pretrained(path)
-    model.eval()
-    return model
+    return REVTAF.from_pretrained(path)
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -264,8 +262,6 @@ class Heatmap:
     image: np.ndarray | None
     partner: np.ndarray | None
     caption: str
-    similarity: float | None = None
-    overlap: float | None = None
 
 
 def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float = 0.5, cmap: str = "inferno",
@@ -292,7 +288,8 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
     has_pairs = len(pred.lrp_maps) and n_sent
     if kind == "lrp":
         e = pred.entities[i]
-        title = f"**Entity `{e.entity}`** (LRP) — existence p = {e.exist_prob:.2f}, position *{e.position}*  \n“{e.sentence}”"
+        title = (f"**Entity `{e.entity}`** (LRP) — existence p = {e.exist_prob:.2f}, position *{e.position}*  \n"
+                 f"“{e.sentence}”")
         if not has_pairs:
             return Heatmap(main, None, title + "\n\nNo retrieved sentences, so no FCC pair.")
         j = int(np.argmax(sim[i, :n_sent]))
@@ -309,9 +306,9 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
         s, o = float(sim[m, i]), float(ovl[m, i])
     caption = (
         f"{title}\n\n{pair}\n\n**FCC consistency of the pair:** semantic similarity S = {s:.3f}, "
-        f"spatial overlap O = {o:.3f} (soft IoU of the two maps; 1 − S·O = {1 - s * o:.3f})."
+        f"spatial overlap O = {o:.3f} (the FCC loss's IoU of the two maps; 1 − S·O = {1 - s * o:.3f})."
     )
-    return Heatmap(main, partner, caption, s, o)
+    return Heatmap(main, partner, caption)
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -324,10 +321,7 @@ NEIGHBOUR_HEADERS = ["rank", "study id", "distance", "labels (+ / ?)", "report"]
 
 def disease_rows(pred: Prediction) -> list[list]:
     """One row per disease prompt, in the classifier's fixed order."""
-    return [
-        [d.name, d.state] + [round(float(d.probs.get(s, 0.0)), 3) for s in ("blank", "positive", "negative", "uncertain")]
-        for d in pred.diseases
-    ]
+    return [[d.name, d.state] + [round(float(d.probs.get(s, 0.0)), 3) for s in STATES] for d in pred.diseases]
 
 
 def disease_summary(pred: Prediction) -> str:
@@ -347,8 +341,8 @@ def entity_rows(pred: Prediction, group: str | None = None) -> list[list]:
     order = {g: k for k, g in enumerate(GROUPS)}
     rows = [e for e in pred.entities if not group or group == "all" or e.group == group]
     rows.sort(key=lambda e: (order.get(e.group, len(GROUPS)), -e.exist_prob))
-    return [[e.index, e.group, e.entity, round(float(e.exist_prob), 3), "✓" if e.exists else "", e.position, e.sentence]
-            for e in rows]
+    return [[e.index, e.group, e.entity, round(float(e.exist_prob), 3), "✓" if e.exists else "", e.position,
+             e.sentence] for e in rows]
 
 
 def _labels_text(labels: dict[str, str], states: tuple[str, ...] = ("positive", "uncertain", "negative")) -> str:
@@ -365,11 +359,11 @@ def neighbour_rows(pred: Prediction) -> list[list]:
 def retrieved_summary(pred: Prediction) -> tuple[str, str]:
     """(report text, markdown facts) of the nearest neighbour, the study whose sentences became the GRPs."""
     if not pred.neighbours:
-        return "", "No study was retrieved (retrieval is switched off)." if pred.ablation.get("grp") is False else "No study was retrieved."
+        return "", "No study was retrieved."
     n = pred.neighbours[0]
     facts = (f"**Study** `{n.study_id}` · **Poincaré distance** {n.distance:.4f}  \n"
              f"**Labels** (+ positive, ? uncertain): {_labels_text(n.labels, ('positive', 'uncertain'))}")
-    return n.report or "(The retrieved study's report text is not available: no data root is loaded.)", facts
+    return n.report or "(Report text not available: neither the data root nor the Open-i archive has it.)", facts
 
 
 def _short(text: str, n: int) -> str:
@@ -409,8 +403,6 @@ METRIC_HEADERS = ["metric", "generated vs GT", "retrieved vs GT", "protocol"]
 
 @dataclass
 class Comparison:
-    ground_truth: str  # cleaned
-    generated: str  # cleaned
     diff_html: str
     findings: list[list]
     metrics: list[list]
@@ -431,7 +423,6 @@ class Case:
     display: Display = field(default_factory=Display)
     study_id: str | None = None
     ground_truth: str | None = None
-    impression: str | None = None
     predictions: dict[str, Prediction] = field(default_factory=dict)
     ablation: str = "full"
 
@@ -503,7 +494,8 @@ class Service:
     def case_ids(self, split: str, finding: str | None = None) -> list[str]:
         """Study ids of `split`, optionally only those whose ground truth the labeler marks positive for `finding`."""
         if split not in self.studies:
-            raise AppInputError(f"no split {split!r} in the loaded data; choose one of {', '.join(self.studies) or '(none)'}")
+            choices = ", ".join(self.studies) or "(no dataset loaded)"
+            raise AppInputError(f"no split {split!r} in the loaded data; choose one of {choices}")
         studies = self.studies[split]
         if not finding or finding == "any":
             return [s.id for s in studies]
@@ -544,7 +536,7 @@ class Service:
             raise AppInputError(f"Unknown study id {study_id!r}." if self.has_data else "No dataset is loaded.")
         image = read_image(image_file(self.data_root, study))
         case = Case(key=f"iu-{study.id}", image=working_copy(image), original_size=image.size,
-                    study_id=study.id, ground_truth=study.report, impression=study.impression or None)
+                    study_id=study.id, ground_truth=study.report)
         return self.run(case, ablation)
 
     def run(self, case: Case, ablation: str) -> Case:
@@ -554,7 +546,8 @@ class Service:
         case.ablation = ablation
         return case
 
-    def overlay_gallery(self, case: Case, k: int = 4, opacity: float = 0.6, cmap: str = "inferno") -> list[tuple[np.ndarray, str]]:
+    def overlay_gallery(self, case: Case, k: int = 4, opacity: float = 0.6,
+                        cmap: str = "inferno") -> list[tuple[np.ndarray, str]]:
         """(overlay, caption) of the k most probable present entities and the first k retrieved sentences."""
         pred, gray = case.prediction, case.gray()
         box = model_box(*gray.shape)
@@ -563,7 +556,8 @@ class Service:
             ranked = sorted(pred.entities, key=lambda e: (not e.exists, -e.exist_prob))[:k]
             out += [(overlay(gray, pred.lrp_maps[e.index], opacity, cmap, box),
                      f"LRP {e.entity} (p={e.exist_prob:.2f}, {e.position})") for e in ranked]
-        out += [(overlay(gray, pred.grp_maps[j], opacity, cmap, box), f"GRP sentence {j + 1}: {_short(grp_sentence(pred, j), 60)}")
+        out += [(overlay(gray, pred.grp_maps[j], opacity, cmap, box),
+                 f"GRP sentence {j + 1}: {_short(grp_sentence(pred, j), 60)}")
                 for j in range(min(k, len(pred.grp_maps)))]
         return out
 
@@ -579,20 +573,21 @@ class Service:
         texts = [gt, gen] + ([ret] if ret else [])
         labels = self.labeler(texts)
 
-        gen_diff = {name: (r, h, v) for name, r, h, v in finding_diff(labels[0], labels[1], LABEL_NAMES_18)}
-        ret_diff = {name: (r, h, v) for name, r, h, v in finding_diff(labels[0], labels[2], LABEL_NAMES_18)} if ret else {}
+        # finding_diff leaves out observations blank on both sides: those agree
+        gen_verdict = {name: v for name, _, _, v in finding_diff(labels[0], labels[1], LABEL_NAMES_18)}
+        ret_verdict = {name: v for name, _, _, v in finding_diff(labels[0], labels[2], LABEL_NAMES_18)} if ret else {}
         findings = []
         for k, name in enumerate(LABEL_NAMES_18):
-            if name not in gen_diff and name not in ret_diff:
+            if name not in gen_verdict and name not in ret_verdict:
                 continue
             states = [STATES[int(labels[j][k])] for j in range(len(texts))]
-            findings.append([name, states[0], states[1], gen_diff.get(name, (0, 0, "agreement"))[2],
-                             states[2] if ret else "—", ret_diff.get(name, (0, 0, "agreement"))[2] if ret else "—"])
+            findings.append([name, states[0], states[1], gen_verdict.get(name, "agreement"),
+                             states[2] if ret else "—", ret_verdict.get(name, "agreement") if ret else "—"])
         # disagreements first, so the interesting rows are on top
         findings.sort(key=lambda row: (row[3] == "agreement" and row[5] in ("agreement", "—")))
 
         metrics = self._case_metrics(gt, gen, ret, labels)
-        return Comparison(gt, gen, word_diff_html(gt, gen), findings, metrics)
+        return Comparison(word_diff_html(gt, gen), findings, metrics)
 
     def _case_metrics(self, gt: str, gen: str, ret: str | None, labels: np.ndarray) -> list[list]:
         meteor = self.meteor and self.meteor_ready.is_set()

@@ -16,7 +16,6 @@ import tempfile
 import traceback
 
 import gradio as gr
-import numpy as np
 
 from app import service as S
 from revtaf.data import ImageReadError
@@ -41,7 +40,7 @@ THEME = gr.themes.Soft(
     font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"],
 )
 NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and press Compare.</em>"
-EVENT_TTL_S = 3600
+EVENT_TTL_S = 3600  # an analysed case is dropped from memory an hour after it was made
 MODEL_CONCURRENCY = 2  # model runs at a time; more wait in the queue (at most QUEUE_SIZE)
 QUEUE_SIZE = 16
 
@@ -49,7 +48,7 @@ QUEUE_SIZE = 16
 def default_threads() -> int:
     """Torch threads per model run: the cores shared by the concurrent runs. Oversubscribing (2 runs x 2
     threads on 2 cores) made generation up to 8x slower here, from OpenMP threads spinning against each other."""
-    return max(1, (os.cpu_count() or 1) // MODEL_CONCURRENCY)  # an analysed case is dropped from memory an hour after it was made
+    return max(1, (os.cpu_count() or 1) // MODEL_CONCURRENCY)
 
 
 def _message(exc: Exception, where: str) -> str:
@@ -74,7 +73,8 @@ def api_errors(fn):
         except gr.Error:
             raise
         except Exception as exc:
-            raise gr.Error(_message(exc, fn.__name__), title="Cannot process this input", print_exception=False) from None
+            message = _message(exc, fn.__name__)
+            raise gr.Error(message, title="Cannot process this input", print_exception=False) from None
 
     return inner
 
@@ -121,12 +121,14 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 gr.Markdown("### 1 · Input", elem_classes="panel-title")
                 with gr.Tabs():
                     with gr.Tab("Upload"):
-                        upload = gr.File(label="Chest X-ray: PNG, JPEG, 16-bit PNG or DICOM (.dcm)", height=110, elem_id="upload")
+                        upload = gr.File(label="Chest X-ray: PNG, JPEG, 16-bit PNG or DICOM (.dcm)", height=110,
+                                         elem_id="upload")
                     with gr.Tab("Dataset", visible=service.has_data):
                         split = gr.Dropdown(list(service.studies) or ["test"], value="test", label="Split")
-                        finding = gr.Dropdown(["any", *LABEL_NAMES_18], value="any", label="Ground-truth finding (rule labeler)")
-                        case_id = gr.Dropdown(service.case_ids("test") if service.has_data else [], label="Study", filterable=True,
-                                              elem_id="case-id")
+                        finding = gr.Dropdown(["any", *LABEL_NAMES_18], value="any",
+                                              label="Ground-truth finding (rule labeler)")
+                        case_id = gr.Dropdown(service.case_ids("test") if service.has_data else [], label="Study",
+                                              filterable=True, elem_id="case-id")
                         with gr.Row():
                             load_case = gr.Button("Load case", variant="primary", elem_id="load-case")
                             next_case = gr.Button("Next case →")
@@ -153,27 +155,28 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                                     buttons=["copy"], elem_id="report")
                 status = gr.Markdown("Upload an image or load a dataset case.")
                 disease_md = gr.Markdown("")
-                diseases = gr.Dataframe(headers=S.DISEASE_HEADERS, label="18 disease prompts: chosen state and the 4 state probabilities",
-                                        interactive=False, max_height=330, wrap=True, elem_id="diseases")
+                diseases = gr.Dataframe(headers=S.DISEASE_HEADERS, interactive=False, max_height=330, wrap=True,
+                                        label="18 disease prompts: chosen state and the 4 state probabilities",
+                                        elem_id="diseases")
 
         # ------------------------------------------------------------------ heatmap | retrieved
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=380):
                 gr.Markdown("### 3 · Attention maps and FCC consistency", elem_classes="panel-title")
-                heat_key = gr.Dropdown([], label="Map of (entity prompt = LRP, retrieved sentence = GRP)", filterable=True)
+                heat_key = gr.Dropdown([], label="Map of (entity prompt = LRP, retrieved sentence = GRP)")
                 with gr.Row():
                     opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Opacity")
                     cmap = gr.Dropdown(list(S.COLORMAPS), value=S.COLORMAPS[0], label="Colormap")
                 with gr.Row():
-                    heat_main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300, elem_id="heat-main",
-                                         format="png")
-                    heat_partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=300,
-                                            elem_id="heat-partner", format="png")
+                    heat_main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300,
+                                         format="png", elem_id="heat-main")
+                    heat_partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False,
+                                            height=300, format="png", elem_id="heat-partner")
                 heat_caption = gr.Markdown("", elem_id="heat-caption")
             with gr.Column(scale=5, min_width=380):
                 gr.Markdown("### 4 · Retrieved reference report (LRE)", elem_classes="panel-title")
-                retrieved = gr.Textbox(label="Nearest training study in the Poincaré ball (its sentences are the GRPs)",
-                                       lines=5, interactive=False, elem_id="retrieved")
+                retrieved = gr.Textbox(label="Nearest training study in the Poincaré ball (its sentences are the "
+                                       "GRPs)", lines=5, interactive=False, elem_id="retrieved")
                 retrieved_md = gr.Markdown("")
                 neighbours = gr.Dataframe(headers=S.NEIGHBOUR_HEADERS, label="Runner-up neighbours", interactive=False,
                                           max_height=300, wrap=True, column_widths=["8%", "20%", "12%", "28%", "32%"],
@@ -183,8 +186,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         # ------------------------------------------------------------------ entities
         with gr.Accordion("5 · Entity-level prompts: 75 LRP triplets (click a row to see its map)", open=True):
             entity_group = gr.Radio(["all", *S.GROUPS], value="all", label="Group", container=False)
-            entities = gr.Dataframe(headers=S.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True, elem_id="entities",
-                                    column_widths=["5%", "12%", "12%", "9%", "7%", "15%", "40%"])
+            entities = gr.Dataframe(headers=S.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True,
+                                    column_widths=["5%", "12%", "12%", "9%", "7%", "15%", "40%"], elem_id="entities")
 
         # ------------------------------------------------------------------ ground truth
         gr.Markdown("### 6 · Ground truth and comparison", elem_classes="panel-title")
@@ -194,11 +197,12 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         compare_btn = gr.Button("Compare with ground truth")
         diff_html = gr.HTML("", elem_id="word-diff")
         with gr.Row(equal_height=False):
-            findings = gr.Dataframe(scale=3, headers=S.FINDING_HEADERS, label="Finding-level diff (rule labeler states; "
-                                    "verdicts by the CE rule: only positive counts)", interactive=False, wrap=True,
-                                    elem_id="findings", column_widths=["26%", "13%", "14%", "16%", "14%", "17%"])
-            metrics = gr.Dataframe(scale=2, headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
-                                   column_widths=["14%", "14%", "14%", "58%"], elem_id="metrics")
+            findings = gr.Dataframe(headers=S.FINDING_HEADERS, interactive=False, wrap=True, scale=3,
+                                    label="Finding-level diff (rule labeler states; verdicts by the CE rule: only "
+                                    "positive counts)", column_widths=["26%", "13%", "14%", "16%", "14%", "17%"],
+                                    elem_id="findings")
+            metrics = gr.Dataframe(headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
+                                   scale=2, column_widths=["14%", "14%", "14%", "58%"], elem_id="metrics")
 
         # ------------------------------------------------------------------ review
         with gr.Accordion("7 · Error review (kept in this browser session only; download to keep it)", open=True):
@@ -211,7 +215,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 csv_button = gr.DownloadButton("Download CSV", scale=1)
                 json_button = gr.DownloadButton("Download JSON", scale=1)
             review_status = gr.Markdown("")
-            reviews = gr.Dataframe(headers=S.REVIEW_HEADERS, label="Reviews of this session", interactive=False, wrap=True)
+            reviews = gr.Dataframe(headers=S.REVIEW_HEADERS, label="Reviews of this session", interactive=False,
+                                   wrap=True)
 
         with gr.Accordion("Raw prediction (JSON, as /generate returns it)", open=False):
             raw_json = gr.JSON()
@@ -251,7 +256,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             return [
                 case,
                 case.gray(),
-                S.describe_image(image, case.original_size) + (f" · dataset study `{case.study_id}`" if case.study_id else ""),
+                S.describe_image(image, case.original_size) + (f" · study `{case.study_id}`" if case.study_id else ""),
                 gr.update(visible=is_dicom),
                 gr.update(minimum=lo, maximum=hi, value=float(image.window[0])) if new_image else gr.update(),
                 gr.update(minimum=1, maximum=max_w, value=float(image.window[1])) if new_image else gr.update(),
@@ -320,7 +325,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             if case is None:
                 return None, None, None, None, ""
             c0, w0 = case.image.window
-            # the sliders' 0.5 step may round the file's window: within half a step it still is the file's (VOI LUT) window
+            # the sliders' 0.5 step may round the file's window: within half a step it is still the file's own
+            # (which may be a VOI LUT rather than a linear window)
             default = abs(c - c0) <= 0.25 and abs(w - w0) <= 0.25 and bool(inv) == bool(case.image.invert)
             case.display = S.Display() if default else S.Display(float(c), float(w), bool(inv))
             return [case, case.gray(), *redraw(case, key, opacity_v, cmap_v)]
@@ -344,7 +350,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             store = S.save_review(store, case, cats, text)
             S.prune(export_dir)
             csv_path, json_path = S.export_reviews(store, export_dir)
-            return store, S.review_rows(store), str(csv_path), str(json_path), f"Saved. {len(store)} review(s) in this session."
+            saved = f"Saved. {len(store)} review(s) in this session."
+            return store, S.review_rows(store), str(csv_path), str(json_path), saved
 
         def generate(path, grp, lrp):
             data = S.consume_upload(path, upload_root)
@@ -365,7 +372,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         next_case.click(page_errors(advance, n_case + 1, at_status + 1),
                         [split, finding, case_id, grp_off, lrp_off, *view_inputs], [case_id, *case_outputs],
                         api_name="next_case")
-        gr.on([split.input, finding.input], page_errors(list_cases, 1), [split, finding], case_id, api_name="list_cases")
+        gr.on([split.input, finding.input], page_errors(list_cases, 1), [split, finding], case_id,
+              api_name="list_cases")
         gr.on([grp_off.input, lrp_off.input], page_errors(ablate, n_case, at_status),
               [case_state, grp_off, lrp_off, gt_text, *view_inputs], case_outputs, api_name="ablate")
         gr.on([heat_key.input, opacity.release, cmap.input], page_errors(redraw, 3),

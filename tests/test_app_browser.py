@@ -28,7 +28,8 @@ TIMEOUT_MS = 120_000
 
 
 # gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword is deprecated:Warning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning",
+                                        "ignore:The copy keyword is deprecated:Warning")
 
 @pytest.fixture(scope="module")
 def browser_page(tmp_path_factory):
@@ -64,13 +65,15 @@ def textarea(page, elem_id: str) -> str:
 def wait_for_text(page, elem_id: str, previous: str = "") -> str:
     """Wait until the textbox `elem_id` holds a non-empty value different from `previous`."""
     page.wait_for_function(
-        "([id, prev]) => { const t = document.querySelector(`#${id} textarea`); return t && t.value && t.value !== prev; }",
+        "([id, prev]) => { const t = document.querySelector(`#${id} textarea`); "
+        "return t && t.value && t.value !== prev; }",
         arg=[elem_id, previous], timeout=TIMEOUT_MS)
     return textarea(page, elem_id)
 
 
 def image_loaded(page, elem_id: str) -> bool:
-    return page.locator(f"#{elem_id} img").count() > 0 and bool(page.locator(f"#{elem_id} img").first.get_attribute("src"))
+    images = page.locator(f"#{elem_id} img")
+    return images.count() > 0 and bool(images.first.get_attribute("src"))
 
 
 def test_page_upload_panels_dataset_case_and_bad_file(browser_page, app_url, iu_root, tmp_path):

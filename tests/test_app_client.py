@@ -32,7 +32,8 @@ from test_app_service import bad_inputs, shared_model_dir  # noqa: E402
 
 
 # gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning", "ignore:The copy keyword is deprecated:Warning")
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning",
+                                        "ignore:The copy keyword is deprecated:Warning")
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -86,7 +87,8 @@ def test_generate_round_trip_with_a_real_iu_image(app_url, iu_root, test_study):
     result = Client(app_url, verbose=False).predict(handle_file(str(path)), False, False, api_name="/generate")
     check_generate(result, Image.open(path).size)
     prediction = result[0]
-    assert prediction["input"] == {"format": "jpeg", "size": list(Image.open(path).size), "view_position": None, "bits": 8}
+    size = list(Image.open(path).size)
+    assert prediction["input"] == {"format": "jpeg", "size": size, "view_position": None, "bits": 8}
 
 
 def test_ablated_generate_drops_the_branch(app_url, iu_root, test_study):

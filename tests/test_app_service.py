@@ -36,6 +36,7 @@ from revtaf.labels import LABEL_NAMES_18, RuleLabeler
 from revtaf.labels.constants import ENTITIES_75
 
 BANK_SIZE = 40
+JPEG_LS = "1.2.840.10008.1.2.4.80"  # a transfer syntax no installed plugin decodes
 MAX_SENTENCES = 8
 
 
@@ -54,7 +55,8 @@ def make_model_dir(directory: Path, iu_root: Path, seed: int = 0) -> Path:
     d = cfg.text.dim
     model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))
     bank = train[:BANK_SIZE]
-    counts = torch.tensor([min(max(len(split_sentences(clean_report(s.report, "iu"))), 1), MAX_SENTENCES) for s in bank])
+    sentences = [len(split_sentences(clean_report(s.report, "iu"))) for s in bank]
+    counts = torch.tensor([min(max(n, 1), MAX_SENTENCES) for n in sentences])
     mask = torch.arange(MAX_SENTENCES)[None] < counts[:, None]
     model.set_bank(
         ids=[s.id for s in bank],
@@ -198,7 +200,8 @@ def test_upload_of_16bit_png_and_dicom(service, iu_root, test_ids):
     info = S.describe_image(case.image, case.original_size)
     assert "DICOM" in info and "AP" in info and "12-bit" in info
     # no identifying tag value anywhere the page shows
-    shown = json.dumps([info, case.prediction.to_json(), S.entity_rows(case.prediction), S.retrieved_summary(case.prediction)])
+    pred = case.prediction
+    shown = json.dumps([info, pred.to_json(), S.entity_rows(pred), S.retrieved_summary(pred), S.neighbour_rows(pred)])
     assert not any(marker in shown for marker in MARKERS)
 
 
@@ -218,7 +221,7 @@ def bad_inputs(iu_root: Path, test_id: str) -> dict[str, tuple[bytes, type]]:
         "truncated.jpg": (jpeg[: len(jpeg) // 3], TruncatedImageError),
         "huge.png": (_png((9000, 9000)), ImageTooLargeError),
         "no_pixels.dcm": (to_bytes(no_pixels), UnsupportedDicomError),
-        "jpegls.dcm": (with_fake_compression(make_dataset(pixels=np.zeros((16, 16), np.uint16)), "1.2.840.10008.1.2.4.80"),
+        "jpegls.dcm": (with_fake_compression(make_dataset(pixels=np.zeros((16, 16), np.uint16)), JPEG_LS),
                        CompressedDicomError),
     }
 
