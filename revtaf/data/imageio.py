@@ -26,6 +26,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 DEFAULT_MAX_PIXELS = 50_000_000
 PERCENTILE_WINDOW = (0.5, 99.5)
+# A file's window is ignored beyond this: (raw - (c - w/2)) / w must stay finite in float32.
+MAX_WINDOW = 1e30
 # ITU-R BT.601 luma, the weights PIL's convert("L") uses; applied to RGB DICOMs too so both paths agree.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -283,7 +285,15 @@ def _read_dicom(data: bytes, max_pixels: int, headerless: bool) -> XrayImage:
     if photometric.startswith("MONOCHROME"):
         if pixels.ndim != 2:
             raise UnsupportedDicomError("This DICOM's pixel data does not form a single greyscale image.")
-        raw = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                raw = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+        except Exception:  # rescale tags that are not numbers, a broken modality LUT sequence
+            raw = None
+        if raw is None or not np.isfinite(raw).all():
+            raise CorruptImageError(
+                "This DICOM's rescale values (modality LUT) are not valid numbers, so its pixels cannot be read."
+            )
         bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     else:
         if pixels.ndim != 3 or pixels.shape[-1] != 3:
@@ -292,13 +302,12 @@ def _read_dicom(data: bytes, max_pixels: int, headerless: bool) -> XrayImage:
         bits = 8
 
     voi_lut = _voi_lut(ds, raw)
+    file_window = _file_window(ds)
     if voi_lut is not None:
         first, table = voi_lut
         window = (first + len(table) / 2, float(len(table)))
-    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        window = (_first_value(ds.WindowCenter), _first_value(ds.WindowWidth))
-        if window[1] <= 0:
-            window = _percentile_window(raw)
+    elif file_window is not None:
+        window = file_window
     elif bits == 8 and not photometric.startswith("MONOCHROME"):
         window = (127.5, 255.0)
     else:
@@ -351,6 +360,20 @@ def _first_value(value) -> float:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         value = value[0]
     return float(value)
+
+
+def _file_window(ds) -> tuple[float, float] | None:
+    """(center, width) of WindowCenter/WindowWidth, or None when absent or unusable (not numbers, not finite,
+    width <= 0, or beyond MAX_WINDOW): the percentile window is used then, as when the tags are missing."""
+    try:
+        if ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
+            return None
+        center, width = _first_value(ds.WindowCenter), _first_value(ds.WindowWidth)
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    if not (np.isfinite(center) and np.isfinite(width) and 0 < width and abs(center) + width < MAX_WINDOW):
+        return None
+    return center, width
 
 
 def _voi_lut(ds, raw: np.ndarray) -> tuple[int, np.ndarray] | None:
