@@ -68,7 +68,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 @dataclass
 class Outcome:
     """What one input turned into. kind: report | error (typed ImageReadError) | untyped (any other
-    exception) | hang (no answer within the time limit) | crash (the process died)."""
+    exception) | nonfinite (decoded, but the display image holds NaN/inf) | hang (no answer within the time
+    limit) | crash (the process died)."""
 
     name: str
     expected: str | None  # ImageReadError subclass name the input must raise, None = must give a report
@@ -100,6 +101,7 @@ def _sandbox_main(conn, checkpoint: str | None, memory_bytes: int | None, thread
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     import warnings
 
+    import numpy as np
     import torch
 
     from revtaf.data.imageio import ImageReadError, read_image
@@ -117,13 +119,15 @@ def _sandbox_main(conn, checkpoint: str | None, memory_bytes: int | None, thread
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 image = read_image(data)
+                if not np.isfinite(image.render()).all():
+                    raise FloatingPointError("the decoded image has NaN or infinite display values")
                 report = model.predict(image).report if model is not None else None
             out = {"kind": "report", "report": report}
         except ImageReadError as exc:
             out = {"kind": "error", "error_type": type(exc).__name__, "message": str(exc),
                    "error_mro": tuple(c.__name__ for c in type(exc).__mro__)}
         except Exception as exc:  # everything else is a finding, reported with its type
-            out = {"kind": "untyped", "error_type": type(exc).__name__, "message": str(exc)[:500],
+            out = {"kind": "nonfinite" if isinstance(exc, FloatingPointError) else "untyped", "error_type": type(exc).__name__, "message": str(exc)[:500],
                    "error_mro": tuple(c.__name__ for c in type(exc).__mro__)}
         out["seconds"] = time.perf_counter() - start
         conn.send(out)
@@ -151,7 +155,11 @@ class Sandbox:
         self._proc.start()
         child.close()
         self._conn = parent
-        if not parent.poll(self.startup_timeout_s) or parent.recv() != "ready":
+        try:
+            ready = parent.poll(self.startup_timeout_s) and parent.recv() == "ready"
+        except (EOFError, ConnectionResetError):
+            ready = False
+        if not ready:
             self.close()
             raise RuntimeError("the sandbox process did not start (model load failed or timed out)")
 
@@ -183,6 +191,7 @@ class Sandbox:
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join(5)
+        if self._conn is not None:
             self._conn.close()
         self._proc = self._conn = None
 
