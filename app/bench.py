@@ -39,28 +39,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _median_ms(fn, runs: int) -> float:
-    fn()  # warm-up: first-call allocations and lazy imports
-    times = []
+def _timed(fn, runs: int) -> tuple[float, float | None]:
+    """Median wall time (ms) of `runs` calls after a warm-up call (first-call allocations, lazy imports), and
+    the median model time (ms) the calls' Prediction JSON reports, if they return one."""
+    fn()
+    wall, model = [], []
     for _ in range(runs):
         t = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - t))
-    return statistics.median(times)
+        outputs = fn()
+        wall.append(1000 * (time.perf_counter() - t))
+        model += [o["timings_ms"]["total"] for o in outputs if isinstance(o, dict) and "timings_ms" in o]
+    return statistics.median(wall), statistics.median(model) if model else None
 
 
 def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = None, study_id: str | None = None,
           runs: int = 5, print_table: bool = True) -> dict:
-    """Median end-to-end latency (ms) of the upload and dataset-case events, and the model's own stages."""
+    """Median end-to-end latency (ms) of the upload, dataset-case and heatmap events, with the model's share."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import torch
     from gradio_client import Client, handle_file
 
-    import torch
-
     from app.ui import build, default_threads
-    from revtaf.data import image_file, read_image
+    from revtaf.data import image_file
     from revtaf.paths import resolve_data_root
 
     torch.set_num_threads(default_threads())  # as `python -m app` does
@@ -79,24 +81,20 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         view = (False, False, 0.6, "inferno", "all")
-        results = {
-            "upload → all panels (no ground truth)": _median_ms(
-                lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs),
-            "dataset case → all panels + comparison": _median_ms(
-                lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs),
-            "heatmap change (no model run)": _median_ms(
-                lambda: client.predict("lrp:0", 0.5, "jet", api_name="/heatmap"), runs),
-        }
+        upload, upload_model = _timed(
+            lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs)
+        study, study_model = _timed(lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs)
+        heat, _ = _timed(lambda: client.predict("lrp:0", 0.5, "jet", api_name="/heatmap"), runs)
     finally:
         demo.close()
-    working = S.working_copy(read_image(image))
-    model_ms = _median_ms(lambda: service.predict(working), runs)
-    stages = service.predict(working).timings_ms
-    upload = "upload → all panels (no ground truth)"
-    results = {upload: results[upload], "  of which the model (predict)": model_ms,
-               "  of which the app (the rest)": results[upload] - model_ms,
-               **{k: v for k, v in results.items() if k != upload}}
-    out = {"model": description, "study": study_id, "runs": runs, "end_to_end_ms": results, "model_stages_ms": stages,
+    results = {
+        "upload → all panels (no ground truth)": upload,
+        "  of which the model (Prediction.timings_ms)": upload_model,
+        "dataset case → all panels + comparison": study,
+        "  of which the model": study_model,
+        "heatmap change (no model run)": heat,
+    }
+    out = {"model": description, "study": study_id, "runs": runs, "end_to_end_ms": results,
            "torch_threads": torch.get_num_threads()}
     if print_table:
         print(f"REVTAF demo latency, median of {runs} runs, study {study_id}, model: {description}, "
@@ -105,7 +103,6 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
         print(f"{'event':<{width}}{'ms':>8}")
         for name, ms in results.items():
             print(f"{name:<{width}}{ms:>8.0f}")
-        print("model stages (one run): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
     return out
 
 
