@@ -3,6 +3,8 @@
 Model: --checkpoint DIR (or REVTAF_CHECKPOINT), else --hf-repo ID --hf-revision SHA (downloaded once, pinned),
 else the bundled default in assets/. Dataset browser: --data-root DIR (or REVTAF_DATA), optional.
 Spaces sets GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; they are the defaults of --host / --port.
+Queue: REVTAF_CONCURRENCY model runs at a time (default 2), at most REVTAF_QUEUE_SIZE waiting (default 16).
+Torch threads per run: --threads, else OMP_NUM_THREADS, else CPU cores / REVTAF_CONCURRENCY.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per model run (default: CPU cores / concurrent model runs, at least 1)")
+                   help="torch threads per model run (default: OMP_NUM_THREADS, else CPU cores / concurrent runs)")
     return p.parse_args(argv)
 
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from app import service, ui
 
-    torch.set_num_threads(args.threads or ui.default_threads())
+    torch.set_num_threads(args.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or ui.default_threads())
 
     try:
         path = service.resolve_checkpoint(args.checkpoint, args.hf_repo, args.hf_revision)

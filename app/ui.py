@@ -41,8 +41,9 @@ THEME = gr.themes.Soft(
 )
 NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and press Compare.</em>"
 EVENT_TTL_S = 3600  # an analysed case is dropped from memory an hour after it was made
-MODEL_CONCURRENCY = 2  # model runs at a time; more wait in the queue (at most QUEUE_SIZE)
-QUEUE_SIZE = 16
+# Model runs at a time; more wait in the queue, at most QUEUE_SIZE (environment overrides for deployments/tests).
+MODEL_CONCURRENCY = int(os.environ.get("REVTAF_CONCURRENCY", "2"))
+QUEUE_SIZE = int(os.environ.get("REVTAF_QUEUE_SIZE", "16"))
 
 
 def default_threads() -> int:
