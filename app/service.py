@@ -195,7 +195,9 @@ def model_box(height: int, width: int, size: int = 224) -> tuple[int, int, int, 
     256 and centre-crops 224 (method.md §1.5), i.e. a centred square of side 224/256 of the shorter side."""
     side = min(height, width) * size / resize_size(size)
     x0, y0 = (width - side) / 2, (height - side) / 2
-    return round(x0), round(y0), round(x0 + side), round(y0 + side)
+    box = round(x0), round(y0), round(x0 + side), round(y0 + side)
+    # at least 1 px each way: a 1-px-wide upload would otherwise ask cv2 for a 0-size overlay and fail
+    return box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1)
 
 
 def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.5, cmap: str = "inferno",
