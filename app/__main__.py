@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 
+from revtaf.integrity import IntegrityError
 from revtaf.paths import DATA_ENV, resolve_data_root
 
 CHECKPOINT_ENV = "REVTAF_CHECKPOINT"
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         raise SystemExit(f"error: {exc}") from None
     logging.getLogger("revtaf.app").info("loading model from %s", path)
-    svc = service.Service(service.load_model(path), data_root)
+    try:
+        model = service.load_model(path)
+    except IntegrityError as exc:  # damaged or tampered weights: refuse to start, naming the files
+        raise SystemExit(f"error: {exc}") from None
+    svc = service.Service(model, data_root)
     demo, launch_kwargs = ui.build(svc)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs)
 

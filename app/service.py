@@ -108,10 +108,11 @@ def resolve_checkpoint(
 
 
 def load_model(path: str | os.PathLike):
-    """REVTAF.from_pretrained(path), in eval mode (import deferred: torch is heavy)."""
+    """REVTAF.from_pretrained(path), in eval mode (import deferred: torch is heavy). A public demo never serves
+    unverified weights: the directory's SHA-256 manifest is required (revtaf.integrity.IntegrityError)."""
     from revtaf.model.revtaf import REVTAF
 
-    return REVTAF.from_pretrained(path)
+    return REVTAF.from_pretrained(path, require_manifest=True)
 
 
 # --------------------------------------------------------------------------------------------- images
