@@ -61,6 +61,44 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from train.pipeline import RunOptions, train_main
+
+    opts = RunOptions(
+        data=Path(args.data), out=Path(args.out), preset=args.preset, dataset=args.dataset,
+        max_studies=args.max_studies, epochs=args.epochs, steps=args.steps, seed=args.seed,
+        export=Path(args.export) if args.export else None, until=args.until,
+    )
+    summaries = train_main(opts)
+    for split in ("val", "test"):
+        line = summaries.get("evaluate", {}).get(split)
+        if line:
+            print(f"{split}: {line}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from train.evaluate import evaluate_checkpoint, headline
+
+    metrics = evaluate_checkpoint(
+        args.checkpoint, args.data, args.split, args.out, baseline=args.baseline, ablate=args.ablate,
+        max_studies=args.max_studies, seed=args.seed, batch_size=args.batch_size,
+    )
+    print(headline(metrics))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from train.evaluate import generate_one
+
+    prediction = generate_one(args.image, checkpoint=args.checkpoint, data=args.data, ablate=args.ablate)
+    if args.json:
+        print(json.dumps(prediction.to_json(with_maps=args.maps), indent=2))
+    else:
+        print(prediction.report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="revtaf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +124,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="per-stage CPU latency of one study")
     p.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("train", help="every training stage, cached and resumable (also under torchrun)")
+    p.add_argument("--data", required=True, help="data root (annotation.json + images/)")
+    p.add_argument("--out", required=True, help="run directory; re-running continues it")
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
+    p.add_argument("--dataset", choices=("auto", "iu", "mimic"), default="auto")
+    p.add_argument("--export", help="copy the final model directory here (e.g. assets/NAME)")
+    p.add_argument("--max-studies", type=int, help="use only the first N studies of each split (smoke runs)")
+    p.add_argument("--epochs", type=int, help="REVTAF epochs (overrides the preset)")
+    p.add_argument("--steps", type=int, help="cap every stage at N iterations per epoch (smoke runs)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--until", help="stop after this stage")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics.json + predictions.jsonl of a model, baseline or ablation")
+    p.add_argument("--checkpoint", help="model directory (default: the bundled assets/ model)")
+    p.add_argument("--data", required=True, help="data root (annotation.json + images/)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--baseline", choices=("constant", "random", "retrieval"))
+    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion"), default=[],
+                   help="switch a part off (repeatable)")
+    p.add_argument("--max-studies", type=int, help="only the first N studies of the split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("generate", help="the Prediction of one study (PNG, JPEG or DICOM)")
+    p.add_argument("image")
+    p.add_argument("--checkpoint", help="model directory (default: the bundled assets/ model)")
+    p.add_argument("--data", help="data root, for the retrieved report's text (else the Open-i archive)")
+    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion"), default=[])
+    p.add_argument("--json", action="store_true", help="print the full Prediction as JSON")
+    p.add_argument("--maps", action="store_true", help="with --json: include the attention maps' values")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 

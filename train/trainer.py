@@ -65,8 +65,8 @@ class TrainConfig:
     @classmethod
     def cpu(cls) -> TrainConfig:
         """~2,069 IU training studies per epoch on two cores: a short warmup fits inside epoch 1."""
-        return cls(epochs=8, batch_size=16, lr=2e-4, min_lr=2e-5, warmup_start_lr=2e-6, warmup_steps=60,
-                   checkpoint_minutes=5.0)
+        return cls(epochs=3, batch_size=16, lr=3e-4, min_lr=3e-5, warmup_start_lr=3e-6, warmup_steps=20,
+                   checkpoint_minutes=5.0, max_steps_per_epoch=40)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -93,7 +93,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
         if param.requires_grad:
             (keep if no_decay(name, param) else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    # fused: one kernel for all parameters instead of ~10 per tensor (the per-tensor loop dominated CPU steps)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -345,7 +346,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_value_(self.model.parameters(), self.cfg.clip_value)
+        torch.nn.utils.clip_grad_value_(self.model.parameters(), self.cfg.clip_value, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

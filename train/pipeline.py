@@ -1,0 +1,516 @@
+"""`revtaf train`: every stage from annotation.json to an evaluated, exported model, each cached and resumable.
+
+Stages, in order (outputs under `<out>/<stage>/`; a stage is done when its `DONE.json` exists, so re-running
+skips it, and the stages that train pick up their own last checkpoint when a run was killed):
+
+1. `labels`       18 disease states of every study (the rule labeler on the cleaned report, or the annotation's
+                  labels when it has them, e.g. PromptMRG's MIMIC file) and (entity, position, exist) triplets
+                  of the TRAINING reports only.
+2. `tokenizer`    WordPiece on the cleaned training reports + [DEC] and the 4 state tokens.
+3. `text_encoder` compact BERT, masked-language modelling on training sentences (Bio_ClinicalBERT role).
+4. `entity_model` MedKLIP-role model on training images with the report-derived triplets as targets.
+5. `features`     from the frozen text encoder and entity model: the [75,51,2,d] triplet table; GRP sentence
+                  embeddings + masks and report embeddings of the training reports; label-Hamming neighbours
+                  (self and same-study excluded); entity scores / LRP positions / exists of EVERY split,
+                  predicted from the image (val/test reports are never read to build model inputs).
+6. `revtaf`       the full objective L_lm + 4 L_cls + 2 L_rank + 0.5 L_fcc (train/trainer.py), best by val CE-F1.
+7. `bank`         the reference bank: LRE embeddings of the training studies, stored in the model.
+8. `evaluate`     val and test: metrics.json + predictions.jsonl per split (train/evaluate.py).
+9. `export`       the model directory (safetensors, fp16 where lossless enough) to `--export`.
+
+`<out>/run.json` holds the config, seed and data fingerprint; `<out>/log.jsonl` every event; `<out>/plots/`
+the curves. Under torchrun only the `revtaf` stage runs on every rank; rank 0 runs the others while the other
+ranks wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.trainer import Dist, JsonlLog, TrainConfig, init_distributed, seed_everything
+
+STAGES = ("labels", "tokenizer", "text_encoder", "entity_model", "features", "revtaf", "bank", "evaluate", "export")
+
+
+@dataclass
+class PipelineConfig:
+    """Everything the preparation stages need. Presets: `cpu` (2 cores, IU X-Ray) and `paper` (GPU)."""
+
+    vocab_size: int = 3000
+    text_encoder_steps: int = 3000
+    text_encoder_batch: int = 64
+    text_encoder_lr: float = 5e-4
+    entity_epochs: int = 6
+    entity_batch: int = 32
+    entity_lr: float = 3e-4
+    max_sentences: int | None = None  # GRP slots N; None = the max sentence count of the training reports
+    hamming_k: int = 8
+    eval_batch: int = 16
+    val_max_studies: int | None = None  # per-epoch validation on a prefix of val (generation is the slow part)
+
+    @classmethod
+    def cpu(cls) -> PipelineConfig:
+        """Sized for ~1-1.5 h on two shared cores (measured: docs/training.md)."""
+        return cls(text_encoder_steps=80, entity_epochs=1, eval_batch=48, val_max_studies=48)
+
+    @classmethod
+    def paper(cls) -> PipelineConfig:
+        return cls(vocab_size=30522, text_encoder_steps=20000, entity_epochs=10)
+
+
+@dataclass
+class RunOptions:
+    """What `revtaf train` was asked for (CLI flags)."""
+
+    data: Path
+    out: Path
+    preset: str = "cpu"
+    dataset: str = "auto"  # iu | mimic | auto (mimic when entries carry subject_id)
+    max_studies: int | None = None  # per split: a prefix of each split (smoke runs)
+    epochs: int | None = None  # REVTAF epochs (and entity-model epochs when `steps` is set)
+    steps: int | None = None  # per-stage iteration cap for smoke runs
+    seed: int | None = None
+    export: Path | None = None
+    until: str | None = None  # stop after this stage
+    extra: dict = field(default_factory=dict)
+
+
+def detect_dataset(root: Path) -> str:
+    """"mimic" when the annotation's entries carry MIMIC's subject_id, else "iu"."""
+    data = json.loads((root / "annotation.json").read_text())
+    entries = data if isinstance(data, list) else next((v for v in data.values() if v), [])
+    return "mimic" if entries and "subject_id" in entries[0] else "iu"
+
+
+def data_fingerprint(root: Path, sizes: dict[str, int]) -> dict:
+    """sha256 of annotation.json plus the split sizes actually used: ties a model to the exact data it saw."""
+    digest = hashlib.sha256((root / "annotation.json").read_bytes()).hexdigest()
+    return {"annotation_sha256": digest, "split_sizes": sizes, "root": str(root.resolve())}
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+class Pipeline:
+    """One training run directory. `run()` executes the stages that are not done yet."""
+
+    def __init__(self, opts: RunOptions, dist_info: Dist | None = None):
+        from revtaf.data import load_annotation
+
+        self.opts = opts
+        self.dist = dist_info or Dist()
+        self.data = Path(opts.data)
+        if not (self.data / "annotation.json").is_file():
+            raise FileNotFoundError(f"{self.data} is not a data root: it has no annotation.json")
+        self.out = Path(opts.out)
+        self.dataset = detect_dataset(self.data) if opts.dataset == "auto" else opts.dataset
+        splits = load_annotation(self.data, self.dataset)
+        if opts.max_studies is not None:
+            if opts.max_studies < 1:
+                raise ValueError(f"--max-studies must be >= 1, got {opts.max_studies}")
+            splits = {k: v[: opts.max_studies] for k, v in splits.items()}
+        if not splits["train"]:
+            raise ValueError(f"{self.data}/annotation.json has no training studies")
+        self.splits = splits
+        self.log = JsonlLog(self.out / "log.jsonl", enabled=self.dist.main)
+        self._configure()
+
+    # ------------------------------------------------------------------ configuration and run metadata
+    def _configure(self) -> None:
+        from revtaf.model.config import GenerationSettings, REVTAFConfig
+
+        o = self.opts
+        if o.preset not in ("cpu", "paper"):
+            raise ValueError(f"unknown preset {o.preset!r}: expected cpu or paper")
+        self.model_cfg = getattr(REVTAFConfig, o.preset)()
+        self.model_cfg.dataset = self.dataset
+        self.model_cfg.generation = GenerationSettings.for_dataset(self.dataset)
+        n_train = len(self.splits["train"])
+        if n_train <= self.model_cfg.prompts.k_memory:  # smoke runs: the memory needs k < bank size
+            self.model_cfg.prompts.k_memory = max(1, n_train // 2)
+        self.prep_cfg = getattr(PipelineConfig, o.preset)()
+        self.train_cfg = getattr(TrainConfig, o.preset)()
+        if o.epochs is not None:
+            self.train_cfg = replace(self.train_cfg, epochs=o.epochs)
+        if o.seed is not None:
+            self.train_cfg = replace(self.train_cfg, seed=o.seed)
+        if o.steps is not None:  # smoke run: every stage capped at `steps` iterations, short generations
+            self.prep_cfg = replace(self.prep_cfg, text_encoder_steps=o.steps, entity_epochs=1, val_max_studies=8)
+            self.model_cfg.generation = GenerationSettings(num_beams=2, max_new_tokens=12, min_length=24)
+            self.train_cfg = replace(self.train_cfg, max_steps_per_epoch=o.steps,
+                                     warmup_steps=min(self.train_cfg.warmup_steps, o.steps))
+        if n_train < self.train_cfg.batch_size * self.dist.world:
+            self.train_cfg = replace(self.train_cfg, batch_size=max(2, n_train // self.dist.world))
+        self.sizes = {k: len(v) for k, v in self.splits.items()}
+        self.fingerprint = data_fingerprint(self.data, self.sizes)
+        meta = {
+            "preset": o.preset,
+            "dataset": self.dataset,
+            "seed": self.train_cfg.seed,
+            "fingerprint": self.fingerprint,
+            "pipeline": asdict(self.prep_cfg),
+            "train": self.train_cfg.to_dict(),
+            "model": self.model_cfg.to_dict() if hasattr(self.model_cfg, "to_dict") else asdict(self.model_cfg),
+            "argv": sys.argv,
+        }
+        path = self.out / "run.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old["fingerprint"]["annotation_sha256"] != self.fingerprint["annotation_sha256"] or (
+                old["fingerprint"]["split_sizes"] != self.sizes
+            ):
+                raise ValueError(
+                    f"{self.out} was started on different data ({old['fingerprint']}); use a new --out directory"
+                )
+            changed = sorted(
+                f"{part}.{k}" for part in ("pipeline", "train", "model")
+                for k in set(meta[part]) | set(old.get(part, {}))
+                if meta[part].get(k) != old.get(part, {}).get(k)
+            )
+            if changed:  # e.g. fewer --epochs to finish sooner: allowed, and recorded
+                self.log("config_changed", keys=changed)
+                print(f"revtaf train: resuming with changed settings: {', '.join(changed)}", file=sys.stderr)
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            meta["started"] = old.get("started") if path.is_file() else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            path.write_text(json.dumps(meta, indent=2) + "\n")
+        self.meta = meta
+
+    def dir(self, stage: str) -> Path:
+        return self.out / stage
+
+    def done(self, stage: str) -> bool:
+        return (self.dir(stage) / "DONE.json").is_file()
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> dict:
+        """Run the remaining stages; returns {stage: summary} of the stages run now or before."""
+        if self.opts.until is not None and self.opts.until not in STAGES:
+            raise ValueError(f"unknown stage {self.opts.until!r}: expected one of {STAGES}")
+        summaries = {}
+        for stage in STAGES:
+            if stage == "export" and self.opts.export is None:
+                break
+            if self.done(stage):
+                summaries[stage] = json.loads((self.dir(stage) / "DONE.json").read_text())
+                self.log("stage_skip", stage=stage)
+            elif stage == "revtaf" or self.dist.main:
+                if self.dist.main:
+                    print(f"revtaf train: stage {stage}", file=sys.stderr)
+                self.log("stage_start", stage=stage)
+                t0 = time.monotonic()
+                self.dir(stage).mkdir(parents=True, exist_ok=True)
+                summary = getattr(self, f"stage_{stage}")() or {}
+                summary = {"seconds": round(time.monotonic() - t0, 1), **summary}
+                if self.dist.main:
+                    (self.dir(stage) / "DONE.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+                self.log("stage_done", stage=stage, **summary)
+                summaries[stage] = summary
+            self.dist.barrier()
+            if stage == self.opts.until:
+                break
+        if self.dist.main:
+            from train.plots import plot_run
+
+            plot_run(self.out / "log.jsonl", self.out / "plots")
+        return summaries
+
+    # ------------------------------------------------------------------ helpers shared by stages
+    def clean(self, split: str) -> list[str]:
+        from revtaf.data import clean_report
+
+        return [clean_report(s.report, self.dataset) for s in self.splits[split]]
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.load(self.dir("labels") / f"{split}.npy")
+
+    def tokenizer(self):
+        from revtaf.model.tokenizer import load_tokenizer
+
+        return load_tokenizer(self.dir("tokenizer"))
+
+    def text_encoder(self):
+        from revtaf.model.text_encoder import TextEncoder
+
+        return TextEncoder.from_pretrained_dir(self.dir("text_encoder")).eval()
+
+    def entity_model(self):
+        from revtaf.model.entity import EntityModel
+
+        return EntityModel.load(self.dir("entity_model")).eval()
+
+    def features(self, split: str) -> dict[str, np.ndarray]:
+        with np.load(self.dir("features") / f"{split}.npz") as f:
+            return dict(f)
+
+    # ------------------------------------------------------------------ stages
+    def stage_labels(self) -> dict:
+        from revtaf.labels.chexpert import RuleLabeler
+        from revtaf.labels.triplets import extract_triplets_batch
+
+        labeler = RuleLabeler()
+        counts = {}
+        for split, studies in self.splits.items():
+            if not studies:
+                continue
+            if all(s.labels is not None for s in studies):  # e.g. PromptMRG's MIMIC file (CheXbert labels)
+                labels = np.asarray([s.labels for s in studies], dtype=np.int8)
+            else:
+                labels = np.asarray(labeler(self.clean(split)), dtype=np.int8)
+            np.save(self.dir("labels") / f"{split}.npy", labels)
+            counts[split] = {"studies": len(studies), "positive_per_class": (labels == 1).sum(0).tolist()}
+        exist, position = extract_triplets_batch(self.clean("train"))  # TRAINING reports only
+        _save_npz(self.dir("labels") / "train_triplets.npz", exist=np.asarray(exist, dtype=np.int8),
+                  position=np.asarray(position, dtype=np.int16))
+        counts["train_triplets_present_per_entity"] = (np.asarray(exist) == 1).sum(0).tolist()
+        return counts
+
+    def stage_tokenizer(self) -> dict:
+        from revtaf.model.tokenizer import build_tokenizer
+
+        tok = build_tokenizer(self.clean("train"), self.prep_cfg.vocab_size)
+        tok.save_pretrained(str(self.dir("tokenizer")))
+        return {"vocab_size": len(tok)}
+
+    def stage_text_encoder(self) -> dict:
+        from revtaf.data import split_sentences
+        from train.components import train_text_encoder
+
+        sentences = [s for r in self.clean("train") for s in split_sentences(r)]
+        c = self.prep_cfg
+        t = self.model_cfg.text
+        train_text_encoder(sentences, self.tokenizer(), self.dir("text_encoder"), steps=c.text_encoder_steps,
+                           batch_size=c.text_encoder_batch, lr=c.text_encoder_lr, seed=self.train_cfg.seed,
+                           hidden=t.dim, layers=t.layers, heads=t.heads, intermediate=t.intermediate, max_len=t.max_len)
+        self._log_component("text_encoder", self.dir("text_encoder") / "train_log.json", "mlm_loss")
+        return {"sentences": len(sentences), "unique": len(set(sentences))}
+
+    def stage_entity_model(self) -> dict:
+        from train.components import train_entity_model
+
+        c = self.prep_cfg
+        train_entity_model(
+            self.splits["train"], self.data, self.model_cfg.entity, self.dir("entity_model"), epochs=c.entity_epochs,
+            batch_size=min(c.entity_batch, len(self.splits["train"])), lr=c.entity_lr, seed=self.train_cfg.seed,
+            text_encoder=self.text_encoder(), val_studies=self.splits["val"] or None,
+        )
+        self._log_component("entity_model", self.dir("entity_model") / "train_log.json", "loss")
+        log = self.dir("entity_model") / "train_log.json"
+        return json.loads(log.read_text()).get("summary", {}) if log.is_file() else {}
+
+    def _log_component(self, stage: str, path: Path, key: str) -> None:
+        if not path.is_file():
+            return
+        for row in json.loads(path.read_text()).get("log", []):
+            if key in row:
+                self.log("component_step", stage=stage, step=row.get("step"), loss=row[key])
+
+    def stage_features(self) -> dict:
+        from revtaf.data import XrayDataset, transforms
+        from revtaf.labels.status import hamming_neighbours
+        from revtaf.model.entity import predict_triplets
+        from revtaf.model.text_encoder import build_triplet_table, report_embeddings, sentence_embeddings
+        from revtaf.data import split_sentences
+
+        encoder = self.text_encoder()
+        out = self.dir("features")
+        torch.save(build_triplet_table(encoder), out / "triplet_table.pt")
+
+        reports = self.clean("train")
+        counts = np.array([len(split_sentences(r)) for r in reports])
+        N = self.prep_cfg.max_sentences or int(counts.max())
+        emb, mask = sentence_embeddings(encoder, reports, N)
+        groups = [s.study_id for s in self.splits["train"]]
+        neighbours = hamming_neighbours(self.labels("train"), groups, self.prep_cfg.hamming_k)
+        _save_npz(out / "train_text.npz", sentence_emb=emb.numpy(), sentence_mask=mask.numpy(),
+                  report_emb=report_embeddings(emb, mask).numpy(), neighbours=np.asarray(neighbours))
+
+        entity = self.entity_model()
+        for split, studies in self.splits.items():
+            if not studies:
+                continue
+            loader = torch.utils.data.DataLoader(
+                XrayDataset(studies, self.data, transforms.entity_transform()), batch_size=self.prep_cfg.eval_batch)
+            rows = {"scores": [], "exists": [], "position": []}
+            with torch.no_grad():
+                for batch in _bar(loader, f"entity predictions ({split})"):
+                    prob, exists, position = predict_triplets(entity(batch["image"]), self.model_cfg.absent_position)
+                    rows["scores"].append(prob)
+                    rows["exists"].append(exists)
+                    rows["position"].append(position)
+            _save_npz(out / f"{split}.npz", scores=torch.cat(rows["scores"]).numpy().astype(np.float32),
+                      exists=torch.cat(rows["exists"]).numpy(), position=torch.cat(rows["position"]).numpy().astype(np.int16),
+                      ids=np.array([s.id for s in studies]))
+        return {"max_sentences": N, "sentences_p99": float(np.percentile(counts, 99)),
+                "truncated_reports": int((counts > N).sum())}
+
+    def build_model(self):
+        """A fresh REVTAF with the frozen entity model, the triplet table and the training bank attached."""
+        from revtaf.model.prompts import initial_base_probs
+        from revtaf.model.revtaf import REVTAF
+
+        train = self.features("train")
+        text = np.load(self.dir("features") / "train_text.npz")
+        labels = torch.from_numpy(self.labels("train")).long()
+        torch.manual_seed(self.train_cfg.seed)
+        model = REVTAF(self.model_cfg, self.tokenizer(), torch.load(self.dir("features") / "triplet_table.pt"),
+                       self.entity_model())
+        studies = self.splits["train"]
+        model.set_bank([s.id for s in studies], torch.from_numpy(train["scores"]),
+                       torch.from_numpy(text["sentence_emb"]), torch.from_numpy(text["sentence_mask"]),
+                       torch.from_numpy(text["report_emb"]), labels, [s.study_id for s in studies])
+        model.base_probs.copy_(initial_base_probs(labels))
+        return model
+
+    def train_set(self, tokenizer) -> tuple[TrainingSet, object]:
+        text = np.load(self.dir("features") / "train_text.npz")
+        ds = TrainingSet(self.splits["train"], self.data, self.features("train"), self.labels("train"),
+                         self.clean("train"), text["neighbours"][:, 0])
+        return ds, Collate(tokenizer, self.model_cfg.decoder.max_positions)
+
+    def stage_revtaf(self) -> dict:
+        from train.evaluate import validate_epoch
+        from train.trainer import Trainer
+
+        model = self.build_model()
+        dataset, collate = self.train_set(model.tokenizer)
+        val = self.splits["val"][: self.prep_cfg.val_max_studies]
+        val_labels = self.labels("val")[: len(val)] if val else None
+        val_features = {k: v[: len(val)] for k, v in self.features("val").items()} if val else None
+
+        def validate(m, epoch):
+            if not val:
+                return {}
+            return validate_epoch(m, val, self.data, val_features, val_labels, self.dataset,
+                                  batch_size=self.prep_cfg.eval_batch, log=self.log, epoch=epoch)
+
+        def save_best(m, metrics):
+            m.save_pretrained(self.dir("revtaf") / "best")
+            (self.dir("revtaf") / "best" / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+        trainer = Trainer(model, dataset, collate, self.train_cfg, self.dir("revtaf"), validate=validate,
+                          save_best=save_best, log=self.log, dist_info=self.dist)
+        result = trainer.fit()
+        if self.dist.main and not (self.dir("revtaf") / "best").is_dir():  # no validation split: keep the last
+            save_best(model, {})
+        return {"best_val_" + self.train_cfg.select_key: result["best"], "epochs": len(result["history"]),
+                "steps_per_epoch": trainer.steps_per_epoch,
+                "seconds_per_epoch": [h["seconds"] for h in result["history"]]}
+
+    def stage_bank(self) -> dict:
+        """The final model: the best epoch, with the bank embedded by its own LRE, saved with run metadata."""
+        from revtaf.model.revtaf import REVTAF
+
+        model = REVTAF.from_pretrained(self.dir("revtaf") / "best")
+        db = model.refresh_bank()
+        final = self.dir("bank") / "model"
+        model.save_pretrained(final)
+        self.write_run_card(final)
+        return {"bank_rows": len(db), "embedding_dim": int(db.embeddings.shape[1]),
+                "parameters": model.num_parameters()}
+
+    def write_run_card(self, directory: Path) -> None:
+        """run.json (config, seed, data fingerprint) and the TrainConfig beside the weights."""
+        card = {k: self.meta[k] for k in ("preset", "dataset", "seed", "fingerprint", "pipeline", "train")}
+        (directory / "run.json").write_text(json.dumps(card, indent=2) + "\n")
+
+    def stage_evaluate(self) -> dict:
+        from revtaf.model.revtaf import REVTAF
+        from train.evaluate import evaluate_model, headline
+
+        model = REVTAF.from_pretrained(self.dir("bank") / "model")
+        summary = {}
+        # val: the prefix the per-epoch validation used (the cpu preset keeps it short); test: all of it
+        limits = {"val": self.prep_cfg.val_max_studies, "test": None}
+        for split, limit in limits.items():
+            studies = self.splits[split][:limit]
+            if not studies:
+                continue
+            features = {k: v[: len(studies)] for k, v in self.features(split).items()}
+            metrics = evaluate_model(model, studies, self.data, self.dir("evaluate") / split,
+                                     dataset=self.dataset, features=features, batch_size=self.prep_cfg.eval_batch)
+            summary[split] = headline(metrics)
+        return summary
+
+    def stage_export(self) -> dict:
+        """Copy the final model to `--export` in fp16 where lossless enough; report the size."""
+        from revtaf.model.revtaf import REVTAF
+
+        target = Path(self.opts.export)
+        model = REVTAF.from_pretrained(self.dir("bank") / "model")
+        model.save_pretrained(target, fp16=True)
+        self.write_run_card(target)
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        return {"export": str(target), "megabytes": round(size / 2**20, 2)}
+
+
+class TrainingSet(torch.utils.data.Dataset):
+    """Training studies with everything REVTAF.forward needs except tokenisation (done in `Collate`).
+
+    Item: image (train transform), the frozen entity model's scores / LRP triplets for the image, the 18
+    labels, the cleaned report, `grp_index` (the label-Hamming neighbour's bank row) and `bank_index` (own row).
+    """
+
+    def __init__(self, studies, root, features: dict, labels: np.ndarray, reports: list[str], grp_index: np.ndarray):
+        from revtaf.data import XrayDataset, transforms
+
+        self.images = XrayDataset(studies, root, transforms.train_transform())
+        self.features, self.labels, self.reports, self.grp_index = features, labels, reports, grp_index
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    def __getitem__(self, i: int) -> dict:
+        return {
+            "images": self.images[i]["image"],
+            "entity_scores": torch.from_numpy(self.features["scores"][i]),
+            "lrp_position": torch.from_numpy(self.features["position"][i].astype(np.int64)),
+            "lrp_exists": torch.from_numpy(self.features["exists"][i]),
+            "labels": torch.from_numpy(self.labels[i].astype(np.int64)),
+            "grp_index": int(self.grp_index[i]),
+            "bank_index": i,
+            "report": self.reports[i],
+        }
+
+
+class Collate:
+    """Stacks a list of TrainingSet items and tokenises the reports behind their ground-truth state prompt."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, items: list[dict]) -> dict:
+        from revtaf.model.decoder import encode_reports
+
+        batch = {k: torch.stack([it[k] for it in items]) for k in
+                 ("images", "entity_scores", "lrp_position", "lrp_exists", "labels")}
+        batch["grp_index"] = torch.tensor([it["grp_index"] for it in items])
+        batch["bank_index"] = torch.tensor([it["bank_index"] for it in items])
+        batch["input_ids"], batch["attention_mask"] = encode_reports(
+            self.tokenizer, batch["labels"], [it["report"] for it in items], self.max_length)
+        return batch
+
+
+def _bar(iterable, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, dynamic_ncols=True)
+
+
+def train_main(opts: RunOptions) -> dict:
+    """Entry point of `revtaf train` (also under torchrun)."""
+    info = init_distributed()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    seed_everything((opts.seed or 0) + info.rank)
+    return Pipeline(opts, info).run()
