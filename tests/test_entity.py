@@ -184,3 +184,35 @@ def test_train_entity_model_smoke(iu_root, tmp_path):
     assert torch.equal(EntityModel.load(tmp_path / "em").classifier.weight, model.classifier.weight)
     with pytest.raises(ValueError, match="training reports only"):
         train_entity_model(val, iu_root, cfg, tmp_path / "bad", epochs=1, batch_size=2, lr=1e-3, seed=0, text_encoder=text)
+
+
+def test_train_entity_model_resumes_after_a_crash(iu_root, tmp_path, monkeypatch):
+    from revtaf.data import load_annotation
+    from revtaf.model.text_encoder import TextEncoder
+    from revtaf.model.tokenizer import build_tokenizer
+    from train import components
+
+    train = load_annotation(iu_root, "iu")["train"][:4]
+    torch.manual_seed(0)
+    text = TextEncoder.compact(build_tokenizer([s.report for s in train], vocab_size=200), hidden=16, layers=1,
+                               heads=2, intermediate=32, max_len=32)
+    cfg = EntityModelConfig(d_model=16, num_layers=1, num_heads=2, dim_feedforward=32, map_layers=1)
+    args = dict(epochs=2, batch_size=2, lr=1e-3, seed=0, text_encoder=text)
+    straight = components.train_entity_model(train, iu_root, cfg, tmp_path / "a", **args)
+
+    calls = {"n": 0}
+    real_loss = components.entity_loss
+
+    def crash_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:  # first step of epoch 2
+            raise RuntimeError("crash")
+        return real_loss(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(components, "entity_loss", crash_in_epoch_2)
+        with pytest.raises(RuntimeError, match="crash"):
+            components.train_entity_model(train, iu_root, cfg, tmp_path / "b", **args)
+    resumed = components.train_entity_model(train, iu_root, cfg, tmp_path / "b", **args)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -128,3 +128,19 @@ def test_train_text_encoder_smoke(tokenizer, tmp_path):
     assert not (tmp_path / "te" / "training_state.pt").exists()
     reloaded = TextEncoder.load(tmp_path / "te")
     assert torch.equal(enc.encode(CORPUS[:3]), reloaded.encode(CORPUS[:3]))
+
+
+def test_train_text_encoder_resumes_exactly(tokenizer, tmp_path, monkeypatch):
+    from train import components
+
+    args = dict(steps=6, batch_size=8, lr=1e-3, seed=0, checkpoint_every=3, **TINY)
+    straight = components.train_text_encoder(CORPUS, tokenizer, tmp_path / "a", **args)
+    # Crash on the final save: the step-3 checkpoint is left behind, the rerun resumes from it.
+    with monkeypatch.context() as m:
+        m.setattr(components.TextEncoder, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash")))
+        with pytest.raises(RuntimeError, match="crash"):
+            components.train_text_encoder(CORPUS, tokenizer, tmp_path / "b", **args)
+    assert torch.load(tmp_path / "b" / "training_state.pt", weights_only=False)["step"] == 3
+    resumed = components.train_text_encoder(CORPUS, tokenizer, tmp_path / "b", **args)
+    for (k, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -88,20 +88,18 @@ def train_text_encoder(
     optimizer = torch.optim.AdamW(mlm.parameters(), lr=lr, weight_decay=0.01)
     scheduler = _warmup_cosine(optimizer, steps, warmup=max(1, steps // 20))
 
-    start, log = 0, []
+    start, log, order, running = 0, [], [], None
     state_path = out_dir / STATE_FILE
-    if state_path.is_file():
+    if state_path.is_file():  # resume exactly: weights, optimiser, schedule, sentence order and RNG
         state = torch.load(state_path, weights_only=False)  # our own file: holds RNG states
         mlm.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start, log = state["step"], state["log"]
+        start, log, order, running = state["step"], state["log"], state["order"], state["running"]
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["py_rng"])
 
     mlm.train()
-    order: list[int] = []
-    running = None
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="text encoder MLM")
     for step in bar:
         if len(order) < batch_size:  # reshuffled epochs over the unique sentences
@@ -121,7 +119,8 @@ def train_text_encoder(
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             torch.save(
                 {"model": mlm.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "step": step + 1, "log": log, "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()},
+                 "step": step + 1, "log": log, "order": order, "running": running,
+                 "torch_rng": torch.get_rng_state(), "py_rng": random.getstate()},
                 state_path,
             )
     encoder.save(out_dir)
@@ -242,11 +241,12 @@ def train_entity_model(
     first_epoch, log = 0, []
     state_path = out_dir / STATE_FILE
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)  # our own file: holds the log
+        state = torch.load(state_path, weights_only=False)  # our own file: holds the log and RNG state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         first_epoch, log = state["epoch"], state["log"]
+        torch.set_rng_state(state["torch_rng"])  # the augmentation draws
 
     for epoch in range(first_epoch, epochs):
         model.train()
@@ -274,7 +274,8 @@ def train_entity_model(
         tqdm.write(json.dumps({k: v for k, v in record.items() if k != "val_per_entity"}))
         log.append(record)
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "log": log}, state_path)
+                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "log": log,
+                    "torch_rng": torch.get_rng_state()}, state_path)
     model.save(out_dir)
     last = log[-1] if log else {}
     summary = {"epochs": epochs, "train_studies": len(studies), "final_loss": last.get("loss"),
