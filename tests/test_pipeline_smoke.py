@@ -46,6 +46,9 @@ def test_every_stage_ran_and_left_its_outputs(run):
     # the export carries weights, config, tokenizer, bank ids and the run card -- and no report text
     export = out / "export"
     assert {"config.json", "model.safetensors", "bank.json", "run.json"} <= {p.name for p in export.iterdir()}
+    from revtaf.integrity import verify_manifest
+
+    assert "run.json" in verify_manifest(export, required=("config.json", "model.safetensors", "run.json"))
     card = json.loads((export / "run.json").read_text())
     assert card["fingerprint"] == meta["fingerprint"]
 

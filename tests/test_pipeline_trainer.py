@@ -144,7 +144,7 @@ def test_sampler_skip_continues_the_same_permutation():
 def test_plots_from_log(tmp_path):
     log = JsonlLog(tmp_path / "log.jsonl")
     for i in range(1, 30):
-        log("step", epoch=1 + i // 10, step=i, lr=1e-4, loss=1 / i, L_lm=0.5 / i, L_cls=0.1, L_rank=0.2, L_fcc=0.3)
+        log("step", epoch=1 + i // 10, step=i, lr=1e-4, loss=1 / i, loss_lm=0.5 / i, loss_cls=0.1, loss_rank=0.2, loss_fcc=0.3)
     for e in (1, 2):
         log("epoch", epoch=e, train_loss=1 / e, val_BLEU_4=0.05 * e, val_CE_f1=0.1 * e)
     log("component_step", stage="text_encoder", step=1, loss=3.0)

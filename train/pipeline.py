@@ -51,6 +51,7 @@ class PipelineConfig:
     entity_epochs: int = 6
     entity_batch: int = 32
     entity_lr: float = 3e-4
+    entity_max_studies: int | None = None  # train the entity model on a prefix of the training split (CPU budget)
     max_sentences: int | None = None  # GRP slots N; None = the max sentence count of the training reports
     hamming_k: int = 8
     eval_batch: int = 16
@@ -59,7 +60,7 @@ class PipelineConfig:
     @classmethod
     def cpu(cls) -> PipelineConfig:
         """Sized for ~1-1.5 h on two shared cores (measured: docs/training.md)."""
-        return cls(text_encoder_steps=80, entity_epochs=1, eval_batch=48, val_max_studies=48)
+        return cls(text_encoder_steps=80, entity_epochs=1, entity_max_studies=640, eval_batch=64, val_max_studies=64)
 
     @classmethod
     def paper(cls) -> PipelineConfig:
@@ -300,9 +301,10 @@ class Pipeline:
         from train.components import train_entity_model
 
         c = self.prep_cfg
+        studies = self.splits["train"][: c.entity_max_studies]
         train_entity_model(
-            self.splits["train"], self.data, self.model_cfg.entity, self.dir("entity_model"), epochs=c.entity_epochs,
-            batch_size=min(c.entity_batch, len(self.splits["train"])), lr=c.entity_lr, seed=self.train_cfg.seed,
+            studies, self.data, self.model_cfg.entity, self.dir("entity_model"), epochs=c.entity_epochs,
+            batch_size=min(c.entity_batch, len(studies)), lr=c.entity_lr, seed=self.train_cfg.seed,
             text_encoder=self.text_encoder(), val_studies=self.splits["val"] or None,
         )
         self._log_component("entity_model", self.dir("entity_model") / "train_log.json", "loss")
@@ -422,8 +424,11 @@ class Pipeline:
 
     def write_run_card(self, directory: Path) -> None:
         """run.json (config, seed, data fingerprint) and the TrainConfig beside the weights."""
+        from revtaf.integrity import read_manifest, write_manifest
+
         card = {k: self.meta[k] for k in ("preset", "dataset", "seed", "fingerprint", "pipeline", "train")}
         (directory / "run.json").write_text(json.dumps(card, indent=2) + "\n")
+        write_manifest(directory, [*read_manifest(directory), "run.json"])  # the card is covered too
 
     def stage_evaluate(self) -> dict:
         from revtaf.model.revtaf import REVTAF

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # no display on CI / servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-LOSS_KEYS = ("loss", "L_lm", "L_cls", "L_rank", "L_fcc")
+LOSS_KEYS = ("loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc")
 VAL_KEYS = ("val_BLEU_1", "val_BLEU_4", "val_METEOR", "val_ROUGE_L", "val_CIDEr", "val_CE_f1")
 
 
