@@ -118,24 +118,52 @@ def load_model(path: str | os.PathLike):
 # --------------------------------------------------------------------------------------------- images
 
 
+# Gradio stores an upload at <upload folder>/<content hash>/<name>, so sessions sending the same file at the same
+# time share one path and the first delete would break the others. Consumed uploads stay in memory (never on disk)
+# for RECENT_UPLOAD_S, keyed by that content-addressed path, within RECENT_UPLOAD_BYTES.
+RECENT_UPLOAD_S = 300
+RECENT_UPLOAD_BYTES = 256 << 20
+_recent_uploads: dict[Path, tuple[float, bytes]] = {}
+_recent_lock = threading.Lock()
+
+
 def consume_upload(path: str | os.PathLike | None, upload_root: str | os.PathLike | None = None) -> bytes:
     """Bytes of an uploaded file, whose temporary copy under `upload_root` (Gradio's upload folder) is then
     deleted so the upload is not kept on disk. Files outside `upload_root` are read, never deleted."""
     if path is None:
         raise AppInputError("No file was uploaded. Choose a PNG, JPEG or DICOM (.dcm) chest X-ray.")
     path = Path(path)
+    resolved = path.resolve()
     try:
         data = path.read_bytes()
     except OSError:
-        raise AppInputError("The uploaded file could not be read; please upload it again.") from None
+        with _recent_lock:
+            data = _recent_uploads.get(resolved, (0.0, None))[1]
+        if data is None:
+            raise AppInputError("The uploaded file could not be read; please upload it again.") from None
     if upload_root is not None:
         root = Path(upload_root).resolve()
-        resolved = path.resolve()
         if root in resolved.parents:
+            _remember_upload(resolved, data)
             resolved.unlink(missing_ok=True)
-            if resolved.parent != root and not any(resolved.parent.iterdir()):
-                resolved.parent.rmdir()  # Gradio puts each upload in its own hash-named folder
+            try:
+                if resolved.parent != root and not any(resolved.parent.iterdir()):
+                    resolved.parent.rmdir()  # Gradio puts each upload in its own hash-named folder
+            except OSError:  # another session's copy of the same file just arrived in it, or it is gone
+                pass
     return data
+
+
+def _remember_upload(path: Path, data: bytes) -> None:
+    now = time.monotonic()
+    with _recent_lock:
+        _recent_uploads.pop(path, None)  # re-insert: the dict's order is the age order
+        _recent_uploads[path] = (now, data)
+        total = sum(len(d) for _, d in _recent_uploads.values())
+        for key, (t, d) in list(_recent_uploads.items()):  # oldest first (insertion order)
+            if now - t > RECENT_UPLOAD_S or total > RECENT_UPLOAD_BYTES:
+                total -= len(d)
+                del _recent_uploads[key]
 
 
 def working_copy(image: XrayImage, max_side: int = WORKING_MAX_SIDE) -> XrayImage:
