@@ -359,11 +359,12 @@ def call(client, *args, api_name: str, timeout_s: float = 120.0) -> Call:
     return Call(kind, None, message, time.perf_counter() - start)
 
 
-def client(url: str):
+def client(url: str, download: bool = False):
+    """A gradio Client = one session. `download`: fetch returned files (needed to read them; slower)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from gradio_client import Client
 
-    return Client(url, verbose=False, download_files=True)
+    return Client(url, verbose=False, download_files=download)
 
 
 def generate(c, path: str | os.PathLike, timeout_s: float = 120.0, grp_off: bool = False, lrp_off: bool = False) -> Call:
@@ -528,7 +529,7 @@ def session_isolation(url: str, good: Sequence[str | os.PathLike], sessions: int
             failures.append(f"session {i}: {what}")
 
     def one(i: int) -> None:
-        c = client(url)
+        c = client(url, download=True)
         gt = f"the heart is normal . {tokens[i]} the lungs are clear ."
         grp, lrp = i % 2 == 1, i % 4 >= 2
         barrier.wait()
@@ -611,7 +612,7 @@ def privacy_probe(url: str, server: AppServer, dicoms: dict[str, bytes], markers
     for name, data in dicoms.items():
         path = folder / name
         path.write_bytes(data)
-        c = client(url)
+        c = client(url, download=True)
         steps = [("/generate", (handle_file(str(path)), False, False)),
                  ("/analyze_upload", (handle_file(str(path)), False, False, 0.6, "inferno", "all")),
                  ("/compare", ("the heart is normal . the lungs are clear .",)),
