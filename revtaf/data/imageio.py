@@ -14,8 +14,11 @@ Safety rules, because uploads come from strangers:
 from __future__ import annotations
 
 import io
+import logging
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,10 +133,12 @@ def read_image(source: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_
     if data.startswith(PNG_MAGIC) or data.startswith(JPEG_MAGIC):
         return _read_pil(data, max_pixels)
     if data[128:132] == b"DICM":
-        return _read_dicom(data, max_pixels, headerless=False)
+        with _pydicom_silenced():
+            return _read_dicom(data, max_pixels, headerless=False)
     # A DICOM written without preamble starts with a group-0002 or group-0008 tag (little endian).
     if data[:2] in (b"\x02\x00", b"\x08\x00"):
-        return _read_dicom(data, max_pixels, headerless=True)
+        with _pydicom_silenced():
+            return _read_dicom(data, max_pixels, headerless=True)
     if _looks_like_text(data):
         raise NotAnImageError("This file contains text, not an image. Upload a PNG, JPEG or DICOM (.dcm) file.")
     raise NotAnImageError("This file is not a PNG, JPEG or DICOM image. Upload a PNG, JPEG or DICOM (.dcm) file.")
@@ -218,6 +223,32 @@ def _percentile_window(raw: np.ndarray) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------- DICOM
+
+_quiet = {"depth": 0, "level": logging.NOTSET}
+_quiet_lock = threading.Lock()
+
+
+@contextmanager
+def _pydicom_silenced():
+    """No pydicom warning or log record while an upload is read: they quote element values (e.g. "Unknown
+    encoding '<Specific Character Set>'"), which must not reach a server log. The 'pydicom' logger is muted
+    process-wide while any read is in progress (reference-counted across threads); pydicom serves nothing else."""
+    logger = logging.getLogger("pydicom")
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            _quiet["level"] = logger.level
+            logger.setLevel(logging.CRITICAL + 1)
+        _quiet["depth"] += 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                logger.setLevel(_quiet["level"])
+
 
 
 def _read_dicom(data: bytes, max_pixels: int, headerless: bool) -> XrayImage:
