@@ -140,3 +140,17 @@ def test_serving_code_reads_weights_only_safely():
     # The library and the demo: everything a public Space runs. (train/ resumes its own training checkpoints
     # with weights_only=False; those files hold optimizer and RNG state and are never downloaded.)
     assert unsafe_weight_loads([REPO / "revtaf", REPO / "app"]) == []
+
+
+def test_the_demo_refuses_to_start_on_a_truncated_model(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    copy = shutil.copytree(model_dir, tmp_path / "m")
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4096])
+    done = subprocess.run([sys.executable, "-m", "app", "--checkpoint", str(copy), "--port", "9"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode != 0
+    assert "model.safetensors: truncated (4096 of" in done.stderr
+    assert "Traceback" not in done.stderr
