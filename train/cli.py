@@ -55,6 +55,13 @@ def cmd_label_check(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.robustness:
+        from train.robustness import bench as robustness_bench
+
+        result = robustness_bench(args.checkpoint, args.data_root, args.clients, args.requests)
+        if args.out:
+            _write_json(result, args.out)
+        return 0
     from train.bench import bench
 
     bench(args.preset)
@@ -121,8 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table as JSON")
     p.set_defaults(func=cmd_label_check)
 
-    p = sub.add_parser("bench", help="per-stage CPU latency of one study")
+    p = sub.add_parser("bench", help="per-stage CPU latency of one study (--robustness: the demo under hostile "
+                       "inputs, load, patient-data and weights-integrity checks)")
     p.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
+    p.add_argument("--robustness", action="store_true",
+                   help="run python -m app and measure hostile inputs, load, data leaks and integrity checks")
+    p.add_argument("--checkpoint", help="--robustness: model directory (default: bundled, else random cpu preset)")
+    p.add_argument("--data-root", help="--robustness: IU X-Ray root for good images (default: REVTAF_DATA, else synthetic)")
+    p.add_argument("--clients", type=int, default=8, help="--robustness: concurrent sessions of the load test")
+    p.add_argument("--requests", type=int, default=4, help="--robustness: requests per session")
+    p.add_argument("--out", help="--robustness: also write every figure as JSON")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="every training stage, cached and resumable (also under torchrun)")
