@@ -6,7 +6,7 @@ compressed, multi-frame or nonsensical content. `expect` is the `ImageReadError`
 raise, or None when the file must decode and then produce a report.
 
 Every DICOM carries the identifying marker strings of `dicom_factory.MARKERS`, so the same corpus also checks
-that no patient data leaks through an error path. Sizes are small (a few hundred pixels at most): bombs are
+that no patient data leaks through an error path; `marker_dicoms` is the dedicated privacy probe. Sizes are small (a few hundred pixels at most): bombs are
 crafted headers, never allocated images.
 """
 
@@ -26,7 +26,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
-from dicom_factory import make_dataset, make_dicom, ramp, to_bytes, with_fake_compression
+from dicom_factory import MARKERS, make_dataset, make_dicom, ramp, to_bytes, with_fake_compression
 from revtaf.data.imageio import (
     CompressedDicomError,
     CorruptImageError,
@@ -314,6 +314,29 @@ def _broken_voi_lut() -> bytes:
     ds = make_dataset(pixels=ramp(), voi_lut=(0, np.arange(0, 4096, 16), 16))
     ds.VOILUTSequence[0].LUTDescriptor = [60000, 0, 16]  # claims far more entries than the table has
     return to_bytes(ds)
+
+
+# ---------------------------------------------------------------------------------------------- privacy probe
+
+# Values that break their tag's rules (a date that is not a date, an over-long name, a bogus character set):
+# pydicom warns and logs about such values, quoting them, if anything ever reads these tags.
+MALFORMED = {"PatientBirthDate": "ZZLEAKBADDATE", "InstitutionName": "ZZLEAK OVERLONG HOSPITAL " * 4,
+             "SpecificCharacterSet": "ZZLEAK_CHARSET", "OtherPatientIDs": "ZZLEAK-OTHER-ID\\x00"}
+ALL_MARKERS = MARKERS + ("ZZLEAKBADDATE", "ZZLEAK OVERLONG HOSPITAL", "ZZLEAK_CHARSET", "ZZLEAK-OTHER-ID")
+FILE_MARKER = "ZZLEAK-FILENAME-DOE-JOHN"
+
+
+def marker_dicoms() -> dict[str, bytes]:
+    """The privacy probe: upload name -> bytes of two readable DICOMs and three refused ones (error paths), all
+    with marker strings in their identifying tags, some in their file names."""
+    pixels = chest_like(96, 80).astype(np.uint16) * 16
+    return {
+        f"{FILE_MARKER}.dcm": make_dicom(pixels=pixels),
+        "malformed-tags.dcm": dicom_with(**MALFORMED),
+        f"{FILE_MARKER}-multiframe.dcm": make_dicom(pixels=np.stack([pixels] * 2), frames=2),
+        "compressed.dcm": with_fake_compression(make_dataset(pixels=pixels), pydicom.uid.JPEGLSLossless),
+        "no-pixels.dcm": make_dicom(pixels=None),
+    }
 
 
 def good_image(seed: int = 0) -> bytes:

@@ -9,37 +9,16 @@ import logging
 import urllib.request
 import warnings
 
-import numpy as np
 import pytest
 
 from app.service import BURNED_IN_WARNING
-from dicom_factory import IDENTIFYING, MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
-from hostile_corpus import chest_like, dicom_with
+from dicom_factory import IDENTIFYING, MARKERS
+from hostile_corpus import ALL_MARKERS, FILE_MARKER, MALFORMED, marker_dicoms
 from reliability_support import app_server
 from revtaf.data.imageio import ImageReadError, read_image
 from train.robustness import privacy_probe
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
-
-# Values that break their tag's rules (a date that is not a date, an over-long name, a bogus character set):
-# pydicom warns and logs about such values, quoting them, if anything ever reads these tags.
-MALFORMED = {"PatientBirthDate": "ZZLEAKBADDATE", "InstitutionName": "ZZLEAK OVERLONG HOSPITAL " * 4,
-             "SpecificCharacterSet": "ZZLEAK_CHARSET", "OtherPatientIDs": "ZZLEAK-OTHER-ID\\x00"}
-ALL_MARKERS = MARKERS + ("ZZLEAKBADDATE", "ZZLEAK OVERLONG HOSPITAL", "ZZLEAK_CHARSET", "ZZLEAK-OTHER-ID")
-FILE_MARKER = "ZZLEAK-FILENAME-DOE-JOHN"
-
-
-def marker_dicoms() -> dict[str, bytes]:
-    """Upload name -> bytes: two readable marker DICOMs and three that are refused (error paths)."""
-    pixels = chest_like(96, 80).astype(np.uint16) * 16
-    compressed = make_dataset(pixels=pixels)
-    return {
-        f"{FILE_MARKER}.dcm": make_dicom(pixels=pixels),
-        "malformed-tags.dcm": dicom_with(**MALFORMED),
-        f"{FILE_MARKER}-multiframe.dcm": make_dicom(pixels=np.stack([pixels] * 2), frames=2),
-        "compressed.dcm": with_fake_compression(compressed, "1.2.840.10008.1.2.4.80"),  # JPEG-LS, no plugin
-        "no-pixels.dcm": make_dicom(pixels=None),
-    }
 
 
 def test_the_probe_files_carry_the_markers():

@@ -737,3 +737,152 @@ def integrity_checks(model_dir: str | os.PathLike, workdir: str | os.PathLike) -
         results.append({"check": label, "passed": passed, "detail": detail})
     shutil.rmtree(root / "variant", ignore_errors=True)
     return results
+
+
+# ============================================================================ the bench
+
+
+BAD_FOR_LOAD = ("empty", "text-renamed-png", "png-bomb-20000", "dicom-multiframe", "jpeg-truncated")
+
+
+def _test_helpers():
+    """The corpus generators live beside the tests (tests/hostile_corpus.py); the bench runs from a checkout."""
+    folder = REPO / "tests"
+    if not (folder / "hostile_corpus.py").is_file():
+        raise FileNotFoundError(f"the robustness bench needs the source checkout's tests/ folder ({folder})")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    import hostile_corpus
+
+    return hostile_corpus
+
+
+def _model_dir(checkpoint: str | os.PathLike | None, workdir: Path) -> tuple[Path, str]:
+    """(model directory, description): `checkpoint`, else the bundled model, else a random-init cpu preset."""
+    from app.service import resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(checkpoint)
+        return path, str(path)
+    except FileNotFoundError:
+        if checkpoint:
+            raise
+    from train.bench import random_model
+
+    path = workdir / "random-cpu-model"
+    random_model("cpu").save_pretrained(path)
+    return path, "random-init cpu preset (no bundled model found; generation always runs to max_new_tokens)"
+
+
+def _good_files(data_root: Path | None, folder: Path, helpers, n: int = 2) -> list[Path]:
+    if data_root is not None:
+        from revtaf.data import image_file, load_annotation
+
+        return [image_file(data_root, s) for s in load_annotation(data_root, "iu")["test"][:n]]
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"good-{i}.png")
+        paths[-1].write_bytes(helpers.good_image(seed=i))
+    return paths
+
+
+def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None, clients: int = 8,
+          requests: int = 4, timeout_s: float = 300.0, print_table: bool = True) -> dict:
+    """Run the four checks against `python -m app` with the given (else bundled, else random) model; print the
+    summary and return every figure."""
+    if clients < 1 or requests < 1:
+        raise ValueError(f"clients and requests must be >= 1, got {clients}, {requests}")
+    from revtaf.paths import resolve_data_root
+
+    helpers = _test_helpers()
+    root = resolve_data_root(data_root)
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="revtaf-robustness-") as tmp:
+        work = Path(tmp)
+        model_dir, out["model"] = _model_dir(checkpoint, work)
+        items = helpers.corpus()
+        good = _good_files(root, work, helpers)
+        bad = []
+        for item in items:
+            if item.name in BAD_FOR_LOAD:
+                bad.append(work / item.filename)
+                bad[-1].write_bytes(item.data)
+
+        start = time.perf_counter()
+        library = run_library(items, model_dir, timeout_s)
+        out["library"] = {"tried": len(library), "clean": sum(o.clean for o in library),
+                          "reports": sum(o.kind == "report" for o in library),
+                          "typed_errors": sum(o.kind == "error" for o in library),
+                          "crashed": [f"{o.name}: {o.kind} {o.error_type or ''} {o.message[:80]}"
+                                      for o in library if not o.clean],
+                          "unexpected": [o.name for o in library if not o.as_expected],
+                          "max_seconds": round(max(o.seconds for o in library), 2),
+                          "wall_s": round(time.perf_counter() - start, 1)}
+
+        with AppServer(model_dir, work / "app", data_root=root) as server:
+            from app.ui import MODEL_CONCURRENCY, QUEUE_SIZE
+
+            api = run_app_corpus(server.url, items, good[0], work / "uploads", helpers.MARKERS, timeout_s)
+            refused = [o for o in api if o.kind != "ok"]
+            out["app"] = {"tried": len(api), "clean": sum(o.clean for o in api),
+                          "reports": sum(o.kind == "ok" for o in api),
+                          "refused_readably": sum(o.kind == "error" and not o.problems for o in api),
+                          "failed": [f"{o.name}: {o.kind} {o.problems} {o.message[:80]}" for o in api if not o.clean],
+                          "good_after_refusal": f"{sum(bool(o.good_after) for o in refused)}/{len(refused)}",
+                          "server_alive": server.alive()}
+            load = run_load(server.url, good, bad, clients, requests, timeout_s)
+            out["load"] = {**load.summary(), "good_failed_detail": load.good_failed, "bad_detail": load.bad_not_refused,
+                           "peak_rss_mb": round((server.peak_rss() or 0) / 2**20)}
+            n_burst = MODEL_CONCURRENCY + QUEUE_SIZE + 4
+            calls = burst(server.url, good[0], n_burst, timeout_s)
+            busy = [c for c in calls if c.kind == "busy"]
+            out["queue"] = {"concurrency": MODEL_CONCURRENCY, "max_waiting": QUEUE_SIZE, "burst": n_burst,
+                            "served": sum(c.kind == "ok" for c in calls), "busy": len(busy),
+                            "other": [f"{c.kind} {c.message[:80]}" for c in calls if c.kind not in ("ok", "busy")],
+                            "busy_message": busy[0].message if busy else None}
+            out["isolation"] = session_isolation(server.url, good, sessions=4, timeout_s=timeout_s)
+            out["privacy"] = privacy_probe(server.url, server, helpers.marker_dicoms(),
+                                           helpers.ALL_MARKERS + (helpers.FILE_MARKER,), work / "privacy", timeout_s)
+            out["load"]["peak_rss_mb"] = round((server.peak_rss() or 0) / 2**20)
+            out["app"]["server_alive"] = server.alive()
+
+        checks = integrity_checks(model_dir, work / "integrity")
+        out["integrity"] = {"checks": checks, "passed": sum(c["passed"] for c in checks)}
+        out["weight_loads"] = {"serving": unsafe_weight_loads([REPO / "revtaf", REPO / "app"]),
+                               "training": unsafe_weight_loads([REPO / "train"])}
+    if print_table:
+        print(format_summary(out))
+    return out
+
+
+def format_summary(r: dict) -> str:
+    lib, api, load, q, iso, priv = r["library"], r["app"], r["load"], r["queue"], r["isolation"], r["privacy"]
+    crashed = len(lib["crashed"])
+    lines = [
+        f"REVTAF robustness (model: {r['model']})",
+        f"hostile inputs, library (read_image + predict, sandboxed): {lib['tried']} tried · {lib['clean']} handled "
+        f"cleanly ({lib['reports']} reports, {lib['typed_errors']} typed errors) · {crashed} crashed/hung/untyped · "
+        f"{lib['tried'] - len(lib['unexpected'])} as expected · slowest {lib['max_seconds']} s",
+        f"hostile inputs, app /generate: {api['tried']} tried · {api['clean']} handled cleanly ({api['reports']} reports, "
+        f"{api['refused_readably']} readable refusals, no stack trace) · {len(api['failed'])} failed · good request "
+        f"right after each refusal: {api['good_after_refusal']}",
+        f"load: {load['clients']} concurrent clients x {load['requests'] // load['clients']} requests (1 in 3 bad): "
+        f"{load['good_served']} good served, {load['good_failed']} failed, bad refused cleanly: "
+        f"{'yes' if load['bad_refused_cleanly'] else 'NO'} · p50 {load['p50_s']:.2f} s, p95 {load['p95_s']:.2f} s · "
+        f"{load['throughput_per_min']} reports/min · peak RSS of the server {load['peak_rss_mb']} MB · "
+        f"same image -> same report: {'yes' if load['deterministic'] else 'NO'}",
+        f"queue: {q['concurrency']} running + {q['max_waiting']} waiting; a burst of {q['burst']}: {q['served']} served, "
+        f"{q['busy']} answered busy ({q['busy_message']!r}), {len(q['other'])} other",
+        f"sessions isolated (ground truth, ablation toggles, review notes): {'yes' if iso['isolated'] else 'NO'} "
+        f"({iso['sessions']} concurrent sessions)",
+        f"patient-data markers leaked: {len(priv['leaks'])} ({priv['markers']} markers, {priv['requests']} requests, "
+        f"{priv['places_scanned']} outputs/log/files scanned) · uploads left on disk: {len(priv['uploads_kept'])}",
+        f"weights integrity: {r['integrity']['passed']}/{len(r['integrity']['checks'])} checks passed ("
+        + "; ".join(f"{c['check']}: {'ok' if c['passed'] else 'FAILED'}" for c in r["integrity"]["checks"]) + ")",
+        f"weights read only via safetensors / torch.load(weights_only=True) in revtaf/ and app/: "
+        f"{'yes' if not r['weight_loads']['serving'] else 'NO: ' + '; '.join(r['weight_loads']['serving'])} · "
+        f"train/ resume checkpoints with weights_only=False: {len(r['weight_loads']['training'])}",
+    ]
+    details = lib["crashed"] + api["failed"] + load["good_failed_detail"] + load["bad_detail"] + q["other"] \
+        + iso["failures"] + priv["leaks"] + priv["uploads_kept"]
+    return "\n".join(lines + [f"  ! {d}" for d in details])
