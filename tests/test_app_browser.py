@@ -3,7 +3,7 @@ for the report, check every panel is filled, load a dataset case, survive a bad 
 screenshots/ (git-ignored).
 
 Chromium missing: the test fails when CI=true, otherwise it is skipped with the reason
-(install: `sh app/install_chromium.sh`, as root).
+(install: `make browser`, as root).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning"
 @pytest.fixture(scope="module")
 def browser_page(tmp_path_factory):
     if not Path(CHROMIUM).is_file():
-        reason = f"{CHROMIUM} not found (install it with `sh app/install_chromium.sh`)"
+        reason = f"{CHROMIUM} not found (install it with `make browser`)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
