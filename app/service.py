@@ -37,7 +37,7 @@ from revtaf.labels.constants import STATES
 from revtaf.metrics import case_scores, ce_scores, finding_diff
 from revtaf.metrics.nlg import java_available
 from revtaf.model.prediction import Prediction
-from train.reports import OPENI_ATTRIBUTION, ReportLookup
+from revtaf.data.reports import OPENI_ATTRIBUTION, ReportLookup
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "assets" / "revtaf-iu"

@@ -11,7 +11,7 @@ import pytest
 from revtaf.data import load_annotation
 from train.evaluate import CONSTANT_REPORT, abnormal_mask, random_reports, score_rows, write_outputs
 from train.pipeline import data_fingerprint, detect_dataset
-from train.reports import ReportLookup, openi_archive
+from revtaf.data.reports import ReportLookup, openi_archive
 
 
 @pytest.fixture(scope="module")

@@ -264,7 +264,7 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
     """`revtaf evaluate`: a model (or a baseline) on one split of a data root."""
     from revtaf.data import clean_report, load_annotation
     from train.pipeline import detect_dataset
-    from train.reports import ReportLookup
+    from revtaf.data.reports import ReportLookup
 
     data = Path(data)
     if not (data / "annotation.json").is_file():
@@ -311,7 +311,7 @@ def generate_one(image, checkpoint=None, data=None, ablate: Sequence[str] = ()):
     """`revtaf generate`: the Prediction of one image file (PNG, JPEG or DICOM)."""
     from revtaf.data import read_image
     from revtaf.model.revtaf import REVTAF
-    from train.reports import ReportLookup
+    from revtaf.data.reports import ReportLookup
 
     ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
     if not ckpt.is_dir():
