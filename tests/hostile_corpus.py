@@ -13,7 +13,9 @@ crafted headers, never allocated images.
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -332,11 +334,24 @@ def marker_dicoms() -> dict[str, bytes]:
     pixels = chest_like(96, 80).astype(np.uint16) * 16
     return {
         f"{FILE_MARKER}.dcm": make_dicom(pixels=pixels),
-        "malformed-tags.dcm": dicom_with(**MALFORMED),
+        "malformed-tags.dcm": _quietly(dicom_with, **MALFORMED),
         f"{FILE_MARKER}-multiframe.dcm": make_dicom(pixels=np.stack([pixels] * 2), frames=2),
         "compressed.dcm": with_fake_compression(make_dataset(pixels=pixels), pydicom.uid.JPEGLSLossless),
         "no-pixels.dcm": make_dicom(pixels=None),
     }
+
+
+def _quietly(build, **kwargs) -> bytes:
+    """`build(**kwargs)` without pydicom's warnings and log lines about the malformed values it writes on purpose."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return build(**kwargs)
+    finally:
+        logger.setLevel(level)
 
 
 def good_image(seed: int = 0) -> bytes:

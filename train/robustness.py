@@ -881,7 +881,8 @@ def format_summary(r: dict) -> str:
         + "; ".join(f"{c['check']}: {'ok' if c['passed'] else 'FAILED'}" for c in r["integrity"]["checks"]) + ")",
         f"weights read only via safetensors / torch.load(weights_only=True) in revtaf/ and app/: "
         f"{'yes' if not r['weight_loads']['serving'] else 'NO: ' + '; '.join(r['weight_loads']['serving'])} · "
-        f"train/ resume checkpoints with weights_only=False: {len(r['weight_loads']['training'])}",
+        f"train/: {len(r['weight_loads']['training'])} torch.load calls without weights_only=True (its own training "
+        f"checkpoints and feature cache; listed in --out)",
     ]
     details = lib["crashed"] + api["failed"] + load["good_failed_detail"] + load["bad_detail"] + q["other"] \
         + iso["failures"] + priv["leaks"] + priv["uploads_kept"]
