@@ -206,11 +206,13 @@ def predict_triplets(
 
 
 def entity_loss(out: EntityOutput, exist: torch.Tensor, position: torch.Tensor, position_weight: float = 1.0) -> torch.Tensor:
-    """CE on existence + position CE for present entities. exist [B,75] in {1,0,-1}, position [B,75] int.
+    """Existence CE summed over the 75 entities (mean over images) + position CE averaged over present entities.
 
-    Unmentioned (-1) counts as absent: a report that never mentions a pacemaker implies there is none,
-    and radiologists report present findings far more reliably than absent ones. (MedKLIP instead masks
-    -1 out; with IU's short reports that would leave most entities with almost no negatives.)
+    exist [B,75] in {1,0,-1}, position [B,75] int. Unmentioned (-1) counts as absent: a report that never
+    mentions a pacemaker implies there is none, and radiologists report present findings far more reliably
+    than absent ones. (MedKLIP instead masks -1 out; with IU's short reports that would leave most entities
+    with almost no negatives.) Summing over entities, as a multi-label loss does, keeps the existence term
+    from being diluted 75-fold by the many easy absences next to the position term.
     Position: full 51-way CE (MedKLIP samples 1 positive + 7 negatives; with 51 classes the full softmax is cheap).
     """
     B = out.exist_logits.shape[0]
@@ -219,7 +221,7 @@ def entity_loss(out: EntityOutput, exist: torch.Tensor, position: torch.Tensor, 
     if not torch.isin(exist, torch.tensor([-1, 0, 1], device=exist.device)).all():
         raise ValueError("exist values must be in {1, 0, -1}")
     present = exist == 1
-    loss = F.cross_entropy(out.exist_logits.reshape(-1, 2), present.long().reshape(-1))
+    loss = F.cross_entropy(out.exist_logits.reshape(-1, 2), present.long().reshape(-1), reduction="sum") / B
     if present.any():
         target = position[present].long()
         if target.min() < 0 or target.max() >= NUM_POSITIONS:
