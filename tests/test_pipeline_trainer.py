@@ -153,3 +153,18 @@ def test_plots_from_log(tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
     assert moving_average([1, 2, 3, 4], 2).tolist() == [1, 1.5, 2.5, 3.5]
     assert math.isclose(moving_average([5.0], 10)[0], 5.0)
+
+
+def test_resume_with_fewer_epochs_uses_the_new_schedule_at_once(tmp_path):
+    torch.manual_seed(0)
+    model = Toy()
+    model.fail_at = 7  # killed mid epoch 2 of 3
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model, _data(), None, _cfg(), out=tmp_path).fit()
+    shorter = _cfg(epochs=2)
+    trainer = Trainer(Toy(), _data(), None, shorter, out=tmp_path)
+    trainer.fit()
+    steps = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    resumed = [e for e in steps if e["event"] == "step"][6:]  # the steps after the resume
+    assert resumed and all(e["lr"] == pytest.approx(lr_at(e["step"] - 1, 5, shorter)) for e in resumed)
+    assert trainer.global_step == 10

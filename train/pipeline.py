@@ -162,9 +162,10 @@ class Pipeline:
             "fingerprint": self.fingerprint,
             "pipeline": asdict(self.prep_cfg),
             "train": self.train_cfg.to_dict(),
-            "model": self.model_cfg.to_dict() if hasattr(self.model_cfg, "to_dict") else asdict(self.model_cfg),
+            "model": self.model_cfg.to_dict(),
             "argv": sys.argv,
         }
+        meta = json.loads(json.dumps(meta))  # tuples -> lists, as they read back from run.json
         path = self.out / "run.json"
         if path.is_file():
             old = json.loads(path.read_text())

@@ -321,6 +321,10 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.best, self.history = state["global_step"], state["best"], state["history"]
+        # A resumed run may change the schedule (e.g. fewer epochs to finish sooner): the next step's rate
+        # comes from the current config, not from the optimizer state of the killed run.
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.global_step, self.steps_per_epoch, self.cfg)
         self.log("resume", epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step)
         return True
 
