@@ -1,17 +1,20 @@
 """Shared pieces of the reliability tests: one running app process per test session and the good images.
 
-The app is started once (`python -m app`, random-init cpu-preset model, loopback, Java hidden so METEOR does
-not warm up) and reused by test_reliability_inputs, test_reliability_load and test_privacy; it is stopped
+The app is started once (`python -m app`, random-init cpu-preset model with short greedy generation, loopback,
+Java hidden so METEOR does not warm up) and reused by test_reliability_inputs, test_reliability_load and test_privacy; it is stopped
 when the test process exits.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import shutil
 from pathlib import Path
 
 from revtaf.data import image_file, load_annotation
+from revtaf.integrity import MANIFEST, read_manifest, write_manifest
 from test_app_service import shared_model_dir
 from train.robustness import AppServer
 
@@ -19,7 +22,16 @@ _SERVER: AppServer | None = None
 
 
 def model_dir(tmp_path_factory, iu_root: Path) -> Path:
-    return shared_model_dir(tmp_path_factory, iu_root)
+    """The app tests' random-init model with greedy 12-token generation (reliability is about the paths
+    around the model, and these tests run it ~150 times), re-manifested after the config edit."""
+    path = tmp_path_factory.getbasetemp() / "reliability-model"
+    if not (path / MANIFEST).is_file():
+        shutil.copytree(shared_model_dir(tmp_path_factory, iu_root), path, dirs_exist_ok=True)
+        config = json.loads((path / "config.json").read_text())
+        config["generation"] = {"num_beams": 1, "max_new_tokens": 12, "min_length": 0}
+        (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_manifest(path, list(read_manifest(path)))
+    return path
 
 
 def app_server(tmp_path_factory, iu_root: Path) -> AppServer:

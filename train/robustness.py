@@ -405,25 +405,42 @@ class ApiOutcome:
 
 def run_app_corpus(url: str, items: Sequence, good: str | os.PathLike, workdir: str | os.PathLike,
                    secrets: Iterable[str] = (), timeout_s: float = 120.0) -> list[ApiOutcome]:
-    """Every corpus item uploaded to `/generate` under its own file name; after each refused one, the good
-    image must still get its report. `secrets` must never appear in a message (markers, file names)."""
+    """Every corpus item uploaded to `/generate` under its own file name, in one session; `secrets` must never
+    appear in a message (markers, file names).
+
+    The request right after each refused upload must succeed. Items are sent alternately refused / decodable,
+    so that request is usually the next corpus item that must give a report (a valid upload, only an odd one);
+    when there is none, or it fails, the good image is sent to decide.
+    """
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     c = client(url)
     secrets = tuple(secrets)
-    out = []
-    for item in items:
+    refused = [item for item in items if item.expect is not None]
+    decodable = [item for item in items if item.expect is None]
+    order = [x for pair in zip(refused, decodable) for x in pair]
+    order += refused[len(decodable):] + decodable[len(refused):]
+    out, pending = [], None  # pending: the last refused outcome, waiting for its next request
+    for item in order:
+        if pending is not None and item.expect is not None:
+            pending.good_after, pending = generate(c, good, timeout_s).kind == "ok", None
         path = folder / item.filename
         path.write_bytes(item.data)
         result = generate(c, path, timeout_s)
         path.unlink()
         outcome = ApiOutcome(item.name, item.expect.__name__ if item.expect else None, result.kind, result.message,
                              result.seconds)
+        if pending is not None:
+            pending.good_after = result.kind == "ok" or generate(c, good, timeout_s).kind == "ok"
+            pending = None
         if result.kind != "ok":
             outcome.problems = message_problems(result.message, (*secrets, item.filename))
-            outcome.good_after = generate(c, good, timeout_s).kind == "ok"
+            pending = outcome
         out.append(outcome)
-    return out
+    if pending is not None:
+        pending.good_after = generate(c, good, timeout_s).kind == "ok"
+    by_name = {o.name: o for o in out}
+    return [by_name[item.name] for item in items]
 
 
 # ============================================================================ 2. load
