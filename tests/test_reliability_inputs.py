@@ -66,3 +66,20 @@ def test_app_every_input_gets_a_report_or_a_readable_refusal(items, tmp_path_fac
     assert "no decoder plugin is installed" in by_name["dicom-jpegls"]
     assert "<script>" not in by_name["html-script"]
     assert server.alive()
+
+
+def test_the_page_shows_each_refusal_in_the_status_line(items, tmp_path_factory, iu_root, tmp_path):
+    from gradio_client import handle_file
+
+    from train.robustness import call, client
+
+    server = app_server(tmp_path_factory, iu_root)
+    c = client(server.url)
+    for item in [h for h in items if h.expect is not None][::4]:
+        path = tmp_path / item.filename
+        path.write_bytes(item.data)
+        result = call(c, handle_file(str(path)), False, False, 0.6, "inferno", "all", api_name="/analyze_upload",
+                      timeout_s=TIMEOUT_S)
+        assert result.kind == "ok", (item.name, result.message)  # the page event answers; the toast says why
+        status = [v for v in result.value if isinstance(v, str) and v.startswith("⚠")]
+        assert len(status) == 1 and not message_problems(status[0], MARKERS + (item.filename,)), (item.name, status)
