@@ -6,8 +6,8 @@ compressed, multi-frame or nonsensical content. `expect` is the `ImageReadError`
 raise, or None when the file must decode and then produce a report.
 
 Every DICOM carries the identifying marker strings of `dicom_factory.MARKERS`, so the same corpus also checks
-that no patient data leaks through an error path; `marker_dicoms` is the dedicated privacy probe. Sizes are small (a few hundred pixels at most): bombs are
-crafted headers, never allocated images.
+that no patient data leaks through an error path; `marker_dicoms` is the dedicated privacy probe. Sizes are
+small (a few hundred pixels at most): bombs are crafted headers, never allocated images.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.dataset import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.filebase import DicomBytesIO
-from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from dicom_factory import MARKERS, make_dataset, make_dicom, ramp, to_bytes, with_fake_compression
@@ -259,7 +257,8 @@ def corpus() -> list[Hostile]:
         Hostile("dicom-jpeg-garbage", ".dcm",
                 with_fake_compression(make_dataset(pixels=ramp()), pydicom.uid.JPEGBaseline8Bit),
                 CorruptImageError, "JPEG baseline syntax, fragments that are not JPEG"),
-        Hostile("dicom-rle-garbage", ".dcm", with_fake_compression(make_dataset(pixels=ramp()), pydicom.uid.RLELossless),
+        Hostile("dicom-rle-garbage", ".dcm",
+                with_fake_compression(make_dataset(pixels=ramp()), pydicom.uid.RLELossless),
                 CorruptImageError, "RLE syntax, fragments that are not RLE"),
         Hostile("dicom-multiframe", ".dcm", make_dicom(pixels=np.stack([ramp()] * 3), frames=3),
                 UnsupportedDicomError, "3 frames"),
@@ -289,7 +288,8 @@ def corpus() -> list[Hostile]:
                 "RescaleSlope 0: a constant image"),
         Hostile("dicom-frames-zero", ".dcm", dicom_with(NumberOfFrames="0"), None,
                 "NumberOfFrames 0 (the pixel data holds exactly one frame)"),
-        Hostile("dicom-bits-nonsense", ".dcm", dicom_with(BitsStored=40), CorruptImageError, "BitsStored > BitsAllocated"),
+        Hostile("dicom-bits-nonsense", ".dcm", dicom_with(BitsStored=40), CorruptImageError,
+                "BitsStored > BitsAllocated"),
         Hostile("dicom-nested-sequences", ".dcm", nested_sequence_dicom(5000), CorruptImageError,
                 "a sequence nested 5000 deep (beyond the parser's recursion limit)"),
     ]

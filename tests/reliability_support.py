@@ -1,8 +1,8 @@
 """Shared pieces of the reliability tests: one running app process per test session and the good images.
 
 The app is started once (`python -m app`, random-init cpu-preset model with short greedy generation, loopback,
-Java hidden so METEOR does not warm up) and reused by test_reliability_inputs, test_reliability_load and test_privacy; it is stopped
-when the test process exits.
+Java hidden so METEOR does not warm up) and reused by test_reliability_inputs, test_reliability_load and
+test_privacy; it is stopped when the test process exits.
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +59,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered), max(1, math.ceil(q / 100 * len(ordered)))) - 1]
 
 
 # ============================================================================ 1a. the library, sandboxed
@@ -127,7 +127,8 @@ def _sandbox_main(conn, checkpoint: str | None, memory_bytes: int | None, thread
             out = {"kind": "error", "error_type": type(exc).__name__, "message": str(exc),
                    "error_mro": tuple(c.__name__ for c in type(exc).__mro__)}
         except Exception as exc:  # everything else is a finding, reported with its type
-            out = {"kind": "nonfinite" if isinstance(exc, FloatingPointError) else "untyped", "error_type": type(exc).__name__, "message": str(exc)[:500],
+            kind = "nonfinite" if isinstance(exc, FloatingPointError) else "untyped"
+            out = {"kind": kind, "error_type": type(exc).__name__, "message": str(exc)[:500],
                    "error_mro": tuple(c.__name__ for c in type(exc).__mro__)}
         out["seconds"] = time.perf_counter() - start
         conn.send(out)
@@ -236,9 +237,9 @@ class AppServer:
     tests that do not need METEOR); `threads` sets OMP_NUM_THREADS; `env` adds variables.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, workdir: str | os.PathLike, data_root: str | os.PathLike | None = None,
-                 java: bool = True, threads: int | None = None, env: dict[str, str] | None = None,
-                 startup_timeout_s: float = 300.0):
+    def __init__(self, checkpoint: str | os.PathLike, workdir: str | os.PathLike,
+                 data_root: str | os.PathLike | None = None, java: bool = True, threads: int | None = None,
+                 env: dict[str, str] | None = None, startup_timeout_s: float = 300.0):
         self.checkpoint, self.data_root = Path(checkpoint), data_root
         self.workdir = Path(workdir)
         self.java, self.threads, self.extra_env = java, threads, env or {}
@@ -273,7 +274,8 @@ class AppServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited with code {self.proc.returncode} while starting:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"the app exited with code {self.proc.returncode} while starting:\n{self.log_tail()}")
             try:
                 with _LOCAL.open(self.url + "config", timeout=5) as response:
                     if response.status == 200:
@@ -367,7 +369,8 @@ def client(url: str, download: bool = False):
     return Client(url, verbose=False, download_files=download)
 
 
-def generate(c, path: str | os.PathLike, timeout_s: float = 120.0, grp_off: bool = False, lrp_off: bool = False) -> Call:
+def generate(c, path: str | os.PathLike, timeout_s: float = 120.0, grp_off: bool = False,
+             lrp_off: bool = False) -> Call:
     """`/generate` with an image file; ok only if the prediction has a non-empty report."""
     from gradio_client import handle_file
 
@@ -667,7 +670,8 @@ def privacy_probe(url: str, server: AppServer, dicoms: dict[str, bytes], markers
 # ============================================================================ 4. weights integrity
 
 
-def unsafe_weight_loads(roots: Iterable[str | os.PathLike] = (REPO / "revtaf", REPO / "app", REPO / "train")) -> list[str]:
+def unsafe_weight_loads(roots: Iterable[str | os.PathLike] = (REPO / "revtaf", REPO / "app", REPO / "train"),
+                        ) -> list[str]:
     """Places that could unpickle arbitrary objects: torch.load without weights_only=True, pickle/dill/joblib
     loads, np.load(allow_pickle=True). "file:line call" strings (an AST scan, comments cannot fool it)."""
     found = []
@@ -880,16 +884,16 @@ def format_summary(r: dict) -> str:
         f"hostile inputs, library (read_image + predict, sandboxed): {lib['tried']} tried · {lib['clean']} handled "
         f"cleanly ({lib['reports']} reports, {lib['typed_errors']} typed errors) · {crashed} crashed/hung/untyped · "
         f"{lib['tried'] - len(lib['unexpected'])} as expected · slowest {lib['max_seconds']} s",
-        f"hostile inputs, app /generate: {api['tried']} tried · {api['clean']} handled cleanly ({api['reports']} reports, "
-        f"{api['refused_readably']} readable refusals, no stack trace) · {len(api['failed'])} failed · good request "
-        f"right after each refusal: {api['good_after_refusal']}",
+        f"hostile inputs, app /generate: {api['tried']} tried · {api['clean']} handled cleanly "
+        f"({api['reports']} reports, {api['refused_readably']} readable refusals, no stack trace) · "
+        f"{len(api['failed'])} failed · good request right after each refusal: {api['good_after_refusal']}",
         f"load: {load['clients']} concurrent clients x {load['requests'] // load['clients']} requests (1 in 3 bad): "
         f"{load['good_served']} good served, {load['good_failed']} failed, bad refused cleanly: "
         f"{'yes' if load['bad_refused_cleanly'] else 'NO'} · p50 {load['p50_s']:.2f} s, p95 {load['p95_s']:.2f} s · "
         f"{load['throughput_per_min']} reports/min · peak RSS of the server {load['peak_rss_mb']} MB · "
         f"same image -> same report: {'yes' if load['deterministic'] else 'NO'}",
-        f"queue: {q['concurrency']} running + {q['max_waiting']} waiting; a burst of {q['burst']}: {q['served']} served, "
-        f"{q['busy']} answered busy ({q['busy_message']!r}), {len(q['other'])} other",
+        f"queue: {q['concurrency']} running + {q['max_waiting']} waiting; a burst of {q['burst']}: "
+        f"{q['served']} served, {q['busy']} answered busy ({q['busy_message']!r}), {len(q['other'])} other",
         f"sessions isolated (ground truth, ablation toggles, review notes): {'yes' if iso['isolated'] else 'NO'} "
         f"({iso['sessions']} concurrent sessions)",
         f"patient-data markers leaked: {len(priv['leaks'])} ({priv['markers']} markers, {priv['requests']} requests, "
