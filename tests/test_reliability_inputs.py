@@ -32,6 +32,15 @@ def test_corpus_is_broad(items):
     assert sum(h.suffix == ".dcm" for h in items) >= 15
 
 
+def test_message_check_catches_traces_and_quoted_secrets():
+    assert message_problems("The file is empty (0 bytes).") == []
+    assert message_problems("") == ["no message"]
+    trace = 'Traceback (most recent call last):\n  File "/app/ui.py", line 72, in inner\nValueError: x'
+    assert message_problems(trace) == ["stack trace"]
+    assert message_problems('error at File "x.py", line 3') == ["stack trace"]
+    assert message_problems("cannot read ZZLEAK^PATIENTNAME.dcm", MARKERS) == ["quotes 'ZZLEAK^PATIENTNAME'"]
+
+
 @pytest.fixture(scope="module")
 def library_outcomes(items, tmp_path_factory, iu_root):
     return run_library(items, model_dir(tmp_path_factory, iu_root), timeout_s=TIMEOUT_S)
