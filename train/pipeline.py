@@ -367,8 +367,8 @@ class Pipeline:
         text = np.load(self.dir("features") / "train_text.npz")
         labels = torch.from_numpy(self.labels("train")).long()
         torch.manual_seed(self.train_cfg.seed)
-        model = REVTAF(self.model_cfg, self.tokenizer(), torch.load(self.dir("features") / "triplet_table.pt", weights_only=True),
-                       self.entity_model())
+        table = torch.load(self.dir("features") / "triplet_table.pt", weights_only=True)
+        model = REVTAF(self.model_cfg, self.tokenizer(), table, self.entity_model())
         studies = self.splits["train"]
         model.set_bank([s.id for s in studies], torch.from_numpy(train["scores"]),
                        torch.from_numpy(text["sentence_emb"]), torch.from_numpy(text["sentence_mask"]),
