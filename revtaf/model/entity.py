@@ -4,7 +4,7 @@ image [B,3,224,224] ─► ResNet trunk up to layer3 (stride 16) ─► 196 toke
 75 entity queries = Linear(text_dim→d)(disease_book) ─► pre-norm DETR decoder (self-attn over the
 queries, cross-attn over the tokens, no positional encodings, final LayerNorm)
   ─► classifier Linear(d→2): existence logits [B,75,2]
-  ─► cl_fc Linear(d→text_dim) · anatomy_book.T / √text_dim: position logits [B,75,51]
+  ─► cl_fc Linear(d→text_dim) · anatomy_book.T: position logits [B,75,51]
   ─► head-averaged cross-attention of the last `map_layers` layers: entity maps [B,75,14,14]
 
 Queries. MedKLIP derives them from Bio_ClinicalBERT embeddings of 75 disease descriptions; we keep
@@ -141,10 +141,10 @@ class EntityModel(nn.Module):
         queries = self.query_proj(self.disease_book).unsqueeze(0).expand(B, -1, -1)  # [B,75,d]
         features, attentions = self.decoder(queries, tokens)
         features = self.dropout(features)
-        # Scaled dot product: MedKLIP uses the raw one, and only its argmax matters downstream, which the
-        # positive 1/sqrt(text_dim) leaves unchanged; from scratch, raw products of 768-d [CLS] vectors start
-        # the position CE far from uniform.
-        position_logits = self.cl_fc(features) @ self.anatomy_book.T / self.cfg.text_dim**0.5  # [B,75,51]
+        # Raw dot product, as MedKLIP. [CLS] books are anisotropic (the 51 anatomy sentences share a large
+        # common component, which cancels in the softmax), so the logits only separate once cl_fc grows;
+        # any down-scaling here makes the position head markedly slower to train.
+        position_logits = self.cl_fc(features) @ self.anatomy_book.T  # [B,75,51]
         maps = torch.stack(attentions[-self.cfg.map_layers :]).mean(0).view(B, NUM_ENTITIES, h, w)
         return EntityOutput(self.classifier(features), position_logits, maps, features)
 
