@@ -27,7 +27,7 @@ def _model(checkpoint: str | Path | None):
     except FileNotFoundError:
         if checkpoint:
             raise
-        from train.bench import random_model
+        from revtaf.model.random_init import random_model
 
         return random_model("cpu"), "random-init cpu preset (no bundled model found)"
     return S.load_model(path), str(path)

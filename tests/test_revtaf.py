@@ -22,7 +22,7 @@ from revtaf.model.entity import EntityModelConfig
 from revtaf.model.fvtaf import FusionConfig
 from revtaf.model.revtaf import REVTAF
 from revtaf.model.tokenizer import build_tokenizer
-from train.bench import random_model
+from revtaf.model.random_init import random_model
 
 # Synthetic report-like text (no dataset text in the repo).
 CORPUS = [

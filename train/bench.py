@@ -9,60 +9,16 @@ from __future__ import annotations
 
 import io
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from revtaf.data.imageio import read_image
-from revtaf.model.config import REVTAFConfig
-from revtaf.model.revtaf import REVTAF
-from revtaf.model.tokenizer import load_tokenizer
+from revtaf.model.random_init import random_model
 
-PRESETS = ("cpu", "paper")
 STAGES = ("decode", "entity", "retrieval", "visual", "fusion", "generation", "total")
-BERT_VOCAB = 30522  # bert-base-uncased, the paper's tokenizer
-CPU_VOCAB = 3000  # the offline WordPiece (train/pipeline.py)
-
-
-def synthetic_tokenizer(vocab_size: int, directory: str | Path):
-    """A BERT-layout tokenizer with `vocab_size` placeholder wordpieces (+ [DEC] and the 4 state tokens)."""
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = [f"w{i}" for i in range(vocab_size - len(specials))]
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(specials + words) + "\n")
-    (directory / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}')
-    return load_tokenizer(directory)
-
-
-def random_model(preset: str, bank_size: int = 2069, max_sentences: int = 18, seed: int = 0) -> REVTAF:
-    """A randomly initialised REVTAF of `preset` with a random bank of `bank_size` rows, in eval mode."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}: expected one of {PRESETS}")
-    torch.manual_seed(seed)
-    cfg = getattr(REVTAFConfig, preset)()
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = synthetic_tokenizer(CPU_VOCAB if preset == "cpu" else BERT_VOCAB, tmp)
-    d = cfg.text.dim
-    model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.arange(max_sentences)[None] < torch.randint(1, max_sentences + 1, (bank_size, 1), generator=g)
-    # A few hundred distinct sentences, as in real report corpora.
-    sentences = torch.randn(400, d, generator=g)
-    emb = sentences[torch.randint(0, 400, (bank_size, max_sentences), generator=g)] * mask[..., None]
-    model.set_bank(
-        ids=[f"study{i}" for i in range(bank_size)],
-        scores=torch.rand(bank_size, 75, generator=g),
-        sentence_emb=emb,
-        sentence_mask=mask,
-        report_emb=torch.randn(bank_size, d, generator=g),
-        labels=torch.randint(0, 4, (bank_size, 18), generator=g),
-    )
-    return model.eval()
 
 
 def _png_bytes(seed: int = 0, size: int = 512) -> bytes:

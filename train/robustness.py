@@ -788,7 +788,7 @@ def _model_dir(checkpoint: str | os.PathLike | None, workdir: Path) -> tuple[Pat
     except FileNotFoundError:
         if checkpoint:
             raise
-    from train.bench import random_model
+    from revtaf.model.random_init import random_model
 
     path = workdir / "random-cpu-model"
     random_model("cpu").save_pretrained(path)
