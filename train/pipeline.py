@@ -29,7 +29,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +59,8 @@ class PipelineConfig:
 
     @classmethod
     def cpu(cls) -> PipelineConfig:
-        """Sized for ~1-1.5 h on two shared cores (measured: docs/training.md)."""
-        return cls(text_encoder_steps=80, entity_epochs=1, entity_max_studies=640, eval_batch=64, val_max_studies=64)
+        """Sized for ~2 h on two idle cores (measured: docs/training.md)."""
+        return cls(text_encoder_steps=2000, entity_epochs=8, eval_batch=64, val_max_studies=64)
 
     @classmethod
     def paper(cls) -> PipelineConfig:
@@ -81,7 +81,6 @@ class RunOptions:
     seed: int | None = None
     export: Path | None = None
     until: str | None = None  # stop after this stage
-    extra: dict = field(default_factory=dict)
 
 
 def detect_dataset(root: Path) -> str:

@@ -65,8 +65,8 @@ class TrainConfig:
     @classmethod
     def cpu(cls) -> TrainConfig:
         """~2,069 IU training studies per epoch on two cores: a short warmup fits inside epoch 1."""
-        return cls(epochs=2, batch_size=16, lr=3e-4, min_lr=1e-4, warmup_start_lr=3e-6, warmup_steps=15,
-                   checkpoint_minutes=5.0, max_steps_per_epoch=45)
+        return cls(epochs=16, batch_size=16, lr=3e-4, min_lr=1e-5, warmup_start_lr=3e-6, warmup_steps=50,
+                   checkpoint_minutes=5.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
