@@ -95,6 +95,19 @@ def test_evaluate_model_baselines_and_ablation(run, iu_root, capsys):
     assert "CE-F1" in capsys.readouterr().out
 
 
+def test_evaluate_min_length_override(run, iu_root, capsys):
+    out, _ = run
+    args = ["evaluate", "--checkpoint", str(out / "export"), "--data", str(iu_root), "--split", "val",
+            "--max-studies", "3", "--out"]
+    assert main([*args, str(out / "eval" / "min31"), "--min-length", "31"]) == 0
+    generation = json.loads((out / "eval" / "min31" / "metrics.json").read_text())["generator"]["generation"]
+    assert generation["min_length"] == 31
+    # the smoke model's own setting is untouched on disk
+    assert json.loads((out / "export" / "config.json").read_text())["generation"]["min_length"] == 24
+    assert main([*args, str(out / "eval" / "bad"), "--min-length", "-1"]) == 2
+    assert "min_length must be >= 0" in capsys.readouterr().err
+
+
 def test_generate_prints_prediction_json(run, iu_root, capsys):
     out, _ = run
     from revtaf.data import image_file, load_annotation

@@ -89,7 +89,8 @@ def cmd_evaluate(args) -> int:
 
     metrics = evaluate_checkpoint(
         args.checkpoint, args.data, args.split, args.out, baseline=args.baseline, ablate=args.ablate,
-        max_studies=args.max_studies, seed=args.seed, batch_size=args.batch_size,
+        max_studies=args.max_studies, seed=args.seed, batch_size=args.batch_size, min_length=args.min_length,
+        num_beams=args.num_beams,
     )
     print(headline(metrics))
     return 0
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-studies", type=int, help="only the first N studies of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--min-length", type=int,
+                   help="beam-search minimum length, the 19 prompt tokens included (default: the checkpoint's)")
+    p.add_argument("--num-beams", type=int, help="beam width (default: the checkpoint's)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("generate", help="the Prediction of one study (PNG, JPEG or DICOM)")

@@ -16,6 +16,7 @@ Ablations (`--ablate grp|lrp|fusion`, combinable) switch parts of the model off 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str
     rows, _ = generate_rows(model, studies, root, ablate, features, batch_size, desc=f"evaluate {Path(out).name}")
     metrics = score_rows(rows, dataset)
     metrics["generator"] = {"model": checkpoint or "REVTAF", "ablate": sorted(ablation_set(ablate)),
-                            "split_size": len(studies)}
+                            "generation": asdict(model.cfg.generation), "split_size": len(studies)}
     write_outputs(out, metrics, rows)
     return metrics
 
@@ -260,8 +261,13 @@ def default_checkpoint() -> Path:
 
 
 def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None = None, ablate: Sequence[str] = (),
-                        max_studies: int | None = None, seed: int = 0, batch_size: int = 16) -> dict:
-    """`revtaf evaluate`: a model (or a baseline) on one split of a data root."""
+                        max_studies: int | None = None, seed: int = 0, batch_size: int = 16,
+                        min_length: int | None = None, num_beams: int | None = None) -> dict:
+    """`revtaf evaluate`: a model (or a baseline) on one split of a data root.
+
+    `min_length` (prompt tokens included) and `num_beams` override the checkpoint's beam search, to choose
+    generation settings on val; metrics.json records the settings used.
+    """
     from revtaf.data import clean_report, load_annotation
     from train.pipeline import detect_dataset
     from revtaf.data.reports import ReportLookup
@@ -273,6 +279,10 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
         raise ValueError(f"unknown baseline {baseline!r}: choose from {BASELINES}")
     if baseline is not None and ablate:
         raise ValueError("--ablate applies to the model, not to a baseline")
+    if min_length is not None and min_length < 0:
+        raise ValueError(f"min_length must be >= 0, got {min_length}")
+    if num_beams is not None and num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     dataset = detect_dataset(data)
     splits = load_annotation(data, dataset)
     studies = splits[split][:max_studies]
@@ -287,6 +297,8 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
         if not ckpt.is_dir():
             raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
         model = REVTAF.from_pretrained(ckpt)
+        overrides = {k: v for k, v in (("min_length", min_length), ("num_beams", num_beams)) if v is not None}
+        model.cfg.generation = replace(model.cfg.generation, **overrides)
     if baseline is None:
         return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt))
 
