@@ -203,3 +203,23 @@ def test_database_mimic_size_fp16():
         ref = poincare_dist_matrix(q[b : b + 1], emb[idx[b]], C, dtype=torch.float64)[0]
         torch.testing.assert_close(dist[b].double(), ref, rtol=1e-4, atol=1e-5)
     assert dist[0, 0] < 0.1 and (dist[:, 1] > 1).all()
+
+
+def test_standardize_is_the_lre_of_z_scores_and_spreads_close_inputs():
+    torch.manual_seed(0)
+    plain = LearnableRetrievalEnhancer(hidden_dim=16)
+    std = LearnableRetrievalEnhancer(hidden_dim=16, standardize=True)
+    std.load_state_dict(plain.state_dict(), strict=False)  # same weights; the stats buffers stay unset
+    with pytest.raises(RuntimeError):
+        plain.set_input_stats(torch.rand(4, 75))
+    # near-constant scores, as an offline entity model gives: median per-entity std 0.006 around 0.04
+    scores = 0.04 + 0.006 * torch.randn(64, 75, generator=torch.Generator().manual_seed(1))
+    std.set_input_stats(scores)
+    z = (scores - scores.mean(0)) / scores.std(0)
+    with torch.no_grad():
+        torch.testing.assert_close(std(scores), plain(z))
+        spread_plain = poincare_dist_matrix(plain(scores), plain(scores), C).mean()
+        spread_std = poincare_dist_matrix(std(scores), std(scores), C).mean()
+    assert spread_std > 20 * spread_plain  # distances the ranking loss can work with
+    with pytest.raises(ValueError):
+        std.set_input_stats(scores[:1])

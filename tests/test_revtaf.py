@@ -445,3 +445,21 @@ def test_overfit_memorises_real_iu_studies(iu_root):
             if generated == targets:
                 break
     assert generated == targets
+
+
+def test_standardized_lre_takes_its_statistics_from_the_bank_and_keeps_them(tokenizer, tmp_path):
+    from revtaf.model.config import LREConfig
+
+    torch.manual_seed(0)
+    m = REVTAF(tiny_config(lre=LREConfig(hidden_dim=16, standardize=True)), tokenizer,
+               triplet_table=torch.randn(75, 51, 2, D))
+    bank = random_bank(30)
+    m.set_bank(**bank)
+    torch.testing.assert_close(m.lre.input_mean, bank["scores"].float().mean(0))
+    torch.testing.assert_close(m.lre.input_std, bank["scores"].float().std(0))
+    m.eval().save_pretrained(tmp_path, fp16=True)
+    loaded = REVTAF.from_pretrained(tmp_path)
+    assert loaded.lre.standardize
+    assert torch.equal(loaded.lre.input_mean, m.lre.input_mean) and torch.equal(loaded.lre.input_std, m.lre.input_std)
+    q = torch.rand(3, 75)
+    torch.testing.assert_close(loaded.retrieve(q, 5)[2], m.retrieve(q, 5)[2])

@@ -74,12 +74,13 @@ class HypAct(nn.Module):
 class LearnableRetrievalEnhancer(nn.Module):
     """Entity scores [B, in_dim] -> points H [B, hidden_dim] in the Poincaré ball of curvature c.
 
-    h0 = proj(expmap0(scores)), then `num_layers` × (HypLinear, HypAct): 75 -> 512 -> 512 by default.
+    h0 = proj(expmap0(scores)) (with `standardize`, of the per-entity z-scores against the bank), then `num_layers` × (HypLinear, HypAct): 75 -> 512 -> 512 by default.
     Runs in float32 even under autocast: near the boundary (radius 10) half precision loses the
     distances the ranking depends on.
     """
 
-    def __init__(self, in_dim: int = 75, hidden_dim: int = 512, num_layers: int = 2, c: float = 0.01):
+    def __init__(self, in_dim: int = 75, hidden_dim: int = 512, num_layers: int = 2, c: float = 0.01,
+                 standardize: bool = False):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -91,6 +92,20 @@ class LearnableRetrievalEnhancer(nn.Module):
         self.layers = nn.Sequential(
             *(m for i in range(num_layers) for m in (HypLinear(dims[i], dims[i + 1], c), HypAct(c)))
         )
+        self.standardize = standardize
+        if standardize:  # fixed statistics of the reference scores, set with the bank (set_input_stats)
+            self.register_buffer("input_mean", torch.zeros(in_dim))
+            self.register_buffer("input_std", torch.ones(in_dim))
+
+    def set_input_stats(self, scores: torch.Tensor) -> None:
+        """Per-entity mean and std of reference scores [N, in_dim] (N >= 2), used when `standardize`."""
+        if not self.standardize:
+            raise RuntimeError("this LRE was built with standardize=False")
+        if scores.dim() != 2 or scores.shape[1] != self.in_dim or scores.shape[0] < 2:
+            raise ValueError(f"need scores [N >= 2, {self.in_dim}], got {tuple(scores.shape)}")
+        scores = scores.detach().float()
+        self.input_mean.copy_(scores.mean(0))
+        self.input_std.copy_(scores.std(0).clamp_min(1e-6))  # an entity constant over the bank maps to 0
 
     @property
     def ball(self) -> geoopt.PoincareBall:
@@ -100,7 +115,10 @@ class LearnableRetrievalEnhancer(nn.Module):
         if scores.dim() != 2 or scores.shape[1] != self.in_dim:
             raise ValueError(f"scores must be [B, {self.in_dim}], got {tuple(scores.shape)}")
         with torch.autocast(device_type=scores.device.type, enabled=False):
-            h = self._ball.expmap0(scores.float())
+            x = scores.float()
+            if self.standardize:
+                x = (x - self.input_mean) / self.input_std
+            h = self._ball.expmap0(x)
             return self.layers(h)
 
 

@@ -194,6 +194,8 @@ class REVTAF(nn.Module):
         device = self.triplet_table.device
         self.bank_ids, self.bank_groups = list(ids), groups
         self.bank_scores = scores.detach().float().to(device)
+        if self.lre.standardize:
+            self.lre.set_input_stats(self.bank_scores)
         self.bank_labels = labels.detach().to(torch.int8).to(device)
         self.bank_group = torch.tensor([group_ids[g] for g in groups], dtype=torch.long, device=device)
         self.bank_report_emb = report_emb.detach().float().to(device)
