@@ -67,9 +67,9 @@ class LREConfig:
     hidden_dim: int = 512
     num_layers: int = 2
     c: float = 0.01
-    # Standardise each entity score with the bank's mean/std before the ball. Off in the paper (MedKLIP's
-    # scores are confident and spread); on for the offline entity model, whose scores differ between studies
-    # by a median std of 0.006, too little for the LRE to rank (its loss stayed at ln 15 without it).
+    # Standardise each entity score with the bank's mean/std before the ball (not in the paper). Tried for the
+    # offline entity model, whose scores differ between studies by a median std of 0.006: the rank loss still
+    # stayed near ln 15 and val figures were slightly lower (docs/training.md), so no preset uses it.
     standardize: bool = False
 
 
@@ -165,7 +165,6 @@ class REVTAFConfig:
     def cpu(cls) -> REVTAFConfig:
         return cls(
             visual=VisualConfig(backbone="resnet18", init_from_entity=True),
-            lre=LREConfig(standardize=True),
             entity=EntityModelConfig(backbone="resnet18", text_dim=256),
             text=TextEncoderSpec(dim=256),
             fusion=FusionConfig(visual_dim=512, lrp_dim=256, grp_dim=256, d_model=256, dim_feedforward=1024),
