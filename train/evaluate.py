@@ -269,6 +269,7 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
     generation settings on val; metrics.json records the settings used.
     """
     from revtaf.data import clean_report, load_annotation
+    from revtaf.model.config import GenerationSettings
     from train.pipeline import detect_dataset
     from revtaf.data.reports import ReportLookup
 
@@ -279,10 +280,8 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
         raise ValueError(f"unknown baseline {baseline!r}: choose from {BASELINES}")
     if baseline is not None and ablate:
         raise ValueError("--ablate applies to the model, not to a baseline")
-    if min_length is not None and min_length < 0:
-        raise ValueError(f"min_length must be >= 0, got {min_length}")
-    if num_beams is not None and num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    overrides = {k: v for k, v in (("min_length", min_length), ("num_beams", num_beams)) if v is not None}
+    GenerationSettings(**overrides)  # bad values fail here, before any data is read
     dataset = detect_dataset(data)
     splits = load_annotation(data, dataset)
     studies = splits[split][:max_studies]
@@ -297,7 +296,6 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
         if not ckpt.is_dir():
             raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
         model = REVTAF.from_pretrained(ckpt)
-        overrides = {k: v for k, v in (("min_length", min_length), ("num_beams", num_beams)) if v is not None}
         model.cfg.generation = replace(model.cfg.generation, **overrides)
     if baseline is None:
         return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt))

@@ -143,7 +143,7 @@ class Pipeline:
         self.prep_cfg = getattr(PipelineConfig, o.preset)()
         self.model_cfg.generation = GenerationSettings.for_dataset(self.dataset)
         if self.prep_cfg.min_length is not None:
-            self.model_cfg.generation.min_length = self.prep_cfg.min_length
+            self.model_cfg.generation = replace(self.model_cfg.generation, min_length=self.prep_cfg.min_length)
         n_train = len(self.splits["train"])
         if n_train <= self.model_cfg.prompts.k_memory:  # smoke runs: the memory needs k < bank size
             self.model_cfg.prompts.k_memory = max(1, n_train // 2)

@@ -97,6 +97,11 @@ class GenerationSettings:
     max_new_tokens: int = 110
     min_length: int = 60
 
+    def __post_init__(self) -> None:  # also runs on dataclasses.replace, so overrides are checked here once
+        for name, low in (("num_beams", 1), ("max_new_tokens", 1), ("min_length", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+
     @classmethod
     def for_dataset(cls, dataset: str) -> GenerationSettings:
         if dataset not in ("iu", "mimic"):

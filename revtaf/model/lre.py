@@ -74,7 +74,8 @@ class HypAct(nn.Module):
 class LearnableRetrievalEnhancer(nn.Module):
     """Entity scores [B, in_dim] -> points H [B, hidden_dim] in the Poincaré ball of curvature c.
 
-    h0 = proj(expmap0(scores)) (with `standardize`, of the per-entity z-scores against the bank), then `num_layers` × (HypLinear, HypAct): 75 -> 512 -> 512 by default.
+    h0 = proj(expmap0(scores)), then `num_layers` × (HypLinear, HypAct): 75 -> 512 -> 512 by default. With
+    `standardize`, the scores are first turned into per-entity z-scores against the bank's statistics.
     Runs in float32 even under autocast: near the boundary (radius 10) half precision loses the
     distances the ranking depends on.
     """
