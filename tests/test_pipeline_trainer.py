@@ -18,6 +18,7 @@ from train.trainer import (
     build_optimizer,
     lr_at,
     no_decay,
+    selection_score,
 )
 
 
@@ -123,6 +124,17 @@ def test_validation_selects_best_and_can_update_buffers(tmp_path):
     assert [h.get("best", False) for h in trainer.history] == [True, True, False]
     assert model.prior.tolist() == [3.0, 3.0, 3.0]
     assert [round(h["val_CE_f1"], 2) for h in trainer.history] == [0.2, 0.5, 0.4]
+
+
+def test_selection_can_sum_several_metrics(tmp_path):
+    # epoch 2 wins on the sum although epoch 1 has the best CE_f1 and epoch 3 the best CIDEr
+    rows = iter([{"CE_f1": 0.7, "CIDEr": 0.1}, {"CE_f1": 0.6, "CIDEr": 0.3}, {"CE_f1": 0.3, "CIDEr": 0.4}])
+    trainer = Trainer(Toy(), _data(), None, _cfg(select_key="CE_f1+CIDEr"), out=tmp_path,
+                      validate=lambda model, epoch: next(rows))
+    trainer.fit()
+    assert trainer.best == pytest.approx(0.9)
+    assert [h.get("best", False) for h in trainer.history] == [True, True, False]
+    assert selection_score({"CE_f1": 0.5}, "CE_f1+CIDEr") is None
 
 
 def test_too_small_dataset_is_a_clear_error(tmp_path):
