@@ -120,9 +120,23 @@ def test_generate_prints_prediction_json(run, iu_root, capsys):
     assert pred["neighbours"][0]["report"]  # the retrieved training report's text, from the data root
 
 
+def test_selection_flags_reach_the_run_config(iu_root, tmp_path):
+    argv = ["train", "--data", str(iu_root), "--out", str(tmp_path / "r"), "--max-studies", str(N), "--steps", "2",
+            "--until", "labels", "--select-key", "BLEU_4+CE_f1", "--val-studies", "0"]
+    assert main(argv) == 0
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert meta["train"]["select_key"] == "BLEU_4+CE_f1" and meta["train"]["select_min_distinct"] == 2
+    assert meta["pipeline"]["val_max_studies"] is None  # 0 = all of val, also over the smoke runs' 8
+
+
 def test_bad_inputs_are_clear_errors(run, tmp_path, iu_root, capsys):
     out, _ = run
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope"), "--data", str(iu_root), "--out", str(tmp_path)]) == 2
     assert "checkpoint directory not found" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no annotation.json" in capsys.readouterr().err
+    base = ["train", "--data", str(iu_root), "--out", str(tmp_path / "s"), "--max-studies", str(N)]
+    assert main([*base, "--select-key", "BLEU_4+CIDer"]) == 2
+    assert "unknown metric 'CIDer'" in capsys.readouterr().err
+    assert main([*base, "--val-studies", "-1"]) == 2
+    assert "--val-studies must be >= 0" in capsys.readouterr().err

@@ -137,6 +137,17 @@ def test_selection_can_sum_several_metrics(tmp_path):
     assert selection_score({"CE_f1": 0.5}, "CE_f1+CIDEr") is None
 
 
+def test_selection_skips_collapsed_epochs(tmp_path):
+    # epoch 2 has the best score but wrote one report for every val study
+    rows = iter([{"CE_f1": 0.5, "distinct_reports": 9}, {"CE_f1": 0.9, "distinct_reports": 1},
+                 {"CE_f1": 0.6, "distinct_reports": 4}])
+    trainer = Trainer(Toy(), _data(), None, _cfg(select_min_distinct=2), out=tmp_path,
+                      validate=lambda model, epoch: next(rows))
+    trainer.fit()
+    assert trainer.best == 0.6
+    assert [h.get("best", False) for h in trainer.history] == [True, False, True]
+
+
 def test_too_small_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="cannot fill one batch"):
         Trainer(Toy(), _data(5), None, _cfg(), out=tmp_path)

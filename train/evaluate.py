@@ -192,6 +192,11 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
     return rows, np.concatenate(p_pos)
 
 
+# what validate_epoch returns that can pick the best epoch (TrainConfig.select_key, "+"-joined)
+VAL_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "CE_precision", "CE_recall",
+               "CE_f1", "CE_f1_abnormal")
+
+
 def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: str, batch_size: int = 16,
                    log=None, epoch: int | None = None) -> dict:
     """Per-epoch validation (method.md §8.2): generate on val, score, update the base probabilities (§4.2).

@@ -65,8 +65,7 @@ class PipelineConfig:
         """Sized for ~2 h on two idle cores (measured: docs/training.md)."""
         # min_length 19 (no forced length), chosen on the whole val split: the small model ends most reports
         # after ~35 tokens, and forcing 41 made it repeat sentences (val CIDEr 0.107 at 60, 0.180 at 50, 0.302 at 19).
-        # Per-epoch validation on all 296 val studies (+25 s an epoch): 64 were too few to pick an epoch by.
-        return cls(text_encoder_steps=2000, entity_epochs=8, eval_batch=64, min_length=19)
+        return cls(text_encoder_steps=2000, entity_epochs=8, eval_batch=64, val_max_studies=64, min_length=19)
 
     @classmethod
     def paper(cls) -> PipelineConfig:
@@ -87,6 +86,8 @@ class RunOptions:
     seed: int | None = None
     export: Path | None = None
     until: str | None = None  # stop after this stage
+    select_key: str | None = None  # TrainConfig.select_key override
+    val_studies: int | None = None  # per-epoch validation prefix; 0 = the whole val split
 
 
 def detect_dataset(root: Path) -> str:
@@ -158,6 +159,17 @@ class Pipeline:
             self.model_cfg.generation = GenerationSettings(num_beams=2, max_new_tokens=12, min_length=24)
             self.train_cfg = replace(self.train_cfg, max_steps_per_epoch=o.steps,
                                      warmup_steps=min(self.train_cfg.warmup_steps, o.steps))
+        if o.select_key is not None:
+            from train.evaluate import VAL_METRICS
+
+            unknown = [k for k in o.select_key.split("+") if k not in VAL_METRICS]
+            if unknown:
+                raise ValueError(f"--select-key: unknown metric {unknown[0]!r}; expected '+'-joined {VAL_METRICS}")
+            self.train_cfg = replace(self.train_cfg, select_key=o.select_key)
+        if o.val_studies is not None:
+            if o.val_studies < 0:
+                raise ValueError(f"--val-studies must be >= 0 (0 = all), got {o.val_studies}")
+            self.prep_cfg = replace(self.prep_cfg, val_max_studies=o.val_studies or None)
         if n_train < self.train_cfg.batch_size * self.dist.world:
             self.train_cfg = replace(self.train_cfg, batch_size=max(2, n_train // self.dist.world))
         self.sizes = {k: len(v) for k, v in self.splits.items()}
