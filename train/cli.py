@@ -22,11 +22,10 @@ def _write_json(obj, out: str | None) -> None:
 
 
 def cmd_score(args) -> int:
-    from revtaf.metrics import score_files
+    from revtaf.metrics import NLG_METRICS, score_files
 
     result = score_files(args.refs, args.hyps, args.dataset, args.out)
-    keys = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
-    print("  ".join(f"{k} {result[k]:.4f}" if result[k] is not None else f"{k} n/a" for k in keys))
+    print("  ".join(f"{k} {result[k]:.4f}" if result[k] is not None else f"{k} n/a" for k in NLG_METRICS))
     ce = result["CE"]["example"]
     print(f"CE (example-based) P {ce['precision']:.4f}  R {ce['recall']:.4f}  F1 {ce['f1']:.4f}")
     return 0

@@ -16,13 +16,14 @@ Ablations (`--ablate grp|lrp|fusion`, combinable) switch parts of the model off 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from revtaf.labels.constants import CHEXPERT_14, STATES
+from revtaf.metrics import NLG_METRICS
 
 CONSTANT_REPORT = "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear ."
 BASELINES = ("constant", "random", "retrieval")
@@ -193,8 +194,7 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
 
 
 # what validate_epoch returns that can pick the best epoch (TrainConfig.select_key, "+"-joined)
-VAL_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "CE_precision", "CE_recall",
-               "CE_f1", "CE_f1_abnormal")
+VAL_METRICS = (*NLG_METRICS, "CE_precision", "CE_recall", "CE_f1", "CE_f1_abnormal")
 
 
 def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: str, batch_size: int = 16,
@@ -214,7 +214,7 @@ def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: 
                             torch.from_numpy(labels[:, :NUM_CHEXPERT].astype(np.int64)), model.base_probs.cpu())
     model.base_probs.copy_(new.to(model.base_probs.device))
     ce = metrics["CE"]["example"]
-    flat = {k: metrics[k] for k in ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")}
+    flat = {k: metrics[k] for k in NLG_METRICS}
     flat.update(CE_precision=ce["precision"], CE_recall=ce["recall"], CE_f1=ce["f1"],
                 CE_f1_abnormal=metrics.get("CE_abnormal", {}).get("example", {}).get("f1"),
                 distinct_reports=metrics["distinct_reports"], base_probs=[round(x, 4) for x in new.tolist()])

@@ -14,10 +14,18 @@ from pathlib import Path
 
 from revtaf.data.clean import clean_report
 from revtaf.metrics.ce import ce_scores, finding_diff
-from revtaf.metrics.nlg import Meteor, MeteorError, MeteorUnavailable, case_scores, check_pairs, nlg_scores
+from revtaf.metrics.nlg import (
+    NLG_METRICS,
+    Meteor,
+    MeteorError,
+    MeteorUnavailable,
+    case_scores,
+    check_pairs,
+    nlg_scores,
+)
 
 __all__ = [
-    "Meteor", "MeteorError", "MeteorUnavailable",
+    "NLG_METRICS", "Meteor", "MeteorError", "MeteorUnavailable",
     "case_scores", "ce_scores", "finding_diff", "nlg_scores", "score", "score_files",
 ]
 

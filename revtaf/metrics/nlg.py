@@ -213,6 +213,9 @@ def _meteor(refs: list[str], hyps: list[str], meteor: Meteor | None) -> float | 
         return own.score(refs, hyps)[0]
 
 
+NLG_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")  # the keys nlg_scores returns
+
+
 def nlg_scores(refs: dict[str, str], hyps: dict[str, str], meteor: Meteor | None = None) -> dict:
     """BLEU_1..BLEU_4, METEOR (None without Java), ROUGE_L and CIDEr of cleaned `hyps` against cleaned `refs`.
 
