@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 DATA_ENV = "REVTAF_DATA"
+# The default model trained by this project (weights only), in the checkout beside the library.
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "revtaf-iu"
 
 
 def resolve_data_root(path: str | os.PathLike | None = None) -> Path | None:
@@ -13,7 +15,6 @@ def resolve_data_root(path: str | os.PathLike | None = None) -> Path | None:
     value = path if path is not None else os.environ.get(DATA_ENV)
     if not value:
         return None
-    root = Path(value).expanduser()
-    if not (root / "annotation.json").is_file():
-        raise FileNotFoundError(f"{root} is not a data root: it has no annotation.json")
-    return root
+    from revtaf.data.annotation import require_data_root
+
+    return require_data_root(value)

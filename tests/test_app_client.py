@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from app import service as S  # noqa: E402
-from dicom_factory import MARKERS, make_dicom  # noqa: E402
+from bench.dicom_factory import MARKERS, make_dicom  # noqa: E402
 from app import ui  # noqa: E402
 from revtaf.data import image_file, load_annotation, read_image  # noqa: E402
 from test_app_service import bad_inputs, shared_model_dir  # noqa: E402
@@ -35,17 +34,11 @@ from test_app_service import bad_inputs, shared_model_dir  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning",
                                         "ignore:The copy keyword is deprecated:Warning")
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_app(service: S.Service):
     """Launch the demo on 127.0.0.1:<free port> in a background thread; yield its URL; close it."""
     demo, launch_kwargs = ui.build(service)
-    port = free_port()
+    port = S.free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
     try:
         yield f"http://127.0.0.1:{port}/"

@@ -1,4 +1,4 @@
-"""Pre-processing of method.md §1.5: sizes, crops, normalisation, randomness only where the recipe has it."""
+"""Pre-processing of docs/method.md §1.5: sizes, crops, normalisation, randomness only where the recipe has it."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ keep them in sync).
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
 from train.trainer import TrainConfig, Trainer, init_distributed
+from app.service import free_port
 
 
 class TinyModel(torch.nn.Module):
@@ -60,14 +60,8 @@ def _worker(rank: int, world: int, port: int, out: str):
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_keep_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     w0 = torch.load(tmp_path / "rank0.pt")
     w1 = torch.load(tmp_path / "rank1.pt")
     for k in w0:

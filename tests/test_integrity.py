@@ -12,7 +12,7 @@ import pytest
 
 from revtaf.integrity import MANIFEST, IntegrityError, read_manifest, sha256_file, verify_manifest, write_manifest
 from test_app_service import shared_model_dir
-from train.robustness import REPO, integrity_checks, unsafe_weight_loads
+from bench.robustness import REPO, integrity_checks, unsafe_weight_loads
 
 
 @pytest.fixture

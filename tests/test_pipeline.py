@@ -10,7 +10,8 @@ import pytest
 
 from revtaf.data import load_annotation
 from train.evaluate import CONSTANT_REPORT, abnormal_mask, random_reports, score_rows, write_outputs
-from train.pipeline import data_fingerprint, detect_dataset
+from revtaf.data import detect_dataset
+from train.pipeline import data_fingerprint
 from revtaf.data.reports import ReportLookup, openi_archive
 
 

@@ -29,7 +29,7 @@ def test_schedule_matches_the_authors_values():
     assert lr_at(1000, spe, cfg) == pytest.approx(5e-7 + (5e-5 - 5e-7) * 0.5)
     assert lr_at(2000, spe, cfg) == pytest.approx(5e-5)
     assert lr_at(spe - 1, spe, cfg) == pytest.approx(5e-5)  # rest of epoch 1 is constant
-    expected = {2: 3.875e-5, 3: 2.75e-5, 4: 1.625e-5, 5: 8.01e-6, 6: 5e-6}  # method.md §8.2
+    expected = {2: 3.875e-5, 3: 2.75e-5, 4: 1.625e-5, 5: 8.01e-6, 6: 5e-6}  # docs/method.md §8.2
     for epoch, lr in expected.items():
         first, last = (epoch - 1) * spe, epoch * spe - 1
         assert lr_at(first, spe, cfg) == pytest.approx(lr, rel=1e-3)

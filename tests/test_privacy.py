@@ -12,11 +12,11 @@ import warnings
 import pytest
 
 from app.service import BURNED_IN_WARNING
-from dicom_factory import IDENTIFYING, MARKERS
-from hostile_corpus import ALL_MARKERS, FILE_MARKER, MALFORMED, marker_dicoms
+from bench.dicom_factory import IDENTIFYING, MARKERS
+from bench.hostile_corpus import ALL_MARKERS, FILE_MARKER, MALFORMED, marker_dicoms
 from reliability_support import app_server
 from revtaf.data.imageio import ImageReadError, read_image
-from train.robustness import privacy_probe
+from bench.robustness import privacy_probe
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from revtaf.model.prompts import (
+from revtaf.model.disease_prompts import (
     DiseasePromptClassifier,
     cls_loss,
     initial_base_probs,
@@ -96,3 +96,26 @@ def test_prompt_text():
         prompt_text([0] * 17)
     with pytest.raises(ValueError):
         prompt_text([4] * 18)
+
+
+def test_thresholds_make_a_disease_positive_below_the_argmax():
+    from revtaf.model.disease_prompts import choose_thresholds
+
+    logits = torch.zeros(2, 4, 18)
+    logits[:, 2] = 2.0  # negative is the argmax everywhere
+    logits[0, 1, 3] = 1.5  # study 0: P(positive) of disease 3 is high, though still below negative
+    probs, argmax_states = predict_states(logits)
+    assert (argmax_states == 2).all()
+    thresholds = [None] * 18
+    thresholds[3] = float(probs[0, 3, 1]) - 1e-6
+    _, states = predict_states(logits, thresholds)
+    assert states[0, 3] == 1 and states[1, 3] == 2 and (states[:, :3] == 2).all()
+    # chosen on held-out data: the threshold that separates the positives best; rare classes keep the argmax
+    p_pos = torch.rand(40, 18, generator=torch.Generator().manual_seed(0)).numpy()
+    positive = p_pos > 0.7
+    positive[:, 5] = False
+    positive[:3, 5] = True
+    chosen = choose_thresholds(p_pos, positive, min_positives=5)
+    assert 0.6 < chosen[0] <= 0.75 and chosen[5] is None
+    with pytest.raises(ValueError):
+        predict_states(logits, [0.5] * 3)

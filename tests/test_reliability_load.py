@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from hostile_corpus import corpus
+from bench.hostile_corpus import corpus
 from reliability_support import app_server, good_images
-from train.robustness import burst, message_problems, run_load, session_isolation
+from bench.robustness import burst, message_problems, run_load, session_isolation
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
 

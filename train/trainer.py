@@ -1,4 +1,4 @@
-"""The REVTAF training loop (method.md §8.2), resumable and DDP-ready.
+"""The REVTAF training loop (docs/method.md §8.2), resumable and DDP-ready.
 
 Recipe as in the authors' code, every item a `TrainConfig` field:
 - AdamW (betas 0.9/0.999, weight decay 0.05), no decay for parameters with ndim < 2 or whose name contains

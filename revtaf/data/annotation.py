@@ -1,4 +1,4 @@
-"""Annotation files in the R2Gen / PromptMRG layout (method.md §1.2): `<root>/annotation.json` + `<root>/images/`.
+"""Annotation files in the R2Gen / PromptMRG layout (docs/method.md §1.2): `<root>/annotation.json` + `<root>/images/`.
 
 - IU X-Ray (this project's copy): `{"train", "val", "test"}` of studies with `id, report, image_path, view`,
   plus `impression, indication, mesh` (SOURCES.md). PromptMRG's IU file is a flat list: read as split "test".
@@ -17,7 +17,7 @@ from revtaf.labels.constants import STATES
 
 SPLITS = ("train", "val", "test")
 DATASETS = ("iu", "mimic")
-N_LABELS = 18  # PromptMRG's 14 CheXpert observations + 4 auxiliary classes (method.md §1.2)
+N_LABELS = 18  # PromptMRG's 14 CheXpert observations + 4 auxiliary classes (docs/method.md §1.2)
 REQUIRED_KEYS = ("id", "report", "image_path")
 
 
@@ -50,8 +50,23 @@ class Study:
 
     @property
     def frontal_path(self) -> str:
-        """The image the model sees (method.md §1.1: only `image_path[0]` is used)."""
+        """The image the model sees (docs/method.md §1.1: only `image_path[0]` is used)."""
         return self.image_paths[0]
+
+
+def require_data_root(root: str | os.PathLike) -> Path:
+    """`root` as a Path when it holds an annotation.json, else FileNotFoundError naming it (one message everywhere)."""
+    root = Path(root).expanduser()
+    if not (root / "annotation.json").is_file():
+        raise FileNotFoundError(f"{root} is not a data root: it has no annotation.json")
+    return root
+
+
+def detect_dataset(root: str | os.PathLike) -> str:
+    """"mimic" when the annotation's entries carry MIMIC's subject_id, else "iu"."""
+    data = json.loads((require_data_root(root) / "annotation.json").read_text())
+    entries = data if isinstance(data, list) else next((v for v in data.values() if v), [])
+    return "mimic" if entries and "subject_id" in entries[0] else "iu"
 
 
 def load_annotation(root: str | os.PathLike, dataset: str = "iu") -> dict[str, list[Study]]:

@@ -1,4 +1,4 @@
-"""Report cleaning exactly as the published pipelines do it, quirks included (method.md §1.3).
+"""Report cleaning exactly as the published pipelines do it, quirks included (docs/method.md §1.3).
 
 `clean_report_iu` is R2Gen's IU X-Ray cleaner; `clean_report_mimic` is R2Gen's MIMIC-CXR cleaner as PromptMRG
 uses it, truncated to 100 words. Scores are only comparable with the literature if these stay byte-exact, so

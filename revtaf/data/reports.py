@@ -66,10 +66,9 @@ class ReportLookup:
     def __init__(self, data_root: str | Path | None = None, archive: str | Path | None = "auto"):
         self._annotation: dict[str, str] = {}
         if data_root is not None:
-            path = Path(data_root) / "annotation.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{data_root} is not a data root: it has no annotation.json")
-            ann = json.loads(path.read_text())
+            from revtaf.data.annotation import require_data_root
+
+            ann = json.loads((require_data_root(data_root) / "annotation.json").read_text())
             self._annotation = {str(e["id"]): e["report"] for split in ann.values() for e in split}
         self._archive = openi_archive() if archive == "auto" else (Path(archive) if archive else None)
         self._openi: dict[str, str] | None = None  # parsed lazily: only needed when the data root lacks an id

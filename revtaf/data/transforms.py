@@ -1,4 +1,4 @@
-"""Image pre-processing of method.md §1.5. Inputs are PIL 'RGB' images (`XrayImage.to_pil()`); outputs
+"""Image pre-processing of docs/method.md §1.5. Inputs are PIL 'RGB' images (`XrayImage.to_pil()`); outputs
 [3, size, size] float tensors normalised with ImageNet statistics (the visual encoders are ImageNet ResNets).
 
 The resize before cropping keeps the official 256 : 224 ratio, so `size=224` reproduces the code exactly.

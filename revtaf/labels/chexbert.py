@@ -1,4 +1,4 @@
-"""CheXbert backend of the labeler, for users who have Stanford's `chexbert.pth` (method.md §9.2).
+"""CheXbert backend of the labeler, for users who have Stanford's `chexbert.pth` (docs/method.md §9.2).
 
 Architecture as the checkpoint expects it: BERT-base (uncased) -> [CLS] vector -> dropout -> 13 linear heads with
 4 classes and one "No Finding" head with 2 classes. CheXbert's raw class indices are 0 blank, 1 positive,

@@ -1,7 +1,7 @@
 """CheXpert-style rule labeler: mention extraction, negation and uncertainty -> 18 labels x 4 states.
 
-The 14 CheXpert observations (method.md §10.3) plus 4 auxiliary classes, the most frequent non-CheXpert
-findings of the IU X-Ray training reports (method.md §13.2; counts in docs/labeler.md). States follow the
+The 14 CheXpert observations (docs/method.md §10.3) plus 4 auxiliary classes, the most frequent non-CheXpert
+findings of the IU X-Ray training reports (docs/method.md §13.2; counts in docs/labeler.md). States follow the
 annotation convention: 0 blank, 1 positive, 2 negative, 3 uncertain.
 
 How a report is read:

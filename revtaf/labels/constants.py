@@ -1,9 +1,9 @@
 """Fixed vocabularies of the method: CheXpert observations, label states, MedKLIP entities and anatomies.
 
-Orders matter: they index classifier outputs, prompt tokens and MedKLIP checkpoints (method.md §10).
+Orders matter: they index classifier outputs, prompt tokens and MedKLIP checkpoints (docs/method.md §10).
 """
 
-# The 14 CheXpert observations in CheXbert / PromptMRG order (method.md §10.3).
+# The 14 CheXpert observations in CheXbert / PromptMRG order (docs/method.md §10.3).
 CHEXPERT_14 = (
     "Enlarged Cardiomediastinum",
     "Cardiomegaly",
@@ -21,12 +21,12 @@ CHEXPERT_14 = (
     "No Finding",
 )
 
-# Label states, index = value stored in `labels` (method.md §4.3): blank, positive, negative, uncertain.
+# Label states, index = value stored in `labels` (docs/method.md §4.3): blank, positive, negative, uncertain.
 STATES = ("blank", "positive", "negative", "uncertain")
 STATE_TOKENS = ("[BLA]", "[POS]", "[NEG]", "[UNC]")
 BLANK, POSITIVE, NEGATIVE, UNCERTAIN = range(4)
 
-# MedKLIP's 75 observation entities, in MedKLIP's query order (method.md §10.1).
+# MedKLIP's 75 observation entities, in MedKLIP's query order (docs/method.md §10.1).
 ENTITIES_75 = (
     "normal", "clear", "sharp", "sharply", "unremarkable", "intact", "stable", "free", "effusion",
     "opacity", "pneumothorax", "edema", "atelectasis", "tube", "consolidation", "process",
@@ -40,7 +40,7 @@ ENTITIES_75 = (
     "tail_abnorm_obs", "excluded_obs",
 )
 
-# MedKLIP's 51 anatomical positions (method.md §10.2).
+# MedKLIP's 51 anatomical positions (docs/method.md §10.2).
 ANATOMIES_51 = (
     "trachea", "left_hilar", "right_hilar", "hilar_unspec", "left_pleural", "right_pleural",
     "pleural_unspec", "heart_size", "heart_border", "left_diaphragm", "right_diaphragm",

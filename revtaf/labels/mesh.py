@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -65,9 +64,9 @@ def label_check(root: str | os.PathLike, split: str, labeler=None) -> dict:
     docs/labeler.md). Returns {'split', 'n', 'classes': {class: {precision, recall, f1, support, predicted}},
     'macro_f1'}.
     """
-    path = Path(root) / "annotation.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no annotation.json under {root}")
+    from revtaf.data.annotation import require_data_root
+
+    path = require_data_root(root) / "annotation.json"
     annotation = json.loads(path.read_text())
     if split not in annotation:
         raise KeyError(f"split {split!r} not in {path}; have {sorted(annotation)}")

@@ -1,4 +1,4 @@
-"""Disease-status vectors and the label-Hamming neighbours the LRE ranking loss is trained on (method.md §5, §13.3).
+"""Disease-status vectors and the label-Hamming neighbours the LRE ranking loss is trained on (docs/method.md §5, §13.3).
 
 A report's 18 labels x 4 states become a 72-dim one-hot status vector. Two reports are as far apart as the
 number of bits their status vectors differ in: every disease whose state differs flips two bits.

@@ -1,4 +1,4 @@
-"""Evaluation protocol of the project (product.md "Evaluation protocol", method.md §9): NLG scores and
+"""Evaluation protocol of the project (README "Evaluation protocol", docs/method.md §9): NLG scores and
 clinical efficacy of generated reports against reference reports, each result carrying its protocol.
 
 `score` cleans references AND hypotheses with the dataset's cleaner. The cleaners are idempotent on the

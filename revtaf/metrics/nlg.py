@@ -1,4 +1,4 @@
-"""Natural-language-generation scores: pycocoevalcap BLEU-1..4, METEOR 1.5, ROUGE-L and CIDEr (method.md §9.1).
+"""Natural-language-generation scores: pycocoevalcap BLEU-1..4, METEOR 1.5, ROUGE-L and CIDEr (docs/method.md §9.1).
 
 The protocol is the one of R2Gen / PromptMRG / REVTAF's `compute_scores`:
 - text is already cleaned (revtaf.data.clean) and is split on whitespace; no PTB tokenizer;

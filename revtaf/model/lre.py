@@ -1,4 +1,4 @@
-"""Learnable Retrieval Enhancer (LRE, method.md §5).
+"""Learnable Retrieval Enhancer (LRE, docs/method.md §5).
 
 A two-layer hyperbolic MLP maps each image's 75 MedKLIP-style entity scores into a Poincaré ball
 (c = 0.01, radius 10). It is trained with a ranking loss that makes the ball's nearest neighbour

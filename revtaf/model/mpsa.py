@@ -1,10 +1,10 @@
-"""Multi-Prompt Sinkhorn Attention (MPSA, method.md §6.3, §6.4, §6.6).
+"""Multi-Prompt Sinkhorn Attention (MPSA, docs/method.md §6.3, §6.4, §6.6).
 
 Image patches are the queries, text prompts (75 LRPs or N GRP sentences) the keys and values. The
 attention weights are an optimal-transport plan between patches and texts, solved with log-domain
 Sinkhorn on the cost 1 − cos(q, k).
 
-Two modes (method.md §13.1):
+Two modes (docs/method.md §13.1):
 - `ot` (default, §6.6): one L × T_valid transport problem per image, mu = 1/L over patches,
   nu = 1/T_valid over the valid texts. A = L·P, so each patch's weights over the texts sum to 1
   and are shaped by the cost: query/key projections matter and receive gradient.

@@ -1,4 +1,4 @@
-"""Classification branch and disease prompts, inherited from PromptMRG (method.md §4).
+"""Classification branch and disease prompts, inherited from PromptMRG (docs/method.md §4).
 
 The pooled image feature queries a small DETR-style transformer over K retrieved report embeddings; the
 result, concatenated with the pooled feature, is classified into 4 states (blank / positive / negative /
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -81,10 +82,54 @@ def cls_loss(logits: torch.Tensor, labels: torch.Tensor, base_probs: torch.Tenso
     return F.cross_entropy(logits + adjust, labels.long())
 
 
-def predict_states(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inference (no adjustment): logits [B,4,18] -> (probs [B,18,4], states [B,18])."""
+def predict_states(
+    logits: torch.Tensor, thresholds: Sequence[float | None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference (no adjustment): logits [B,4,18] -> (probs [B,18,4], states [B,18]).
+
+    Without `thresholds` the state is the argmax (the paper). With them (18 entries, None = argmax for that
+    disease), a disease is positive when P(positive) >= its threshold and otherwise takes the most probable
+    of the other states: decision thresholds chosen on val (`choose_thresholds`), since the argmax of a
+    classifier trained on 2,069 mostly normal studies almost never says positive.
+    """
     probs = logits.softmax(dim=1).transpose(1, 2)
-    return probs, probs.argmax(dim=-1)
+    states = probs.argmax(dim=-1)
+    if thresholds is None:
+        return probs, states
+    if len(thresholds) != NUM_DISEASES:
+        raise ValueError(f"expected {NUM_DISEASES} thresholds, got {len(thresholds)}")
+    not_positive = probs.clone()
+    not_positive[..., POSITIVE] = -1.0
+    other = not_positive.argmax(dim=-1)
+    for d, t in enumerate(thresholds):
+        if t is not None:
+            states[:, d] = torch.where(probs[:, d, POSITIVE] >= t, POSITIVE, other[:, d])
+    return probs, states
+
+
+def choose_thresholds(p_pos: np.ndarray, positive: np.ndarray, min_positives: int = 5) -> list[float | None]:
+    """Per-disease decision thresholds on P(positive) that maximise that disease's F1 on a held-out split.
+
+    p_pos [n,18], positive [n,18] bool (reference labels == positive). Diseases with fewer than
+    `min_positives` positive studies keep the argmax (None): a threshold fitted to two cases is noise.
+    """
+    p_pos, positive = np.asarray(p_pos, dtype=np.float64), np.asarray(positive, dtype=bool)
+    if p_pos.shape != positive.shape or p_pos.shape[1] != NUM_DISEASES:
+        raise ValueError(f"expected p_pos and positive [n,{NUM_DISEASES}], got {p_pos.shape}, {positive.shape}")
+    chosen: list[float | None] = []
+    for d in range(NUM_DISEASES):
+        if positive[:, d].sum() < min_positives:
+            chosen.append(None)
+            continue
+        best, best_t = -1.0, None
+        for t in np.unique(p_pos[:, d]):
+            pred = p_pos[:, d] >= t
+            tp = (pred & positive[:, d]).sum()
+            f1 = 2 * tp / max(pred.sum() + positive[:, d].sum(), 1)
+            if f1 > best:
+                best, best_t = f1, float(t)
+        chosen.append(best_t)
+    return chosen
 
 
 def initial_base_probs(labels: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
@@ -100,7 +145,7 @@ def initial_base_probs(labels: torch.Tensor, floor: float = 1e-4) -> torch.Tenso
 def update_base_probs(
     p_pos: torch.Tensor, labels: torch.Tensor, prev: torch.Tensor, floor: float = 1e-4
 ) -> torch.Tensor:
-    """PromptMRG's per-epoch update from validation outputs (method.md §4.2).
+    """PromptMRG's per-epoch update from validation outputs (docs/method.md §4.2).
 
     p_pos [n,14]: softmax P(positive) per CheXpert class; labels [n,14]; prev [18] -> new [18].
     For each class, the mean P(positive) over its positive samples, divided by the max over classes, then
@@ -122,7 +167,7 @@ def update_base_probs(
 
 
 def prompt_text(states: Sequence[int] | torch.Tensor) -> str:
-    """18 states -> "[BLA] [POS] ...", the decoder prompt after [DEC] (method.md §4.3)."""
+    """18 states -> "[BLA] [POS] ...", the decoder prompt after [DEC] (docs/method.md §4.3)."""
     states = [int(s) for s in (states.tolist() if isinstance(states, torch.Tensor) else states)]
     if len(states) != NUM_DISEASES or not all(0 <= s < NUM_STATES for s in states):
         raise ValueError(f"expected {NUM_DISEASES} states in 0..3, got {states}")

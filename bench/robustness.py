@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -79,6 +78,8 @@ class Outcome:
     report: str | None = None
     seconds: float = 0.0
     error_mro: tuple[str, ...] = ()
+    warned: bool | None = None  # the report came with the input check's warning (None: the model has no check)
+    expect_warning: bool = False
 
     @property
     def clean(self) -> bool:
@@ -88,7 +89,7 @@ class Outcome:
     @property
     def as_expected(self) -> bool:
         if self.expected is None:
-            return self.kind == "report"
+            return self.kind == "report" and (self.warned is None or not self.expect_warning or self.warned)
         return self.kind == "error" and self.expected in self.error_mro
 
 
@@ -121,8 +122,10 @@ def _sandbox_main(conn, checkpoint: str | None, memory_bytes: int | None, thread
                 image = read_image(data)
                 if not np.isfinite(image.render()).all():
                     raise FloatingPointError("the decoded image has NaN or infinite display values")
-                report = model.predict(image).report if model is not None else None
-            out = {"kind": "report", "report": report}
+                prediction = model.predict(image) if model is not None else None
+            out = {"kind": "report", "report": prediction.report if prediction else None,
+                   "warned": None if prediction is None or prediction.in_distribution is None
+                   else prediction.warning is not None}
         except ImageReadError as exc:
             out = {"kind": "error", "error_type": type(exc).__name__, "message": str(exc),
                    "error_mro": tuple(c.__name__ for c in type(exc).__mro__)}
@@ -206,17 +209,11 @@ class Sandbox:
 def run_library(items: Sequence, checkpoint: str | os.PathLike | None, timeout_s: float = 60.0) -> list[Outcome]:
     """Every corpus item (objects with .name, .data, .expect) through the sandboxed library path."""
     with Sandbox(checkpoint, timeout_s) as box:
-        return [Outcome(item.name, item.expect.__name__ if item.expect else None, **box.run(item.data))
-                for item in items]
+        return [Outcome(item.name, item.expect.__name__ if item.expect else None, **box.run(item.data),
+                        expect_warning=getattr(item, "warn", False)) for item in items]
 
 
 # ============================================================================ the app as a process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _path_without(program: str) -> str:
@@ -244,6 +241,8 @@ class AppServer:
         self.workdir = Path(workdir)
         self.java, self.threads, self.extra_env = java, threads, env or {}
         self.startup_timeout_s = startup_timeout_s
+        from app.service import free_port
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = self.workdir / "server.log"
@@ -670,7 +669,7 @@ def privacy_probe(url: str, server: AppServer, dicoms: dict[str, bytes], markers
 # ============================================================================ 4. weights integrity
 
 
-def unsafe_weight_loads(roots: Iterable[str | os.PathLike] = (REPO / "revtaf", REPO / "app", REPO / "train"),
+def unsafe_weight_loads(roots: Iterable[str | os.PathLike] = (REPO / "revtaf", REPO / "app", REPO / "train", REPO / "bench"),
                         ) -> list[str]:
     """Places that could unpickle arbitrary objects: torch.load without weights_only=True, pickle/dill/joblib
     loads, np.load(allow_pickle=True). "file:line call" strings (an AST scan, comments cannot fool it)."""
@@ -766,35 +765,6 @@ def integrity_checks(model_dir: str | os.PathLike, workdir: str | os.PathLike) -
 BAD_FOR_LOAD = ("empty", "text-renamed-png", "png-bomb-20000", "dicom-multiframe", "jpeg-truncated")
 
 
-def _test_helpers():
-    """The corpus generators live beside the tests (tests/hostile_corpus.py); the bench runs from a checkout."""
-    folder = REPO / "tests"
-    if not (folder / "hostile_corpus.py").is_file():
-        raise FileNotFoundError(f"the robustness bench needs the source checkout's tests/ folder ({folder})")
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    import hostile_corpus
-
-    return hostile_corpus
-
-
-def _model_dir(checkpoint: str | os.PathLike | None, workdir: Path) -> tuple[Path, str]:
-    """(model directory, description): `checkpoint`, else the bundled model, else a random-init cpu preset."""
-    from app.service import resolve_checkpoint
-
-    try:
-        path = resolve_checkpoint(checkpoint)
-        return path, str(path)
-    except FileNotFoundError:
-        if checkpoint:
-            raise
-    from revtaf.model.random_init import random_model
-
-    path = workdir / "random-cpu-model"
-    random_model("cpu").save_pretrained(path)
-    return path, "random-init cpu preset (no bundled model found; generation always runs to max_new_tokens)"
-
-
 def _good_files(data_root: Path | None, folder: Path, helpers, n: int = 2) -> list[Path]:
     if data_root is not None:
         from revtaf.data import image_file, load_annotation
@@ -813,14 +783,16 @@ def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathL
     summary and return every figure."""
     if clients < 1 or requests < 1:
         raise ValueError(f"clients and requests must be >= 1, got {clients}, {requests}")
+    from app.service import model_dir_or_random
     from revtaf.paths import resolve_data_root
 
-    helpers = _test_helpers()
+    from bench import hostile_corpus as helpers
+
     root = resolve_data_root(data_root)
     out: dict = {}
     with tempfile.TemporaryDirectory(prefix="revtaf-robustness-") as tmp:
         work = Path(tmp)
-        model_dir, out["model"] = _model_dir(checkpoint, work)
+        model_dir, out["model"] = model_dir_or_random(checkpoint, work)
         items = helpers.corpus()
         good = _good_files(root, work, helpers)
         bad = []
@@ -833,6 +805,7 @@ def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathL
         library = run_library(items, model_dir, timeout_s)
         out["library"] = {"tried": len(library), "clean": sum(o.clean for o in library),
                           "reports": sum(o.kind == "report" for o in library),
+                          "warned": sum(bool(o.warned) for o in library),
                           "typed_errors": sum(o.kind == "error" for o in library),
                           "crashed": [f"{o.name}: {o.kind} {o.error_type or ''} {o.message[:80]}"
                                       for o in library if not o.clean],
@@ -851,6 +824,13 @@ def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathL
                           "failed": [f"{o.name}: {o.kind} {o.problems} {o.message[:80]}" for o in api if not o.clean],
                           "good_after_refusal": f"{sum(bool(o.good_after) for o in refused)}/{len(refused)}",
                           "server_alive": server.alive()}
+            pyd_items = helpers.pydicom_corpus()
+            pyd = run_app_corpus(server.url, pyd_items, good[0], work / "pydicom", helpers.MARKERS, timeout_s)
+            expected = {h.name: h.expect for h in pyd_items}
+            out["pydicom"] = {"tried": len(pyd), "read": sum(o.kind == "ok" for o in pyd),
+                              "refused": sum(o.kind == "error" and not o.problems for o in pyd),
+                              "crashed": [f"{o.name}: {o.kind} {o.problems} {o.message[:80]}" for o in pyd if not o.clean],
+                              "unexpected": [o.name for o in pyd if (o.kind == "ok") != (expected[o.name] is None)]}
             load = run_load(server.url, good, bad, clients, requests, timeout_s)
             out["load"] = {**load.summary(), "good_failed_detail": load.good_failed, "bad_detail": load.bad_not_refused,
                            "peak_rss_mb": round((server.peak_rss() or 0) / 2**20)}
@@ -882,11 +862,14 @@ def format_summary(r: dict) -> str:
     lines = [
         f"REVTAF robustness (model: {r['model']})",
         f"hostile inputs, library (read_image + predict, sandboxed): {lib['tried']} tried · {lib['clean']} handled "
-        f"cleanly ({lib['reports']} reports, {lib['typed_errors']} typed errors) · {crashed} crashed/hung/untyped · "
+        f"cleanly ({lib['reports']} reports, of which {lib['warned']} with the input warning, {lib['typed_errors']} typed errors) · {crashed} crashed/hung/untyped · "
         f"{lib['tried'] - len(lib['unexpected'])} as expected · slowest {lib['max_seconds']} s",
         f"hostile inputs, app /generate: {api['tried']} tried · {api['clean']} handled cleanly "
         f"({api['reports']} reports, {api['refused_readably']} readable refusals, no stack trace) · "
         f"{len(api['failed'])} failed · good request right after each refusal: {api['good_after_refusal']}",
+        f"pydicom corpus, app /generate: {r['pydicom']['tried']} files tried · {r['pydicom']['read']} read (report) · "
+        f"{r['pydicom']['refused']} refused readably · {len(r['pydicom']['crashed'])} crashed · "
+        f"{len(r['pydicom']['unexpected'])} unlike the expected-outcome table",
         f"load: {load['clients']} concurrent clients x {load['requests'] // load['clients']} requests (1 in 3 bad): "
         f"{load['good_served']} good served, {load['good_failed']} failed, bad refused cleanly: "
         f"{'yes' if load['bad_refused_cleanly'] else 'NO'} · p50 {load['p50_s']:.2f} s, p95 {load['p95_s']:.2f} s · "
@@ -905,6 +888,6 @@ def format_summary(r: dict) -> str:
         f"train/: {len(r['weight_loads']['training'])} torch.load calls without weights_only=True (its own training "
         f"checkpoints and feature cache; listed in --out)",
     ]
-    details = lib["crashed"] + api["failed"] + load["good_failed_detail"] + load["bad_detail"] + q["other"] \
+    details = lib["crashed"] + api["failed"] + r["pydicom"]["crashed"] + load["good_failed_detail"] + load["bad_detail"] + q["other"] \
         + iso["failures"] + priv["leaks"] + priv["uploads_kept"]
     return "\n".join(lines + [f"  ! {d}" for d in details])

@@ -1,4 +1,4 @@
-"""`python -m app.bench` (and `revtaf bench --app`): wall time from upload to all panels filled.
+"""`python -m bench.app_latency`: wall time from upload to all panels filled.
 
 The demo is launched on 127.0.0.1 and driven with gradio_client, so a figure includes everything a browser
 waits for: upload, queue, image decoding, the model, overlays, tables, the comparison with the ground truth
@@ -12,31 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 from app import service as S
-
-
-def _model(checkpoint: str | Path | None):
-    """(model, description)."""
-    try:
-        path = S.resolve_checkpoint(checkpoint)
-    except FileNotFoundError:
-        if checkpoint:
-            raise
-        from revtaf.model.random_init import random_model
-
-        return random_model("cpu"), "random-init cpu preset (no bundled model found)"
-    return S.load_model(path), str(path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _timed(fn, runs: int) -> tuple[float, float | None]:
@@ -69,14 +50,15 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
     root = resolve_data_root(data_root)
     if root is None:
         raise FileNotFoundError("the app benchmark needs IU X-Ray: pass --data-root or set REVTAF_DATA")
-    model, description = _model(checkpoint)
+    path, description = S.model_dir_or_random(checkpoint, tempfile.mkdtemp(prefix="revtaf-bench-"))
+    model = S.load_model(path)
     service = S.Service(model, root)
     study_id = study_id or service.case_ids("test")[0]
     image = image_file(root, next(s for s in service.studies["test"] + service.studies["train"] if s.id == study_id))
     service.meteor_ready.wait(timeout=300)  # the jar's start-up is paid once per server, not per request
 
     demo, launch_kwargs = build(service)
-    port = _free_port()
+    port = S.free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -107,7 +89,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.app_latency", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=os.environ.get("REVTAF_CHECKPOINT"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--study", default=None, help="study id (default: the first test study)")
