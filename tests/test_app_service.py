@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from app import service as S
-from dicom_factory import MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
+from bench.dicom_factory import MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
 from revtaf.data import (
     CompressedDicomError,
     EmptyFileError,
@@ -36,7 +36,7 @@ from revtaf.labels import LABEL_NAMES_18, RuleLabeler
 from revtaf.labels.constants import ENTITIES_75
 
 BANK_SIZE = 40
-JPEG_LS = "1.2.840.10008.1.2.4.80"  # a transfer syntax no installed plugin decodes
+HTJ2K = "1.2.840.10008.1.2.4.201"  # a transfer syntax no installed plugin decodes (GDCM reads JPEG-LS)
 MAX_SENTENCES = 8
 
 
@@ -113,7 +113,10 @@ def test_dataset_case_fills_every_panel(service, study_case, iu_root, test_ids):
     assert all(abs(sum(r[2:]) - 1) < 0.01 for r in diseases)
 
     entities = S.entity_rows(pred)
-    assert len(entities) == 75 and sorted(r[2] for r in entities) == sorted(ENTITIES_75)
+    assert len(entities) == 75 and sorted(r[6] for r in entities) == sorted(ENTITIES_75)
+    # readable names and locations for the radiologist; the internal id stays in its own column
+    assert all("_" not in r[2] and "_" not in r[5] for r in entities)
+    assert any(r[6] == "tail_abnorm_obs" and r[2] == "other abnormality (rare)" for r in entities)
     groups = [S.GROUPS.index(r[1]) for r in entities]
     assert groups == sorted(groups)  # grouped: findings, then devices, then normal descriptors
     only = S.entity_rows(pred, "device")
@@ -154,7 +157,7 @@ def test_fcc_partner_is_the_most_similar(service, study_case):
     assert f"retrieved sentence {j + 1}**" in hm.caption
     assert f"S = {sim[m, j]:.3f}" in hm.caption and f"O = {ovl[m, j]:.3f}" in hm.caption
     i = int(np.argmax(sim[:, 0]))
-    assert f"entity `{pred.entities[i].entity}`" in study_case.heatmap("grp:0").caption
+    assert f"entity {pred.entities[i].label}" in study_case.heatmap("grp:0").caption
     with pytest.raises(S.AppInputError):
         study_case.heatmap("xyz:1")
     # a retrieved study whose text no source has: its sentence maps are still shown, labelled as such
@@ -221,7 +224,7 @@ def bad_inputs(iu_root: Path, test_id: str) -> dict[str, tuple[bytes, type]]:
         "truncated.jpg": (jpeg[: len(jpeg) // 3], TruncatedImageError),
         "huge.png": (_png((9000, 9000)), ImageTooLargeError),
         "no_pixels.dcm": (to_bytes(no_pixels), UnsupportedDicomError),
-        "jpegls.dcm": (with_fake_compression(make_dataset(pixels=np.zeros((16, 16), np.uint16)), JPEG_LS),
+        "htj2k.dcm": (with_fake_compression(make_dataset(pixels=np.zeros((16, 16), np.uint16)), HTJ2K),
                        CompressedDicomError),
     }
 

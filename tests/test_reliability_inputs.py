@@ -1,4 +1,4 @@
-"""Hostile inputs: every item of the generated corpus (tests/hostile_corpus.py) through the library and
+"""Hostile inputs: every item of the generated corpus (bench/hostile_corpus.py) through the library and
 through the running app. Each ends in a report or a typed, readable error, within a time limit, in a process
 that survives it; the app keeps serving: a good request succeeds right after every refused one."""
 
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_factory import MARKERS
-from hostile_corpus import corpus
+from bench.dicom_factory import MARKERS
+from bench.hostile_corpus import corpus
 from reliability_support import app_server, good_images, model_dir
 from revtaf.data.imageio import ImageReadError
-from train.robustness import message_problems, run_app_corpus, run_library
+from bench.robustness import message_problems, run_app_corpus, run_library
 
 # gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
@@ -72,7 +72,7 @@ def test_app_every_input_gets_a_report_or_a_readable_refusal(items, tmp_path_fac
     by_name = {o.name: o.message for o in outcomes}
     assert "The file is empty (0 bytes)." in by_name["empty"]
     assert "too large to process safely" in by_name["png-bomb-20000"]
-    assert "no decoder plugin is installed" in by_name["dicom-jpegls"]
+    assert "no decoder plugin is installed" in by_name["dicom-htj2k"]
     assert "<script>" not in by_name["html-script"]
     assert server.alive()
 
@@ -80,7 +80,7 @@ def test_app_every_input_gets_a_report_or_a_readable_refusal(items, tmp_path_fac
 def test_the_page_shows_each_refusal_in_the_status_line(items, tmp_path_factory, iu_root, tmp_path):
     from gradio_client import handle_file
 
-    from train.robustness import call, client
+    from bench.robustness import call, client
 
     server = app_server(tmp_path_factory, iu_root)
     c = client(server.url)
@@ -92,3 +92,20 @@ def test_the_page_shows_each_refusal_in_the_status_line(items, tmp_path_factory,
         assert result.kind == "ok", (item.name, result.message)  # the page event answers; the toast says why
         status = [v for v in result.value if isinstance(v, str) and v.startswith("⚠")]
         assert len(status) == 1 and not message_problems(status[0], MARKERS + (item.filename,)), (item.name, status)
+
+
+def test_app_answers_pydicom_corpus_files_and_keeps_serving(tmp_path_factory, iu_root, tmp_path):
+    """A sample of pydicom's own corpus through /generate (the bench sends all of it): the files that read get
+    a report, the others a readable refusal, and a good request succeeds after each refusal."""
+    from bench.hostile_corpus import pydicom_corpus
+
+    everything = pydicom_corpus()
+    names = ("SC_rgb_jpeg_gdcm", "MR_small_jpeg_ls_lossless", "SC_ybr_full_422_uncompressed", "CT_small",
+             "badVR", "JPGExtended", "rtplan", "ExplVR_LitEndNoMeta", "MR_truncated", "README_txt")
+    sample = [h for h in everything if h.name.removeprefix("pydicom-").removesuffix("_dcm") in names]
+    assert len(everything) >= 170 and len(sample) == len(names)
+    server = app_server(tmp_path_factory, iu_root)
+    outcomes = run_app_corpus(server.url, sample, good_images(iu_root, 1)[0], tmp_path, timeout_s=TIMEOUT_S)
+    for item, o in zip(sample, outcomes):
+        assert o.kind == ("ok" if item.expect is None else "error"), (o.name, o.kind, o.message)
+        assert o.clean, (o.name, o.problems, o.good_after)

@@ -1,4 +1,4 @@
-"""Reading chest X-rays from PNG (8/16-bit), JPEG and DICOM into one `XrayImage` (product.md, "Input handling").
+"""Reading chest X-rays from PNG (8/16-bit), JPEG and DICOM into one `XrayImage` (README, "Demo").
 
 DICOM path: pixel data -> modality LUT (rescale) -> VOI (LUT sequence, else window center/width, else a
 percentile window) -> invert MONOCHROME1. `XrayImage.raw` keeps modality values as float32 for the model and
@@ -65,6 +65,10 @@ class UnsupportedDicomError(ImageReadError):
 
 class CompressedDicomError(UnsupportedDicomError):
     """The DICOM's compression needs a decoder plugin that is not installed."""
+
+
+class MalformedDicomError(CorruptImageError):
+    """A header value the pixels depend on (size, frames, bit depth) is not a valid number."""
 
 
 @dataclass
@@ -135,8 +139,8 @@ def read_image(source: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_
     if data[128:132] == b"DICM":
         with _pydicom_silenced():
             return _read_dicom(data, max_pixels, headerless=False)
-    # A DICOM written without preamble starts with a group-0002 or group-0008 tag (little endian).
-    if data[:2] in (b"\x02\x00", b"\x08\x00"):
+    # A DICOM written without preamble starts with a group-0002 or group-0008 tag (either byte order).
+    if data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08"):
         with _pydicom_silenced():
             return _read_dicom(data, max_pixels, headerless=True)
     if _looks_like_text(data):
@@ -266,7 +270,9 @@ def _read_dicom(data: bytes, max_pixels: int, headerless: bool) -> XrayImage:
         raise CorruptImageError("The DICOM file is damaged or incomplete and cannot be read.") from None
 
     if "PixelData" not in ds:
-        if headerless:  # the sniff guessed DICOM from two bytes; without pixels the guess proves nothing
+        # Without a preamble the sniff guessed DICOM from two bytes; only a parsed SOP class or modality
+        # proves the guess (an RT plan, a structure set...), anything else is not an image file at all.
+        if headerless and not (_tag_text(ds, "SOPClassUID") or _tag_text(ds, "Modality")):
             raise NotAnImageError("This file is not a PNG, JPEG or DICOM image.")
         if "Rows" in ds:  # the image is described but its pixels are missing: the file was cut short
             raise TruncatedImageError("The DICOM file is incomplete: it ends before the image data does.")
@@ -274,12 +280,12 @@ def _read_dicom(data: bytes, max_pixels: int, headerless: bool) -> XrayImage:
             "This DICOM file holds no image pixels (it may be a report, a presentation state or a directory, "
             "or the file is incomplete)."
         )
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
     if rows <= 0 or cols <= 0:
         raise UnsupportedDicomError("This DICOM file does not state its image size (Rows / Columns).")
     if rows * cols > max_pixels:
         raise _too_large(cols, rows)
-    frames = int(ds.get("NumberOfFrames") or 1)
+    frames = _int_tag(ds, "NumberOfFrames", 1) or 1  # 0 is written by some exporters for a single frame
     if frames != 1:
         raise UnsupportedDicomError(
             f"This DICOM holds {frames} frames (a multi-frame object); only single radiographs are supported. "
@@ -298,11 +304,13 @@ def _read_dicom(data: bytes, max_pixels: int, headerless: bool) -> XrayImage:
             pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian
         )
     syntax = ds.file_meta.TransferSyntaxUID
+    samples, allocated = _int_tag(ds, "SamplesPerPixel", 1), _int_tag(ds, "BitsAllocated", 16)
     if syntax.is_compressed:
-        _check_decoder(syntax)
+        _check_decoder(syntax, _int_tag(ds, "BitsStored", allocated))
     else:
-        n_bits = rows * cols * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("BitsAllocated") or 16)
-        expected = (n_bits + 7) // 8
+        # YBR_FULL_422 stores two chroma samples per two pixels: 2 values a pixel instead of 3
+        values = rows * cols * (2 if photometric == "YBR_FULL_422" and samples == 3 else samples)
+        expected = (values * allocated + 7) // 8
         if len(ds.PixelData) < expected:
             raise TruncatedImageError("The DICOM file is incomplete: it ends before the image data does.")
 
@@ -325,7 +333,7 @@ def _read_dicom(data: bytes, max_pixels: int, headerless: bool) -> XrayImage:
             raise CorruptImageError(
                 "This DICOM's rescale values (modality LUT) are not valid numbers, so its pixels cannot be read."
             )
-        bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+        bits = _int_tag(ds, "BitsStored", allocated)
     else:
         if pixels.ndim != 3 or pixels.shape[-1] != 3:
             raise UnsupportedDicomError("This DICOM's colour pixel data does not form a single RGB image.")
@@ -365,8 +373,44 @@ _PLUGINS = (
 )
 
 
-def _check_decoder(syntax) -> None:
+def _tag_text(ds, keyword: str) -> str:
+    """A header value as text for a yes/no check only (never shown), "" when absent or unreadable."""
+    try:
+        return str(ds.get(keyword) or "").strip()
+    except Exception:
+        return ""
+
+
+def _int_tag(ds, keyword: str, default: int) -> int:
+    """An integer header value the pixels depend on; a malformed one (badVR.dcm's NumberOfFrames "1A") is refused
+    with a typed error that names the tag, never its value."""
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else default
+    except (ValueError, TypeError, OverflowError):
+        raise MalformedDicomError(
+            f"This DICOM's {keyword} is not a valid number, so its pixels cannot be read reliably."
+        ) from None
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# 12-bit JPEG Extended (process 2 & 4), common in older CR archives: neither GDCM nor Pillow decodes 12-bit
+# samples; pylibjpeg-libjpeg does, but it is GPL-3.0, so it is an optional extra (`pip install 'revtaf[jpeg12]'`).
+JPEG12_HINT = "pip install 'revtaf[jpeg12]' (pylibjpeg-libjpeg, GPL-3.0)"
+
+
+def _check_decoder(syntax, bits_stored: int = 8) -> None:
     from pydicom.pixels import get_decoder
+
+    if syntax == "1.2.840.10008.1.2.4.51" and bits_stored > 8 and not _has_module("libjpeg"):
+        raise CompressedDicomError(
+            f"This DICOM uses 12-bit JPEG Extended compression; its decoder is an optional extra ({JPEG12_HINT})."
+        )
 
     family, hint = syntax.name, "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or python-gdcm"
     for prefix, name, plugin in _PLUGINS:
