@@ -3,7 +3,7 @@ panel's content (tables, overlays, diffs, metrics) and keep the per-session erro
 
 `app/ui.py` only wires these functions to components, so everything here is testable without a browser.
 
-Patient-data rules (product.md, "Input handling"): uploads arrive as bytes and are read in memory
+Patient-data rules (README, "Demo"): uploads arrive as bytes and are read in memory
 (`consume_upload` deletes Gradio's temporary copy at once); `XrayImage` carries no DICOM header tags, only
 pixels, window, inversion and view position; nothing here logs or stores a file name.
 """
@@ -38,9 +38,10 @@ from revtaf.metrics import case_scores, ce_scores, finding_diff
 from revtaf.metrics.nlg import java_available
 from revtaf.model.prediction import Prediction
 from revtaf.data.reports import OPENI_ATTRIBUTION, ReportLookup
+from revtaf.paths import BUNDLED_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = REPO / "assets" / "revtaf-iu"
+DEFAULT_CHECKPOINT = BUNDLED_MODEL
 IU_ATTRIBUTION = OPENI_ATTRIBUTION
 NOTICE = "Research demo — not for clinical use. Outputs are machine-generated and may be wrong."
 BURNED_IN_WARNING = (
@@ -105,6 +106,32 @@ def resolve_checkpoint(
             "or --hf-repo ID --hf-revision SHA."
         )
     return path
+
+
+def model_dir_or_random(checkpoint: str | os.PathLike | None, workdir: str | os.PathLike) -> tuple[Path, str]:
+    """(model directory, description) for benchmarks and QA: `checkpoint`, else the bundled model, else a
+    random-init cpu-preset model saved under `workdir` (so a checkout without weights can still be measured)."""
+    try:
+        path = resolve_checkpoint(checkpoint)
+        return path, str(path)
+    except FileNotFoundError:
+        if checkpoint:
+            raise
+    from revtaf.model.random_init import random_model
+
+    path = Path(workdir) / "random-cpu-model"
+    if not (path / "config.json").is_file():
+        random_model("cpu").save_pretrained(path)
+    return path, "random-init cpu preset (no bundled model found; generation always runs to max_new_tokens)"
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a local server."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def load_model(path: str | os.PathLike):
@@ -209,11 +236,21 @@ def window_range(image: XrayImage) -> tuple[float, float, float]:
     return lo, max(hi, lo + 1.0), max(2.0 * (hi - lo), 2.0)
 
 
-def describe_image(image: XrayImage, original_size: tuple[int, int]) -> str:
-    """One markdown line: format, size, bit depth, view position."""
+def describe_image(image: XrayImage, original_size: tuple[int, int], pred: Prediction | None = None) -> str:
+    """One markdown line: format, size, bit depth, view position (the file's tag, else the model's call)."""
     fmt = {"dicom": "DICOM", "png": "PNG", "jpeg": "JPEG"}.get(image.source_format, image.source_format.upper())
-    view = image.view_position or "not stated in the file"
-    return f"**{fmt}**, {original_size[0]} × {original_size[1]} px, {image.bits}-bit · view position: **{view}**"
+    if image.view_position:
+        view = f"**{image.view_position}** (from the file)"
+    elif pred is not None and pred.view is not None:
+        view = f"**{pred.view}** (predicted from the pixels, P(lateral) {pred.p_lateral:.2f}; not stated in the file)"
+    else:
+        view = "**not stated in the file**"
+    return f"**{fmt}**, {original_size[0]} × {original_size[1]} px, {image.bits}-bit · view position: {view}"
+
+
+def warning_html(pred: Prediction) -> str:
+    """The input check's warning above the report (empty when there is none)."""
+    return f'<div class="input-warning">⚠ {html.escape(pred.warning)}</div>' if pred.warning else ""
 
 
 # --------------------------------------------------------------------------------------------- overlays
@@ -221,7 +258,7 @@ def describe_image(image: XrayImage, original_size: tuple[int, int]) -> str:
 
 def model_box(height: int, width: int, size: int = 224) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the region the attention maps cover: the test transform resizes the shorter side to
-    256 and centre-crops 224 (method.md §1.5), i.e. a centred square of side 224/256 of the shorter side."""
+    256 and centre-crops 224 (docs/method.md §1.5), i.e. a centred square of side 224/256 of the shorter side."""
     side = min(height, width) * size / resize_size(size)
     x0, y0 = (width - side) / 2, (height - side) / 2
     box = round(x0), round(y0), round(x0 + side), round(y0 + side)
@@ -264,7 +301,8 @@ def heatmap_choices(pred: Prediction) -> list[tuple[str, str]]:
     if len(pred.lrp_maps):
         for e in sorted(pred.entities, key=lambda e: -e.exist_prob):
             flag = "present" if e.exists else "absent"
-            choices.append((f"Entity · {e.entity} — p={e.exist_prob:.2f} ({flag}), {e.position}", f"lrp:{e.index}"))
+            choices.append((f"Entity · {e.label or e.entity} — p={e.exist_prob:.2f} ({flag}), {e.position_label or e.position}",
+                            f"lrp:{e.index}"))
     for j in range(len(pred.grp_maps)):
         choices.append((f"Sentence {j + 1} · {_short(grp_sentence(pred, j), 70)}", f"grp:{j}"))
     return choices
@@ -319,7 +357,8 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
     has_pairs = len(pred.lrp_maps) and n_sent
     if kind == "lrp":
         e = pred.entities[i]
-        title = (f"**Entity `{e.entity}`** (LRP) — existence p = {e.exist_prob:.2f}, position *{e.position}*  \n"
+        title = (f"**Entity {e.label or e.entity}** (LRP `{e.entity}`) — existence p = {e.exist_prob:.2f}, "
+                 f"location *{e.position_label or e.position}*  \n"
                  f"“{e.sentence}”")
         if not has_pairs:
             return Heatmap(main, None, title + "\n\nNo retrieved sentences, so no FCC pair.")
@@ -333,7 +372,7 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
             return Heatmap(main, None, title + "\n\nNo entity prompts, so no FCC pair.")
         m = int(np.argmax(sim[:, i]))
         partner = overlay(gray, pred.lrp_maps[m], opacity, cmap, box)
-        pair = f"Partner: **entity `{pred.entities[m].entity}`** (highest S) — “{pred.entities[m].sentence}”"
+        pair = f"Partner: **entity {pred.entities[m].label or pred.entities[m].entity}** (highest S) — “{pred.entities[m].sentence}”"
         s, o = float(sim[m, i]), float(ovl[m, i])
     caption = (
         f"{title}\n\n{pair}\n\n**FCC consistency of the pair:** semantic similarity S = {s:.3f}, "
@@ -346,7 +385,7 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
 
 
 DISEASE_HEADERS = ["disease prompt", "state", "P blank", "P pos", "P neg", "P unc"]
-ENTITY_HEADERS = ["#", "group", "entity", "exist prob", "present", "position", "triplet sentence"]
+ENTITY_HEADERS = ["#", "group", "finding", "exist prob", "present", "location", "entity id", "triplet sentence"]
 NEIGHBOUR_HEADERS = ["rank", "study id", "distance", "labels (+ / ?)", "report"]
 
 
@@ -372,8 +411,8 @@ def entity_rows(pred: Prediction, group: str | None = None) -> list[list]:
     order = {g: k for k, g in enumerate(GROUPS)}
     rows = [e for e in pred.entities if not group or group == "all" or e.group == group]
     rows.sort(key=lambda e: (order.get(e.group, len(GROUPS)), -e.exist_prob))
-    return [[e.index, e.group, e.entity, round(float(e.exist_prob), 3), "✓" if e.exists else "", e.position,
-             e.sentence] for e in rows]
+    return [[e.index, e.group, e.label or e.entity, round(float(e.exist_prob), 3), "✓" if e.exists else "",
+             e.position_label or e.position, e.entity, e.sentence] for e in rows]
 
 
 def _labels_text(labels: dict[str, str], states: tuple[str, ...] = ("positive", "uncertain", "negative")) -> str:
@@ -586,7 +625,7 @@ class Service:
         if len(pred.lrp_maps):
             ranked = sorted(pred.entities, key=lambda e: (not e.exists, -e.exist_prob))[:k]
             out += [(overlay(gray, pred.lrp_maps[e.index], opacity, cmap, box),
-                     f"LRP {e.entity} (p={e.exist_prob:.2f}, {e.position})") for e in ranked]
+                     f"LRP {e.label or e.entity} (p={e.exist_prob:.2f}, {e.position_label or e.position})") for e in ranked]
         out += [(overlay(gray, pred.grp_maps[j], opacity, cmap, box),
                  f"GRP sentence {j + 1}: {_short(grp_sentence(pred, j), 60)}")
                 for j in range(min(k, len(pred.grp_maps)))]

@@ -29,6 +29,8 @@ CSS = """
 .dicom-warning {background:#fdecec;border:1px solid #e79a9a;border-radius:8px;padding:6px 12px;color:#8a1f1f}
 .attribution {font-size:0.85em;opacity:0.8}
 .report textarea {font-size:1.02em;line-height:1.5}
+.withheld textarea {opacity:0.45}
+.input-warning {background:#fdecec;border:2px solid #d64545;border-radius:8px;padding:8px 14px;color:#7a1010;font-weight:600}
 .panel-title h3 {margin:0 0 4px 0}
 footer {display:none !important}
 """
@@ -152,6 +154,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
 
             with gr.Column(scale=6, min_width=420):
                 gr.Markdown("### 2 · Generated report", elem_classes="panel-title")
+                input_warning = gr.HTML("", visible=False, elem_id="input-warning")
                 report = gr.Textbox(label="Generated findings", lines=6, interactive=False, elem_classes="report",
                                     buttons=["copy"], elem_id="report")
                 status = gr.Markdown("Upload an image or load a dataset case.")
@@ -236,7 +239,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
 
         # ------------------------------------------------------------------ event functions
         case_outputs = [case_state, image_view, image_info, dicom_warning, center, width, invert, preset,
-                        report, status, disease_md, diseases, retrieved, retrieved_md, neighbours, entities,
+                        input_warning, report, status, disease_md, diseases, retrieved, retrieved_md, neighbours, entities,
                         heat_key, heat_main, heat_partner, heat_caption, gt_text, gen_copy, diff_html, findings,
                         metrics, raw_json, review_case, categories, note]
 
@@ -257,13 +260,15 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             return [
                 case,
                 case.gray(),
-                S.describe_image(image, case.original_size) + (f" · study `{case.study_id}`" if case.study_id else ""),
+                S.describe_image(image, case.original_size, pred) + (f" · study `{case.study_id}`" if case.study_id else ""),
                 gr.update(visible=is_dicom),
                 gr.update(minimum=lo, maximum=hi, value=float(image.window[0])) if new_image else gr.update(),
                 gr.update(minimum=1, maximum=max_w, value=float(image.window[1])) if new_image else gr.update(),
                 bool(image.invert) if new_image else gr.update(),
                 "file" if new_image else gr.update(),
-                pred.report,
+                gr.update(value=S.warning_html(pred), visible=pred.warning is not None),
+                # a report of an input the model does not read is greyed out, under the warning
+                gr.update(value=pred.report, elem_classes=["report", "withheld"] if pred.warning else ["report"]),
                 f"*{ablated}* · {timings}" if timings else f"*{ablated}*",
                 S.disease_summary(pred),
                 S.disease_rows(pred),

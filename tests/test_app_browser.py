@@ -116,3 +116,35 @@ def test_page_upload_panels_dataset_case_and_bad_file(browser_page, app_url, iu_
     assert "verdict" in page.locator("#findings").inner_text()
     time.sleep(0.5)  # let images finish painting before the screenshot
     page.screenshot(path=str(SCREENSHOTS / "app_dataset_case.png"), full_page=True)
+
+
+def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tmp_path):
+    """With the bundled model (it carries the input check): a photograph gets the warning above a greyed-out
+    report; a real frontal IU image gets none."""
+    from bench.hostile_corpus import corpus
+    from revtaf.paths import BUNDLED_MODEL
+
+    page = browser_page
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(next(h for h in corpus() if h.name == "colour-photo").data)
+    with running_app(S.Service(S.load_model(BUNDLED_MODEL), iu_root)) as url:
+        page.goto(url, timeout=TIMEOUT_MS)
+        page.get_by_text("not for clinical use").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator("#upload input[type=file]").set_input_files(str(photo))
+        wait_for_text(page, "report")
+        warning = page.locator("#input-warning")
+        warning.get_by_text("does not look like a chest radiograph").wait_for(timeout=TIMEOUT_MS)
+        assert "withheld" in (page.locator("#report").get_attribute("class") or "")
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "app_input_warning.png"), full_page=True)
+        previous = textarea(page, "report")
+        study = load_annotation(iu_root, "iu")["test"][0]
+        page.locator("#upload input[type=file]").set_input_files(str(image_file(iu_root, study)))
+        page.wait_for_function("() => !document.querySelector('#report').className.includes('withheld')",
+                               timeout=TIMEOUT_MS)
+        assert textarea(page, "report") != previous
+        assert not warning.is_visible()
+        assert "predicted from the pixels" in page.locator("body").inner_text()
+        page.wait_for_function("() => document.querySelector('#heat-main img')", timeout=TIMEOUT_MS)
+        time.sleep(0.5)
+        page.screenshot(path=str(SCREENSHOTS / "app_bundled_model.png"), full_page=True)

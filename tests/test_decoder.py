@@ -127,3 +127,31 @@ def test_init_from_bert_directory(tokenizer, tmp_path):
         ReportDecoder(DecoderConfig(**{**TINY, "hidden_size": 64}, init_dir=str(tmp_path)), tokenizer, 24)
     with pytest.raises(FileNotFoundError):
         ReportDecoder(DecoderConfig(**TINY, init_dir=str(tmp_path / "nope")), tokenizer, 24)
+
+
+def test_disease_prompt_tokens_name_their_disease(tokenizer):
+    """Per-disease prompts: 72 distinct tokens, one per (disease, state); the shared layout repeats 4 ids."""
+    from revtaf.model.decoder import prompt_table
+
+    states = torch.ones(1, 18, dtype=torch.long)  # every disease positive
+    shared = prompt_ids(tokenizer, states)
+    named = prompt_ids(tokenizer, states, per_disease=True)
+    assert shared[0, 1:].unique().numel() == 1 and named[0, 1:].unique().numel() == 18
+    assert tokenizer.convert_ids_to_tokens(int(named[0, 1 + 1])) == "[cardiomegaly:POS]"  # disease 1
+    assert prompt_table(tokenizer, per_disease=True).unique().numel() == 72
+    ids, _ = encode_reports(tokenizer, states, REPORTS[:1], 64, per_disease=True)
+    assert torch.equal(ids[:, :PROMPT_LENGTH], named)
+
+
+def test_prompt_tokens_are_never_generated(tokenizer):
+    torch.manual_seed(0)
+    decoder = ReportDecoder(DecoderConfig(**TINY, prompt_tokens="disease"), tokenizer, memory_dim=24).eval()
+    pos = tokenizer.convert_tokens_to_ids("[cardiomegaly:POS]")
+    with torch.no_grad():
+        decoder.lm.cls.predictions.bias[pos] += 100.0  # the most likely next token, were it allowed
+    states = torch.ones(1, 18, dtype=torch.long)
+    out = decoder.generate(prompt_ids(tokenizer, states, True), torch.zeros(1, 49, 24), num_beams=2,
+                           max_new_tokens=4, min_length=PROMPT_LENGTH + 4)
+    assert out[0].strip() and "cardiomegaly:POS" not in out[0]
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        DecoderConfig(prompt_tokens="per-disease")

@@ -45,7 +45,7 @@ def test_loss_backward_reaches_backbone_and_heads():
     loss = entity_loss(out, exist, position)
     assert torch.isfinite(loss)
     loss.backward()
-    for p in (model.backbone.conv1.weight, model.classifier.weight, model.cl_fc.weight, model.query_proj.weight):
+    for p in (model.backbone.body.conv1.weight, model.classifier.weight, model.cl_fc.weight, model.query_proj.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
     assert model.disease_book.grad is None  # frozen buffer
 

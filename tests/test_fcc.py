@@ -101,3 +101,40 @@ def test_fcc_rejects_bad_inputs():
         fcc_loss(maps_l, maps_g, tl, tg, grp_mask=torch.ones(B, N))
     with pytest.raises(ValueError):
         fcc_loss(maps_l, maps_g, tl, tg, mode="hard")
+
+
+def test_anchored_has_no_collapsed_minimum():
+    """The soft loss is minimal when every map is one map; the anchored loss is not: its target comes from
+    the frozen text embeddings, so identical maps (uniform overlap) cost more than maps that follow it."""
+    g = torch.Generator().manual_seed(3)
+    lrp_in, grp_in = torch.randn(1, M, D, generator=g), torch.randn(1, N, D, generator=g)
+    tl, tg = torch.randn(1, M, D, generator=g), torch.randn(1, N, D, generator=g)
+    same = torch.rand(1, 1, L, generator=g)
+    collapsed = fcc_loss(same.expand(1, M, L), same.expand(1, N, L), tl, tg, mode="anchored",
+                         anchors=(lrp_in, grp_in)).loss
+    assert collapsed > 0.1
+    # maps that follow the target: GRP n on its own cells, each LRP on the cells of its most similar GRP
+    grp_maps = torch.zeros(1, N, L)
+    for n in range(N):
+        grp_maps[0, n, n * 10 : n * 10 + 10] = 1
+    best = (F.normalize(lrp_in, dim=-1) @ F.normalize(grp_in, dim=-1).transpose(1, 2)).argmax(-1)[0]
+    lrp_maps = grp_maps[0, best].unsqueeze(0)
+    follows = fcc_loss(lrp_maps, grp_maps, tl, tg, mode="anchored", anchors=(lrp_in, grp_in)).loss
+    assert follows < collapsed
+    # and the soft (paper) loss prefers the collapse whatever the text says
+    soft_collapsed = fcc_loss(same.expand(1, M, L), same.expand(1, N, L), tl, tg, mode="soft").loss
+    assert soft_collapsed <= fcc_loss(lrp_maps, grp_maps, tl, tg, mode="soft").loss
+
+
+def test_anchored_gradient_reaches_the_maps_not_the_anchors():
+    maps_l, maps_g, tl, tg = inputs()
+    lrp_in = torch.randn(B, M, D, requires_grad=True)
+    grp_in = torch.randn(B, N, D, requires_grad=True)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    out = fcc_loss(maps_l, maps_g, tl, tg, mask, mode="anchored", anchors=(lrp_in, grp_in))
+    out.loss.backward()
+    assert maps_l.grad.abs().sum() > 0 and maps_g.grad[0, :2].abs().sum() > 0
+    assert maps_g.grad[0, 2:].abs().sum() == 0  # padded GRPs take no part
+    assert lrp_in.grad is None and grp_in.grad is None
+    with pytest.raises(ValueError, match="anchors"):
+        fcc_loss(maps_l, maps_g, tl, tg, mode="anchored")

@@ -28,7 +28,7 @@ from revtaf.metrics import (
 )
 
 CONSTANT = "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear ."
-# product.md "Evaluation protocol": the constant report against the 590 cleaned IU test references.
+# README "Evaluation protocol": the constant report against the 590 cleaned IU test references.
 SANITY = {"BLEU_1": 0.2316, "BLEU_4": 0.0777, "METEOR": 0.1203, "ROUGE_L": 0.3112, "CIDEr": 0.3434}
 
 
@@ -331,3 +331,15 @@ def test_score_files(tmp_path, no_java):
     hyps.write_text(json.dumps({"s1": "x", "s2": None}))
     with pytest.raises(ValueError, match="must be report strings"):
         score_files(refs, hyps, "iu", labeler=KeywordLabeler())
+
+
+def test_example_f1_and_paired_bootstrap():
+    from revtaf.metrics.ce import example_f1, paired_bootstrap
+
+    ref = np.array([[1] + [2] * 13, [2] * 13 + [1]])
+    assert example_f1(ref, ref).tolist() == [1.0, 1.0]
+    assert example_f1(ref, np.full((2, 14), 2)).tolist() == [0.0, 0.0]
+    better = paired_bootstrap(np.ones(50), np.zeros(50))
+    assert better["difference"] == 1.0 and better["ci95"] == [1.0, 1.0]
+    noise = paired_bootstrap(np.r_[np.ones(25), np.zeros(25)], np.r_[np.zeros(25), np.ones(25)])
+    assert noise["ci95"][0] < 0 < noise["ci95"][1]

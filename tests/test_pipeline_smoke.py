@@ -43,6 +43,13 @@ def test_every_stage_ran_and_left_its_outputs(run):
         assert metrics["n"] == (8 if split == "val" else N) and "protocol" in metrics and 0 <= metrics["CE"]["example"]["f1"] <= 1
         rows = (r / "evaluate" / split / "predictions.jsonl").read_text().splitlines()
         assert len(rows) == metrics["n"]
+        adherence = metrics["adherence"]
+        assert adherence["n_positive"] + adherence["n_non_positive"] == 14 * metrics["n"]
+        assert 0 <= adherence["non_positive"] <= 1
+        assert {"map_overlap", "grp_map_overlap", "side_pointing", "side_pointing_n"} <= set(metrics["grounding"])
+    thresholds = json.loads((r / "calibrate" / "DONE.json").read_text())["positive_thresholds"]
+    assert len(thresholds) == 18 and json.loads((r / "bank" / "model" / "config.json").read_text())[
+        "positive_thresholds"] == thresholds
     # the export carries weights, config, tokenizer, bank ids and the run card -- and no report text
     export = out / "export"
     assert {"config.json", "model.safetensors", "bank.json", "run.json"} <= {p.name for p in export.iterdir()}

@@ -333,7 +333,7 @@ def test_visual_width_mismatch_is_caught(tokenizer):
 
 
 def test_visual_encoder_starts_from_entity_trunk(model):
-    for name in ("conv1.weight", "layer3.1.conv2.weight"):
+    for name in ("body.conv1.weight", "body.layer3.1.conv2.weight"):
         assert torch.equal(model.visual.state_dict()[name], model.entity_model.backbone.state_dict()[name])
 
 
@@ -344,7 +344,7 @@ def test_cpu_preset_shapes_224():
     m = random_model("cpu", bank_size=40)
     m.cfg.generation = GenerationSettings(num_beams=3, max_new_tokens=4, min_length=19)
     counts = m.num_parameters()
-    assert 20e6 < counts["total"] < 40e6
+    assert 15e6 < counts["total"] < 40e6
     out = m(train_batch(m, B=2, size=224))
     assert all(torch.isfinite(v) for v in out.values())
     pred = m.predict(images(1, size=256)[0])
@@ -356,7 +356,7 @@ def test_paper_preset_shapes_batch1():
     m = random_model("paper", bank_size=30)
     counts = m.num_parameters()
     trainable = counts["total"] - counts["entity_model"]
-    # method.md §8.3 estimates ≈245 M for the official model; ours lacks its ≈8 M unused fusion parameters
+    # docs/method.md §8.3 estimates ≈245 M for the official model; ours lacks its ≈8 M unused fusion parameters
     # and projects Fc once (2048→768) instead of per-layer 2048-wide cross-attention K/V (≈23 M).
     assert 200e6 < trainable < 240e6
     assert m.decoder.lm.config.hidden_size == 768 and m.decoder.lm.config.num_hidden_layers == 12
@@ -386,13 +386,8 @@ def test_overfit_memorises_real_iu_studies(iu_root):
     from revtaf.data.transforms import entity_transform, test_transform
     from revtaf.labels import label_reports
     from revtaf.model.entity import EntityModel, predict_triplets
-    from revtaf.model.text_encoder import (
-        TextEncoder,
-        build_book_embeddings,
-        build_triplet_table,
-        report_embeddings,
-        sentence_embeddings,
-    )
+    from revtaf.model.reference_prompts import build_triplet_table, report_embeddings, sentence_embeddings
+    from revtaf.model.text_encoder import TextEncoder, build_book_embeddings
 
     torch.manual_seed(0)
     studies = load_annotation(iu_root, "iu")["train"][:32]  # the bank; the first 8 are memorised

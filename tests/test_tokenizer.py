@@ -23,7 +23,7 @@ def test_special_token_ids(tokenizer):
     assert tokenizer.convert_tokens_to_ids(["[UNK]", "[CLS]", "[SEP]", "[MASK]"]) == [1, 2, 3, 4]
     assert tokenizer.bos_token == "[DEC]" and tokenizer.bos_token_id == 5
     assert "[DEC]" in tokenizer.all_special_tokens
-    assert len(tokenizer) == 1000 + len(STATE_TOKENS)
+    assert len(tokenizer) == 1000 + len(STATE_TOKENS) + 18 * len(STATE_TOKENS)  # + the disease-state tokens
 
 
 def test_encoding_is_wrapped_in_cls_sep(tokenizer):

@@ -55,13 +55,13 @@ def cmd_label_check(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.robustness:
-        from train.robustness import bench as robustness_bench
+        from bench.robustness import bench as robustness_bench
 
         result = robustness_bench(args.checkpoint, args.data_root, args.clients, args.requests)
         if args.out:
             _write_json(result, args.out)
         return 0
-    from train.bench import bench
+    from bench.model_latency import bench
 
     bench(args.preset)
     return 0
@@ -90,9 +90,31 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate_checkpoint(
         args.checkpoint, args.data, args.split, args.out, baseline=args.baseline, ablate=args.ablate,
         max_studies=args.max_studies, seed=args.seed, batch_size=args.batch_size, min_length=args.min_length,
-        num_beams=args.num_beams,
+        num_beams=args.num_beams, oracle_prompt=args.oracle_prompt, argmax=args.argmax,
     )
     print(headline(metrics))
+    return 0
+
+
+def cmd_fit_input_check(args) -> int:
+    from train.input_check import fit_input_check
+
+    print(json.dumps(fit_input_check(args.checkpoint, args.data, args.batch_size), indent=2))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from train.evaluate import compare_predictions
+
+    print(json.dumps(compare_predictions(args.a, args.b, args.resamples, args.seed), indent=2))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from train.evaluate import calibrate_checkpoint
+
+    thresholds = calibrate_checkpoint(args.checkpoint, args.data, args.split, batch_size=args.batch_size)
+    print(json.dumps({"positive_thresholds": thresholds}))
     return 0
 
 
@@ -144,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="every training stage, cached and resumable (also under torchrun)")
     p.add_argument("--data", required=True, help="data root (annotation.json + images/)")
     p.add_argument("--out", required=True, help="run directory; re-running continues it")
-    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
+    p.add_argument("--preset", choices=("cpu", "cpu_scratch", "paper"), default="cpu")
     p.add_argument("--dataset", choices=("auto", "iu", "mimic"), default="auto")
     p.add_argument("--export", help="copy the final model directory here (e.g. assets/NAME)")
     p.add_argument("--max-studies", type=int, help="use only the first N studies of each split (smoke runs)")
@@ -170,7 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-length", type=int,
                    help="beam-search minimum length, the 19 prompt tokens included (default: the checkpoint's)")
     p.add_argument("--num-beams", type=int, help="beam width (default: the checkpoint's)")
+    p.add_argument("--oracle-prompt", action="store_true",
+                   help="prompt the decoder with the reference report's labels (measures the decoder alone)")
+    p.add_argument("--argmax", action="store_true",
+                   help="argmax disease states, ignoring the checkpoint's val-chosen thresholds (the paper)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="choose per-disease positive thresholds on val and store them in the model")
+    p.add_argument("--checkpoint", required=True, help="model directory, rewritten with the thresholds in config.json")
+    p.add_argument("--data", required=True, help="data root (annotation.json + images/)")
+    p.add_argument("--split", default="val", choices=("train", "val"))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("compare", help="CE F1 of two evaluate outputs: difference and paired-bootstrap 95% interval")
+    p.add_argument("a", help="an evaluate --out directory (or its predictions.jsonl)")
+    p.add_argument("b", help="the other one, on the same studies (e.g. --baseline constant)")
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("fit-input-check", help="fit the view classifier and out-of-distribution score of a model")
+    p.add_argument("--checkpoint", required=True, help="model directory; input_check.safetensors is written into it")
+    p.add_argument("--data", required=True, help="data root with view labels (IU X-Ray)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_fit_input_check)
 
     p = sub.add_parser("generate", help="the Prediction of one study (PNG, JPEG or DICOM)")
     p.add_argument("image")

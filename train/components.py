@@ -1,9 +1,9 @@
-"""Training drivers for the offline defaults of the pretrained-artifact roles (product.md "Artifacts").
+"""Training drivers for the offline defaults of the pretrained-artifact roles (docs/method.md §13.2).
 
 - `train_text_encoder`: the Bio_ClinicalBERT role, a compact BERT pre-trained by masked-language modelling
   on the TRAINING report sentences.
 - `train_entity_model`: the MedKLIP role, trained on IU X-Ray frontal images with (entity, position,
-  exist) targets extracted by rule from the TRAINING reports only (method.md §13.2). Val reports are read
+  exist) targets extracted by rule from the TRAINING reports only (docs/method.md §13.2). Val reports are read
   only to measure existence AUROC/accuracy, never to train.
 
 Both are resumable: a `training_state.pt` in `out_dir` is picked up and removed once the final model is saved.
@@ -12,7 +12,6 @@ Both are resumable: a `training_state.pt` in `out_dir` is picked up and removed 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict
@@ -24,7 +23,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
-from transformers import BertForMaskedLM, DataCollatorForLanguageModeling, PreTrainedTokenizerBase
+from transformers import (BertForMaskedLM, DataCollatorForLanguageModeling, PreTrainedTokenizerBase,
+                          get_cosine_schedule_with_warmup)
 
 from revtaf.data import XrayDataset, transforms
 from revtaf.data.annotation import Study
@@ -32,23 +32,9 @@ from revtaf.labels import extract_triplets_batch
 from revtaf.labels.constants import ENTITIES_75
 from revtaf.model.entity import EntityModel, EntityModelConfig, entity_loss, scores
 from revtaf.model.text_encoder import TextEncoder, build_book_embeddings
+from train.trainer import seed_everything
 
 STATE_FILE = "training_state.pt"
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,14 +65,14 @@ def train_text_encoder(
         raise ValueError("train_text_encoder needs at least one non-empty sentence")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _seed_everything(seed)
+    seed_everything(seed)
     encoder = TextEncoder.compact(tokenizer, **compact_kwargs)
     mlm = BertForMaskedLM(encoder.model.config)
     encoder.model = mlm.bert  # the encoder is the MLM model's trunk; the LM head is dropped at save time
     examples = [{"input_ids": ids} for ids in tokenizer(unique, truncation=True, max_length=encoder.max_len)["input_ids"]]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
     optimizer = torch.optim.AdamW(mlm.parameters(), lr=lr, weight_decay=0.01)
-    scheduler = _warmup_cosine(optimizer, steps, warmup=max(1, steps // 20))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
 
     start, log, order, running = 0, [], [], None
     state_path = out_dir / STATE_FILE
@@ -169,15 +155,31 @@ _AUGMENT = v2.Compose([
 
 
 @torch.no_grad()
+def frozen_features(model: EntityModel, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Backbone features of a fully frozen trunk, once: uint8 images [n,1,H,W] -> float16 [n,C,h,w]."""
+    model.backbone.eval()
+    chunks = [model.backbone.feature_map(_to_input(images[i : i + batch_size])).half()
+              for i in tqdm(range(0, len(images), batch_size), desc="frozen backbone features", leave=False)]
+    return torch.cat(chunks)
+
+
+def _backbone_frozen(model: EntityModel) -> bool:
+    return not any(p.requires_grad for p in model.backbone.parameters())
+
+
+@torch.no_grad()
 def evaluate_entity_model(
     model: EntityModel, images: torch.Tensor, exist: torch.Tensor, batch_size: int = 32, min_positives: int = 10
 ) -> dict:
     """Existence AUROC and accuracy (P > 0.5) on entities with >= min_positives positives and >= 1 negative.
 
-    images uint8 [n,1,H,W]; exist [n,75] in {1,0,-1} (unmentioned = absent, as in training).
+    images uint8 [n,1,H,W], or the cached float16 features [n,C,h,w] of a frozen backbone; exist [n,75] in
+    {1,0,-1} (unmentioned = absent, as in training).
     """
     model.eval()
-    probs = torch.cat([scores(model(_to_input(images[i : i + batch_size]))) for i in range(0, len(images), batch_size)])
+    run = ((lambda x: model.from_features(x.float())) if images.is_floating_point()
+           else (lambda x: model(_to_input(x))))
+    probs = torch.cat([scores(run(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
     positive = (exist == 1).numpy()
     probs = probs.numpy()
     per_entity = {}
@@ -208,6 +210,7 @@ def train_entity_model(
     text_encoder: TextEncoder,
     val_studies: list[Study] | None = None,
     weight_decay: float = 1e-4,
+    backbone_weights: str | Path | None = None,
 ) -> EntityModel:
     """Train the offline entity model on the training split; saved to out_dir (config.json + model.safetensors).
 
@@ -222,22 +225,28 @@ def train_entity_model(
         raise ValueError("train_entity_model needs studies, epochs >= 1 and batch_size >= 1")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _seed_everything(seed)
+    seed_everything(seed)
 
     exist, position = (torch.as_tensor(t) for t in extract_triplets_batch([s.report for s in studies]))
     disease_book, anatomy_book = build_book_embeddings(text_encoder)
     cfg = EntityModelConfig(**{**asdict(cfg), "text_dim": text_encoder.dim})
-    model = EntityModel(cfg, disease_book, anatomy_book)
+    model = EntityModel(cfg, disease_book, anatomy_book, backbone_weights)
     images = cache_images(studies, root)
+    # A frozen trunk gives the same features every epoch: compute them once and train the decoder on them
+    # (no image augmentation then; the frozen ImageNet features are what generalises).
+    frozen = _backbone_frozen(model)
+    if frozen:
+        images = frozen_features(model, images)
     val = None
     if val_studies:
         val_exist, _ = extract_triplets_batch([s.report for s in val_studies])  # measuring only
-        val = (cache_images(val_studies, root), torch.as_tensor(val_exist))
+        val_images = cache_images(val_studies, root)
+        val = (frozen_features(model, val_images) if frozen else val_images, torch.as_tensor(val_exist))
 
     # A batch of one breaks BatchNorm in training mode, so a 1-sample remainder is dropped.
     steps_per_epoch = len(studies) // batch_size + (len(studies) % batch_size > 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = _warmup_cosine(optimizer, epochs * steps_per_epoch, warmup=max(1, steps_per_epoch // 4))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, steps_per_epoch // 4), epochs * steps_per_epoch)
     first_epoch, log = 0, []
     state_path = out_dir / STATE_FILE
     if state_path.is_file():
@@ -256,8 +265,11 @@ def train_entity_model(
         total, started = 0.0, time.perf_counter()
         for step in bar:
             idx = order[step * batch_size : (step + 1) * batch_size]
-            x = _to_input(torch.stack([_AUGMENT(img) for img in images[idx]]))
-            loss = entity_loss(model(x), exist[idx], position[idx])
+            if frozen:
+                out = model.from_features(images[idx].float())
+            else:
+                out = model(_to_input(torch.stack([_AUGMENT(img) for img in images[idx]])))
+            loss = entity_loss(out, exist[idx], position[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

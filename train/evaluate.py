@@ -7,7 +7,7 @@ reports and CE on the abnormal studies alone) and `predictions.jsonl`, one line 
 compares) and `states` the model's 18 predicted disease states (None for baselines).
 
 Baselines, scored with the same code on the same split:
-- `constant`: the product.md constant report for every study;
+- `constant`: the constant report of the README's evaluation protocol for every study;
 - `random`: a training report drawn uniformly at random per study (seeded);
 - `retrieval`: the report of the LRE's top-1 training study (its text read from the data root).
 Ablations (`--ablate grp|lrp|fusion`, combinable) switch parts of the model off at inference.
@@ -112,7 +112,18 @@ def headline(metrics: dict) -> str:
     line += f"  distinct {metrics['distinct_reports']}/{metrics['n']}"
     if "CE_abnormal" in metrics:
         line += f"  CE-F1(abnormal, n={metrics['abnormal_studies']}) {metrics['CE_abnormal']['example']['f1']:.4f}"
+    if "adherence" in metrics:
+        a = metrics["adherence"]
+        line += f"  adherence +{_fmt(a['positive'])} (n={a['n_positive']}) -{_fmt(a['non_positive'])}"
+    g = metrics.get("grounding") or {}
+    if g:
+        line += (f"  map_overlap {_fmt(g.get('map_overlap'))} grp {_fmt(g.get('grp_map_overlap'))}"
+                 f" side_pointing {_fmt(g.get('side_pointing'))} (n={g.get('side_pointing_n')})")
     return line
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 # ------------------------------------------------------------------------------------------- the model
@@ -151,12 +162,15 @@ def ablation_set(ablate: Sequence[str]) -> frozenset[str]:
 
 
 def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: dict | None = None,
-                  batch_size: int = 16, desc: str = "generate") -> tuple[list[dict], np.ndarray]:
+                  batch_size: int = 16, desc: str = "generate", oracle_states: np.ndarray | None = None,
+                  ) -> tuple[list[dict], np.ndarray, dict]:
     """Generate reports for `studies` -> (rows {"id", "generated", "reference", "retrieved_id", "states"},
-    P(positive) [n,18] of the classifier).
+    P(positive) [n,18] of the classifier, evidence {"local_maps" [n,75,L], "exists" [n,75], "grp_maps": n
+    arrays [N_i,L]} for the grounding measures).
 
     `features` = the pipeline's cached entity predictions for these studies ({"scores", "exists", "position"});
     without it the model's own (frozen) entity model predicts them from the image, as `predict` does.
+    `oracle_states` [n,18] replaces the classifier's states in the prompt (the reference report's labels).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -170,6 +184,7 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
     loader = DataLoader(_PairDataset(studies, root), batch_size=batch_size)
     ablate = ablation_set(ablate)
     rows, p_pos = [], []
+    evidence = {"local_maps": [], "exists": [], "grp_maps": []}
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, dynamic_ncols=True):
             idx = batch["index"]
@@ -180,8 +195,15 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
             else:
                 out = model.entity_model(batch["image"].to(device))
                 scores, exists, position = predict_triplets(out, model.cfg.absent_position)
-            inf = model.infer(batch["test_image"].to(device), scores, position, exists, ablate)
+            forced = None if oracle_states is None else torch.from_numpy(oracle_states[idx.numpy()]).long()
+            inf = model.infer(batch["test_image"].to(device), scores, position, exists, ablate, states=forced)
             p_pos.append(inf.probs[..., 1].float().cpu().numpy())
+            if inf.fused.local_maps is not None:
+                evidence["local_maps"].append(inf.fused.local_maps.half().cpu().numpy())
+                evidence["exists"].append(exists.bool().cpu().numpy())
+            if inf.fused.global_maps is not None:
+                for b in range(len(idx)):
+                    evidence["grp_maps"].append(inf.fused.global_maps[b, inf.grp_mask[b]].float().cpu().numpy())
             for b, i in enumerate(idx.tolist()):
                 rows.append({
                     "id": studies[i].id,
@@ -190,7 +212,40 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
                     "retrieved_id": model.bank_ids[int(inf.neighbour_index[b, 0])],
                     "states": {n: STATES[int(s)] for n, s in zip(LABEL_NAMES_18, inf.states[b].tolist())},
                 })
-    return rows, np.concatenate(p_pos)
+    for key in ("local_maps", "exists"):
+        evidence[key] = np.concatenate(evidence[key]) if evidence[key] else None
+    return rows, np.concatenate(p_pos), evidence
+
+
+def adherence(rows: list[dict]) -> dict:
+    """Prompt adherence of scored model rows (`states` = the prompt, `labels` = the labeler on the report)."""
+    from revtaf.metrics.evidence import prompt_adherence
+
+    def vector(states: dict) -> list[int]:
+        return [STATES.index(states.get(name, STATES[0])) for name in CHEXPERT_14]
+
+    return prompt_adherence(np.array([vector(r["states"]) for r in rows]), np.array([vector(r["labels"]) for r in rows]))
+
+
+def grounding(evidence: dict, studies, dataset: str) -> dict:
+    """map_overlap of the present entities' LRP maps, of the GRP sentence maps, and side pointing against the
+    sides the reference reports state (their triplets, read for measuring only)."""
+    from revtaf.data import clean_report
+    from revtaf.labels.triplets import extract_triplets_batch
+    from revtaf.metrics.evidence import map_overlap, side_pointing
+
+    out = {}
+    if evidence["local_maps"] is not None:
+        maps = evidence["local_maps"].astype(np.float32)
+        out["map_overlap"] = map_overlap([m[e] for m, e in zip(maps, evidence["exists"])])["mean"]
+        side = int(round(maps.shape[-1] ** 0.5))
+        ref_exist, ref_position = extract_triplets_batch([clean_report(s.report, dataset) for s in studies])
+        pointing = side_pointing(maps.reshape(*maps.shape[:2], side, side), ref_exist, ref_position)
+        out["side_pointing"] = pointing["share"]
+        out["side_pointing_n"] = pointing["n"]
+    if evidence["grp_maps"]:
+        out["grp_map_overlap"] = map_overlap(evidence["grp_maps"])["mean"]
+    return out
 
 
 # what validate_epoch returns that can pick the best epoch (TrainConfig.select_key, "+"-joined)
@@ -199,16 +254,16 @@ VAL_METRICS = (*NLG_METRICS, "CE_precision", "CE_recall", "CE_f1", "CE_f1_abnorm
 
 def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: str, batch_size: int = 16,
                    log=None, epoch: int | None = None) -> dict:
-    """Per-epoch validation (method.md §8.2): generate on val, score, update the base probabilities (§4.2).
+    """Per-epoch validation (docs/method.md §8.2): generate on val, score, update the base probabilities (§4.2).
 
     Returns flat metrics for the trainer (`CE_f1` selects the best epoch).
     """
     import torch
 
-    from revtaf.model.prompts import NUM_CHEXPERT, update_base_probs
+    from revtaf.model.disease_prompts import NUM_CHEXPERT, update_base_probs
 
-    rows, p_pos = generate_rows(model, studies, root, features=features, batch_size=batch_size,
-                                desc=f"validate epoch {epoch}")
+    rows, p_pos, _ = generate_rows(model, studies, root, features=features, batch_size=batch_size,
+                                   desc=f"validate epoch {epoch}")
     metrics = score_rows(rows, dataset)
     new = update_base_probs(torch.from_numpy(p_pos[:, :NUM_CHEXPERT]),
                             torch.from_numpy(labels[:, :NUM_CHEXPERT].astype(np.int64)), model.base_probs.cpu())
@@ -224,14 +279,100 @@ def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: 
 
 
 def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str] = (), features: dict | None = None,
-                   batch_size: int = 16, checkpoint: str | None = None) -> dict:
-    """Generate + score a split with the model; writes metrics.json and predictions.jsonl to `out`."""
-    rows, _ = generate_rows(model, studies, root, ablate, features, batch_size, desc=f"evaluate {Path(out).name}")
+                   batch_size: int = 16, checkpoint: str | None = None, oracle_prompt: bool = False) -> dict:
+    """Generate + score a split with the model; writes metrics.json and predictions.jsonl to `out`.
+
+    metrics.json gains `adherence` (prompt adherence, evidence.prompt_adherence) and `grounding` (map_overlap,
+    grp_map_overlap, side_pointing). `oracle_prompt`: the prompt states are the reference report's labels
+    instead of the classifier's, which isolates the decoder.
+    """
+    oracle = None
+    if oracle_prompt:
+        from revtaf.data import clean_report
+        from revtaf.labels.chexpert import RuleLabeler
+
+        oracle = np.asarray(RuleLabeler()([clean_report(s.report, dataset) for s in studies]), dtype=np.int64)[:, :18]
+    rows, _, evidence = generate_rows(model, studies, root, ablate, features, batch_size,
+                                      desc=f"evaluate {Path(out).name}", oracle_states=oracle)
     metrics = score_rows(rows, dataset)
+    metrics["adherence"] = adherence(rows)
+    metrics["grounding"] = grounding(evidence, studies, dataset)
     metrics["generator"] = {"model": checkpoint or "REVTAF", "ablate": sorted(ablation_set(ablate)),
-                            "generation": asdict(model.cfg.generation), "split_size": len(studies)}
+                            "generation": asdict(model.cfg.generation), "split_size": len(studies),
+                            "prompt": "oracle (reference labels)" if oracle_prompt else "classifier",
+                            "positive_thresholds": model.cfg.positive_thresholds}
     write_outputs(out, metrics, rows)
     return metrics
+
+
+def calibrate_checkpoint(checkpoint, data, split: str = "val", batch_size: int = 32,
+                         max_studies: int | None = None) -> list[float | None]:
+    """`revtaf calibrate`: per-disease P(positive) thresholds chosen on `split` (never test), written into the
+    checkpoint's config (the manifest is rewritten with it)."""
+    from revtaf.data import clean_report, detect_dataset, load_annotation
+    from revtaf.labels.chexpert import RuleLabeler
+    from revtaf.model.disease_prompts import choose_thresholds
+    from revtaf.model.revtaf import REVTAF
+
+    if split == "test":
+        raise ValueError("thresholds are chosen on val, never on test")
+    data, ckpt = Path(data), Path(checkpoint)
+    dataset = detect_dataset(data)
+    studies = load_annotation(data, dataset)[split][:max_studies]
+    if not studies:
+        raise ValueError(f"split {split!r} of {data} is empty")
+    model = REVTAF.from_pretrained(ckpt)
+    fp16 = _is_fp16(ckpt)
+    model.cfg.positive_thresholds = None
+    labels = np.asarray(RuleLabeler()([clean_report(s.report, dataset) for s in studies]))[:, :18]
+    model.cfg.generation = replace(model.cfg.generation, max_new_tokens=1, min_length=0, num_beams=1)  # classifier only
+    _, p_pos, _ = generate_rows(model, studies, data, batch_size=batch_size, desc=f"calibrate on {split}")
+    thresholds = choose_thresholds(p_pos, labels == 1)
+    model = REVTAF.from_pretrained(ckpt)  # the saved generation settings, untouched
+    model.cfg.positive_thresholds = thresholds
+    run_card = (ckpt / "run.json").read_text() if (ckpt / "run.json").is_file() else None
+    model.save_pretrained(ckpt, fp16=fp16)
+    if run_card is not None:
+        from revtaf.integrity import read_manifest, write_manifest
+
+        (ckpt / "run.json").write_text(run_card)
+        write_manifest(ckpt, [*read_manifest(ckpt), "run.json"])
+    return thresholds
+
+
+def _is_fp16(directory: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "model.safetensors"), "pt") as f:
+        return (f.metadata() or {}).get("fp16") == "True"
+
+
+def compare_predictions(a: str | Path, b: str | Path, resamples: int = 2000, seed: int = 0) -> dict:
+    """`revtaf compare`: CE F1 of two `revtaf evaluate` outputs on the same studies (e.g. the model and the
+    constant report), their difference and its paired-bootstrap 95 % interval; also on the abnormal studies."""
+    from revtaf.metrics.ce import example_f1, paired_bootstrap
+
+    def load(path) -> dict[str, dict]:
+        path = Path(path)
+        path = path / "predictions.jsonl" if path.is_dir() else path
+        return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+    rows_a, rows_b = load(a), load(b)
+    if set(rows_a) != set(rows_b):
+        raise ValueError(f"{a} and {b} do not hold the same studies")
+    ids = list(rows_a)
+
+    def vector(states: dict) -> list[int]:
+        return [STATES.index(states.get(name, STATES[0])) for name in CHEXPERT_14]
+
+    ref = np.array([vector(rows_a[i]["reference_labels"]) for i in ids])
+    f1_a = example_f1(ref, np.array([vector(rows_a[i]["labels"]) for i in ids]))
+    f1_b = example_f1(ref, np.array([vector(rows_b[i]["labels"]) for i in ids]))
+    abnormal = abnormal_mask(ref)
+    out = {"all": paired_bootstrap(f1_a, f1_b, resamples, seed)}
+    if abnormal.any():
+        out["abnormal"] = paired_bootstrap(f1_a[abnormal], f1_b[abnormal], resamples, seed)
+    return out
 
 
 def retrieval_rows(model, studies, root, lookup, batch_size: int = 16) -> list[dict]:
@@ -262,29 +403,30 @@ def retrieval_rows(model, studies, root, lookup, batch_size: int = 16) -> list[d
 
 def default_checkpoint() -> Path:
     """The bundled default model (assets/revtaf-iu)."""
-    return Path(__file__).resolve().parents[1] / "assets" / "revtaf-iu"
+    from revtaf.paths import BUNDLED_MODEL
+
+    return BUNDLED_MODEL
 
 
 def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None = None, ablate: Sequence[str] = (),
                         max_studies: int | None = None, seed: int = 0, batch_size: int = 16,
-                        min_length: int | None = None, num_beams: int | None = None) -> dict:
+                        min_length: int | None = None, num_beams: int | None = None,
+                        oracle_prompt: bool = False, argmax: bool = False) -> dict:
     """`revtaf evaluate`: a model (or a baseline) on one split of a data root.
 
     `min_length` (prompt tokens included) and `num_beams` override the checkpoint's beam search, to choose
-    generation settings on val; metrics.json records the settings used.
+    generation settings on val; metrics.json records the settings used. `oracle_prompt`: prompt states from the
+    reference labels; `argmax`: ignore the checkpoint's val-chosen thresholds (the paper's argmax states).
     """
-    from revtaf.data import clean_report, load_annotation
-    from revtaf.model.config import GenerationSettings
-    from train.pipeline import detect_dataset
+    from revtaf.data import clean_report, detect_dataset, load_annotation, require_data_root
     from revtaf.data.reports import ReportLookup
+    from revtaf.model.config import GenerationSettings
 
-    data = Path(data)
-    if not (data / "annotation.json").is_file():
-        raise FileNotFoundError(f"{data} is not a data root: it has no annotation.json")
+    data = require_data_root(data)
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}: choose from {BASELINES}")
-    if baseline is not None and ablate:
-        raise ValueError("--ablate applies to the model, not to a baseline")
+    if baseline is not None and (ablate or oracle_prompt or argmax):
+        raise ValueError("--ablate, --oracle-prompt and --argmax apply to the model, not to a baseline")
     overrides = {k: v for k, v in (("min_length", min_length), ("num_beams", num_beams)) if v is not None}
     GenerationSettings(**overrides)  # bad values fail here, before any data is read
     dataset = detect_dataset(data)
@@ -302,8 +444,11 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
             raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
         model = REVTAF.from_pretrained(ckpt)
         model.cfg.generation = replace(model.cfg.generation, **overrides)
+        if argmax:
+            model.cfg.positive_thresholds = None
     if baseline is None:
-        return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt))
+        return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt),
+                              oracle_prompt=oracle_prompt)
 
     if baseline == "constant":
         rows = [{"id": s.id, "generated": t, "reference": s.report, "retrieved_id": None}

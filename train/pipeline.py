@@ -15,6 +15,8 @@ skips it, and the stages that train pick up their own last checkpoint when a run
                   predicted from the image (val/test reports are never read to build model inputs).
 6. `revtaf`       the full objective L_lm + 4 L_cls + 2 L_rank + 0.5 L_fcc (train/trainer.py), best by val CE-F1.
 7. `bank`         the reference bank: LRE embeddings of the training studies, stored in the model.
+7b. `calibrate`   per-disease P(positive) decision thresholds chosen on val, stored in the model's config.
+7c. `input_check` view classifier + out-of-distribution score (train views, val threshold), beside the weights.
 8. `evaluate`     val and test: metrics.json + predictions.jsonl per split (train/evaluate.py).
 9. `export`       the model directory (safetensors, fp16 where lossless enough) to `--export`.
 
@@ -37,7 +39,9 @@ import torch
 
 from train.trainer import Dist, JsonlLog, TrainConfig, init_distributed, seed_everything
 
-STAGES = ("labels", "tokenizer", "text_encoder", "entity_model", "features", "revtaf", "bank", "evaluate", "export")
+PRESETS = ("cpu", "cpu_scratch", "paper")
+STAGES = ("labels", "tokenizer", "text_encoder", "entity_model", "features", "revtaf", "bank", "calibrate",
+          "input_check", "evaluate", "export")
 
 
 @dataclass
@@ -93,13 +97,6 @@ class RunOptions:
     val_studies: int | None = None  # per-epoch validation prefix; 0 = the whole val split
 
 
-def detect_dataset(root: Path) -> str:
-    """"mimic" when the annotation's entries carry MIMIC's subject_id, else "iu"."""
-    data = json.loads((root / "annotation.json").read_text())
-    entries = data if isinstance(data, list) else next((v for v in data.values() if v), [])
-    return "mimic" if entries and "subject_id" in entries[0] else "iu"
-
-
 def data_fingerprint(root: Path, sizes: dict[str, int]) -> dict:
     """sha256 of annotation.json plus the split sizes actually used: ties a model to the exact data it saw."""
     digest = hashlib.sha256((root / "annotation.json").read_bytes()).hexdigest()
@@ -116,13 +113,11 @@ class Pipeline:
     """One training run directory. `run()` executes the stages that are not done yet."""
 
     def __init__(self, opts: RunOptions, dist_info: Dist | None = None):
-        from revtaf.data import load_annotation
+        from revtaf.data import detect_dataset, load_annotation, require_data_root
 
         self.opts = opts
         self.dist = dist_info or Dist()
-        self.data = Path(opts.data)
-        if not (self.data / "annotation.json").is_file():
-            raise FileNotFoundError(f"{self.data} is not a data root: it has no annotation.json")
+        self.data = require_data_root(opts.data)
         self.out = Path(opts.out)
         self.dataset = detect_dataset(self.data) if opts.dataset == "auto" else opts.dataset
         splits = load_annotation(self.data, self.dataset)
@@ -141,18 +136,19 @@ class Pipeline:
         from revtaf.model.config import GenerationSettings, REVTAFConfig
 
         o = self.opts
-        if o.preset not in ("cpu", "paper"):
-            raise ValueError(f"unknown preset {o.preset!r}: expected cpu or paper")
+        if o.preset not in PRESETS:
+            raise ValueError(f"unknown preset {o.preset!r}: expected one of {PRESETS}")
         self.model_cfg = getattr(REVTAFConfig, o.preset)()
         self.model_cfg.dataset = self.dataset
-        self.prep_cfg = getattr(PipelineConfig, o.preset)()
+        recipe = "paper" if o.preset == "paper" else "cpu"  # cpu_scratch: the cpu recipe on the from-scratch model
+        self.prep_cfg = getattr(PipelineConfig, recipe)()
         self.model_cfg.generation = GenerationSettings.for_dataset(self.dataset)
         if self.prep_cfg.min_length is not None:
             self.model_cfg.generation = replace(self.model_cfg.generation, min_length=self.prep_cfg.min_length)
         n_train = len(self.splits["train"])
         if n_train <= self.model_cfg.prompts.k_memory:  # smoke runs: the memory needs k < bank size
             self.model_cfg.prompts.k_memory = max(1, n_train // 2)
-        self.train_cfg = getattr(TrainConfig, o.preset)()
+        self.train_cfg = getattr(TrainConfig, recipe)()
         if o.epochs is not None:
             self.train_cfg = replace(self.train_cfg, epochs=o.epochs)
         if o.seed is not None:
@@ -267,7 +263,7 @@ class Pipeline:
     def text_encoder(self):
         from revtaf.model.text_encoder import TextEncoder
 
-        return TextEncoder.from_pretrained_dir(self.dir("text_encoder")).eval()
+        return TextEncoder.from_pretrained_dir(self.dir("text_encoder"), self.model_cfg.text.pooling).eval()
 
     def entity_model(self):
         from revtaf.model.entity import EntityModel
@@ -303,7 +299,8 @@ class Pipeline:
     def stage_tokenizer(self) -> dict:
         from revtaf.model.tokenizer import build_tokenizer
 
-        tok = build_tokenizer(self.clean("train"), self.prep_cfg.vocab_size)
+        tok = build_tokenizer(self.clean("train"), self.prep_cfg.vocab_size,
+                              disease_tokens=self.model_cfg.decoder.prompt_tokens == "disease")
         tok.save_pretrained(str(self.dir("tokenizer")))
         return {"vocab_size": len(tok)}
 
@@ -314,6 +311,14 @@ class Pipeline:
         sentences = [s for r in self.clean("train") for s in split_sentences(r)]
         c = self.prep_cfg
         t = self.model_cfg.text
+        if t.pretrained_dir is not None:  # a pretrained sentence encoder (MiniLM): used as it is, no MLM
+            from revtaf.model.text_encoder import TextEncoder
+
+            encoder = TextEncoder.from_pretrained_dir(t.pretrained_dir, t.pooling)
+            if encoder.dim != t.dim:
+                raise ValueError(f"{t.pretrained_dir} gives {encoder.dim}-d embeddings, the config says text.dim={t.dim}")
+            encoder.save(self.dir("text_encoder"))
+            return {"pretrained": t.pretrained_dir, "sentences": len(sentences)}
         train_text_encoder(sentences, self.tokenizer(), self.dir("text_encoder"), steps=c.text_encoder_steps,
                            batch_size=c.text_encoder_batch, lr=c.text_encoder_lr, seed=self.train_cfg.seed,
                            hidden=t.dim, layers=t.layers, heads=t.heads, intermediate=t.intermediate, max_len=t.max_len)
@@ -329,6 +334,8 @@ class Pipeline:
             studies, self.data, self.model_cfg.entity, self.dir("entity_model"), epochs=c.entity_epochs,
             batch_size=min(c.entity_batch, len(studies)), lr=c.entity_lr, seed=self.train_cfg.seed,
             text_encoder=self.text_encoder(), val_studies=self.splits["val"] or None,
+            # the same backbone as the visual encoder starts from the same ImageNet file
+            backbone_weights=self.model_cfg.visual.weights if self.model_cfg.entity.backbone == self.model_cfg.visual.backbone else None,
         )
         self._log_component("entity_model", self.dir("entity_model") / "train_log.json", "loss")
         log = self.dir("entity_model") / "train_log.json"
@@ -345,7 +352,7 @@ class Pipeline:
         from revtaf.data import XrayDataset, transforms
         from revtaf.labels.status import hamming_neighbours
         from revtaf.model.entity import predict_triplets
-        from revtaf.model.text_encoder import build_triplet_table, report_embeddings, sentence_embeddings
+        from revtaf.model.reference_prompts import build_triplet_table, report_embeddings, sentence_embeddings
         from revtaf.data import split_sentences
 
         encoder = self.text_encoder()
@@ -382,7 +389,7 @@ class Pipeline:
 
     def build_model(self):
         """A fresh REVTAF with the frozen entity model, the triplet table and the training bank attached."""
-        from revtaf.model.prompts import initial_base_probs
+        from revtaf.model.disease_prompts import initial_base_probs
         from revtaf.model.revtaf import REVTAF
 
         train = self.features("train")
@@ -402,7 +409,8 @@ class Pipeline:
         text = np.load(self.dir("features") / "train_text.npz")
         ds = TrainingSet(self.splits["train"], self.data, self.features("train"), self.labels("train"),
                          self.clean("train"), text["neighbours"][:, 0])
-        return ds, Collate(tokenizer, self.model_cfg.decoder.max_positions)
+        decoder = self.model_cfg.decoder
+        return ds, Collate(tokenizer, decoder.max_positions, decoder.prompt_tokens == "disease")
 
     def stage_revtaf(self) -> dict:
         from train.evaluate import validate_epoch
@@ -445,6 +453,22 @@ class Pipeline:
         self.write_run_card(final)
         return {"bank_rows": len(db), "embedding_dim": int(db.embeddings.shape[1]),
                 "parameters": model.num_parameters()}
+
+    def stage_calibrate(self) -> dict:
+        """Decision thresholds of the disease prompts, chosen on val (train/evaluate.calibrate_checkpoint)."""
+        from train.evaluate import calibrate_checkpoint
+
+        if not self.splits["val"]:
+            return {"positive_thresholds": None}
+        thresholds = calibrate_checkpoint(self.dir("bank") / "model", self.data, "val",
+                                          batch_size=self.prep_cfg.eval_batch, max_studies=self.opts.max_studies)
+        return {"positive_thresholds": thresholds}
+
+    def stage_input_check(self) -> dict:
+        """The view / out-of-distribution check of the final model (train/input_check.py)."""
+        from train.input_check import fit_input_check
+
+        return fit_input_check(self.dir("bank") / "model", self.data, self.prep_cfg.eval_batch, self.opts.max_studies)
 
     def write_run_card(self, directory: Path) -> None:
         """run.json (config, seed, data fingerprint) and the TrainConfig beside the weights."""
@@ -516,8 +540,8 @@ class TrainingSet(torch.utils.data.Dataset):
 class Collate:
     """Stacks a list of TrainingSet items and tokenises the reports behind their ground-truth state prompt."""
 
-    def __init__(self, tokenizer, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(self, tokenizer, max_length: int, per_disease: bool = False):
+        self.tokenizer, self.max_length, self.per_disease = tokenizer, max_length, per_disease
 
     def __call__(self, items: list[dict]) -> dict:
         from revtaf.model.decoder import encode_reports
@@ -527,7 +551,7 @@ class Collate:
         batch["grp_index"] = torch.tensor([it["grp_index"] for it in items])
         batch["bank_index"] = torch.tensor([it["bank_index"] for it in items])
         batch["input_ids"], batch["attention_mask"] = encode_reports(
-            self.tokenizer, batch["labels"], [it["report"] for it in items], self.max_length)
+            self.tokenizer, batch["labels"], [it["report"] for it in items], self.max_length, self.per_disease)
         return batch
 
 

@@ -18,6 +18,8 @@ from revtaf.labels.mesh import MESH_CLASSES, format_table, label_check, mesh_cla
 from revtaf.labels.status import hamming, hamming_neighbours, status_vector
 from revtaf.labels.triplets import (
     ENTITY_GROUPS,
+    ENTITY_LABELS,
+    POSITION_LABELS,
     anatomy_sentence,
     extract_triplets,
     extract_triplets_batch,
@@ -42,7 +44,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ANATOMIES_51", "AUXILIARY", "BLANK", "CHEXPERT_14", "ENTITIES_75", "ENTITY_GROUPS", "LABEL_NAMES_18",
+    "ANATOMIES_51", "AUXILIARY", "BLANK", "CHEXPERT_14", "ENTITIES_75", "ENTITY_GROUPS", "ENTITY_LABELS", "POSITION_LABELS", "LABEL_NAMES_18",
     "MESH_CLASSES", "NEGATIVE", "POSITIVE", "STATES", "STATE_TOKENS", "UNCERTAIN", "UNSPECIFIED_POSITION",
     "CheXbertLabeler", "RuleLabeler", "anatomy_sentence", "extract_triplets", "extract_triplets_batch",
     "format_table", "hamming", "hamming_neighbours", "label_check", "label_reports", "labels_to_dict",

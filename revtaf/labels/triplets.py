@@ -1,7 +1,7 @@
 """Report -> MedKLIP-style (entity, position, exist) triplets, the targets of the offline entity model.
 
-Only TRAINING reports are read this way (method.md §13.2); val/test images get their triplets from the entity
-model's predictions. For each of the 75 MedKLIP entities (method.md §10.1):
+Only TRAINING reports are read this way (docs/method.md §13.2); val/test images get their triplets from the entity
+model's predictions. For each of the 75 MedKLIP entities (docs/method.md §10.1):
 - exist: 1 present, 0 absent (negated), -1 not mentioned. Mentions are classified by the same negation and
   uncertainty machinery as the CheXpert labeler; uncertain mentions count as present (a hedged finding is
   still a finding the image should show).
@@ -99,7 +99,7 @@ _ENTITY_PATTERNS: dict[str, tuple[str, ...]] = {
     "redistribution": (r"redistribution",),
     "aspiration": (r"aspiration",),
     # MedKLIP's buckets. [OURS] tail_abnorm_obs: abnormal findings outside the named 73; excluded_obs: fibrosis,
-    # the one class of MedKLIP's exclusion list that has no entity of its own (method.md §10.1).
+    # the one class of MedKLIP's exclusion list that has no entity of its own (docs/method.md §10.1).
     "tail_abnorm_obs": (r"granulomas?", r"granulomatous", r"cysts?", r"cystic", r"bullae?", r"blebs?",
                         r"bronchiectasis", r"osteopenia", r"osteopenic", r"demineralization", r"scoliosis",
                         r"kyphosis", r"spondylosis", r"osteophytes?", r"atherosclero(?:sis|tic)", r"ectatic",
@@ -130,6 +130,37 @@ _NORMAL_DESCRIPTORS = {"normal", "clear", "sharp", "sharply", "unremarkable", "i
 ENTITY_GROUPS: tuple[str, ...] = tuple(
     "device" if e in _DEVICES else "normal descriptor" if e in _NORMAL_DESCRIPTORS else "finding" for e in ENTITIES_75
 )
+
+# A radiologist's words for MedKLIP's entity ids (the ids are stems and internal names such as
+# "tail_abnorm_obs"); ids not listed read as they are.
+_ENTITY_WORDS = {
+    "clear": "clear (lungs)", "sharp": "sharp (margins)", "sharply": "sharply defined", "free": "free of disease",
+    "enlarge": "enlargement", "tip": "tube / line tip", "low": "low lung volumes", "line": "line (catheter)",
+    "air": "air (free / trapped)", "tortuous": "tortuous aorta", "lead": "pacer lead", "process": "airspace process",
+    "prominence": "prominence", "engorgement": "vascular engorgement", "picc": "PICC line", "clip": "surgical clips",
+    "elevation": "elevation (hemidiaphragm)", "expand": "expansion", "wire": "sternotomy wires",
+    "degenerative": "degenerative changes", "thicken": "thickening", "marking": "interstitial markings",
+    "hyperinflate": "hyperinflation", "blunt": "costophrenic blunting", "loss": "volume loss", "widen": "widening",
+    "aerate": "aeration", "crowd": "crowding", "infiltrate": "infiltrate", "obscure": "obscuration",
+    "drainage": "drain", "distention": "distention", "shift": "mediastinal shift", "pressure": "pressure",
+    "finding": "other finding", "borderline": "borderline", "hardware": "orthopaedic hardware", "dilation": "dilation",
+    "chf": "congestive heart failure", "redistribution": "vascular redistribution", "aspiration": "aspiration",
+    "tail_abnorm_obs": "other abnormality (rare)", "excluded_obs": "excluded observation",
+}
+ENTITY_LABELS: tuple[str, ...] = tuple(_ENTITY_WORDS.get(e, e) for e in ENTITIES_75)
+_POSITION_WORDS = {
+    "left_hilar": "left hilum", "right_hilar": "right hilum", "hilar_unspec": "hila", "left_pleural": "left pleura",
+    "right_pleural": "right pleura", "pleural_unspec": "pleura", "heart_size": "heart size",
+    "diaphragm_unspec": "diaphragm", "lower_left_lobe": "left lower lobe", "upper_left_lobe": "left upper lobe",
+    "lower_right_lobe": "right lower lobe", "middle_right_lobe": "right middle lobe",
+    "upper_right_lobe": "right upper lobe", "left_apical_lung": "left apex", "right_apical_lung": "right apex",
+    "left_lung_unspec": "left lung", "right_lung_unspec": "right lung", "left_costophrenic": "left costophrenic angle",
+    "right_costophrenic": "right costophrenic angle", "costophrenic_unspec": "costophrenic angles",
+    "mediastinal": "mediastinum", "svc": "superior vena cava", "interstitium": "interstitium",
+    "parenchymal": "lung parenchyma", "cavoatrial_junction": "cavoatrial junction", "unspecified": "location not stated",
+}
+POSITION_LABELS: tuple[str, ...] = tuple(_POSITION_WORDS.get(p, p.replace("_", " ")) for p in ANATOMIES_51)
+
 
 def _anatomy_table() -> list[tuple[str, str]]:
     """(phrase pattern, MedKLIP position) pairs, most specific first: a regex alternation takes the first match."""

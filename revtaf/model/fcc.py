@@ -1,15 +1,22 @@
-"""Fine-grained Cross-modal Consistency loss (FCC, method.md §6.5).
+"""Fine-grained Cross-modal Consistency loss (FCC, docs/method.md §6.5).
 
 For every (LRP m, GRP n) pair of an image, the overlap O of their MPSA maps weights how strongly the
 two projected text features must agree: L_fcc = mean(1 − S·O), S = sigmoid(cos(tl_m, tg_n)).
 
-Two modes (method.md §13.1):
+Two modes (docs/method.md §13.1):
 - `soft` (the paper): each map min-max normalised over its own spatial positions, soft IoU
   O = Σ min(Ml, Mg) / Σ max(Ml, Mg), computed at the map grid (7×7) unless `upsample` is given,
   padded GRP rows excluded from the mean. Gradient reaches the maps and through them Wq/Wk.
 - `official` (the authors' code): one min-max over the whole batch tensor, hard threshold ≥ 0.5,
   binary IoU with +1e-8, maps usually bilinearly upsampled to 224² first, no mask. The threshold has
   no gradient, so only S (the text projections) is trained by this loss.
+- `anchored` (ours, the default of the small preset): the soft form has a trivial minimum — every map
+  identical (O = 1) and every projected text feature identical (S = sigmoid(1)) — and a trained model sat in
+  it (mean S .7303, O 1.000, all 75 maps one map). Here the target comes from the FROZEN text encoder, which
+  the loss cannot move: for each LRP m, P_m = softmax_n(cos(lrp_m, grp_n) / tau) over the valid GRPs, and the
+  maps must distribute their overlap the same way, Q_m = softmax_n(O_mn / tau_o); L = mean_m KL(P_m || Q_m).
+  Identical maps give a uniform Q, which is far from any P with contrast, so collapse is no longer a
+  minimum: entities whose sentences are alike must overlap, the others must not.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-MODES = ("soft", "official")
+MODES = ("soft", "official", "anchored")
 
 
 class FCCOutput(NamedTuple):
@@ -56,6 +63,9 @@ def fcc_loss(
     mode: str = "soft",
     grid: int = 7,
     upsample: int | None = None,
+    anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    tau: float = 0.05,
+    tau_overlap: float = 0.1,
 ) -> FCCOutput:
     """maps_local [B, M, L], maps_global [B, N, L], tl [B, M, d], tg [B, N, d], grp_mask [B, N] bool.
 
@@ -63,6 +73,7 @@ def fcc_loss(
     before the overlap. Soft mode: the loss averages 1 − S·O over each image's M × N_valid pairs, then
     over the images that have at least one valid GRP. Official mode averages over all pairs, mask ignored.
     Memory: soft mode holds a [B, M, N, L'] tensor (L' = upsampled positions), so keep it at 7×7.
+    Anchored mode needs `anchors` = (lrp [B, M, e], grp [B, N, e]), the text embeddings before projection.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -79,9 +90,15 @@ def fcc_loss(
         if grp_mask.shape != (B, N):
             raise ValueError(f"grp_mask must be [B, N] = {(B, N)}, got {tuple(grp_mask.shape)}")
 
+    if mode == "anchored":
+        if anchors is None or anchors[0].shape[:2] != (B, M) or anchors[1].shape[:2] != (B, N):
+            raise ValueError("anchored FCC needs anchors = (lrp [B, M, e], grp [B, N, e]) before projection")
+        anchors = (anchors[0].float(), anchors[1].float())
+
     # Sums over up to 224² positions and min-max ratios: float32 even under autocast.
     with torch.autocast(device_type=tl.device.type, enabled=False):
-        return _fcc(maps_local.float(), maps_global.float(), tl.float(), tg.float(), grp_mask, mode, grid, upsample)
+        return _fcc(maps_local.float(), maps_global.float(), tl.float(), tg.float(), grp_mask, mode, grid, upsample,
+                    anchors, tau, tau_overlap)
 
 
 def _fcc(
@@ -93,6 +110,9 @@ def _fcc(
     mode: str,
     grid: int,
     upsample: int | None,
+    anchors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    tau: float = 0.05,
+    tau_overlap: float = 0.1,
 ) -> FCCOutput:
     B, M, N = maps_local.shape[0], maps_local.shape[1], maps_global.shape[1]
     S = torch.sigmoid(F.normalize(tl, dim=-1) @ F.normalize(tg, dim=-1).transpose(1, 2))  # [B, M, N]
@@ -119,7 +139,16 @@ def _fcc(
 
     valid = grp_mask if grp_mask is not None else torch.ones(B, N, dtype=torch.bool, device=S.device)
     n_valid = valid.sum(1)  # [B]
-    per_image = ((1 - S * O) * valid[:, None, :]).sum((1, 2)) / (M * n_valid).clamp_min(1)
     has_grp = n_valid > 0
+    if mode == "anchored":
+        with torch.no_grad():  # the target: the frozen encoder's similarities, sharpened per LRP over the GRPs
+            cos = F.normalize(anchors[0], dim=-1) @ F.normalize(anchors[1], dim=-1).transpose(1, 2)
+            target = (cos / tau).masked_fill(~valid[:, None, :], float("-inf")).softmax(-1)
+            target = target.nan_to_num(0.0)  # images without any GRP: all-masked rows
+        log_q = (O / tau_overlap).masked_fill(~valid[:, None, :], float("-inf")).log_softmax(-1)
+        kl = (target * (target.clamp_min(1e-12).log() - log_q.clamp_min(-1e4))).sum(-1)  # [B, M]
+        loss = kl[has_grp].mean() if has_grp.any() else O.sum() * 0
+        return FCCOutput(loss, S, O)
+    per_image = ((1 - S * O) * valid[:, None, :]).sum((1, 2)) / (M * n_valid).clamp_min(1)
     loss = per_image[has_grp].mean() if has_grp.any() else per_image.sum() * 0  # zero, still on the graph
     return FCCOutput(loss, S, O)

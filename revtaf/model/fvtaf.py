@@ -1,4 +1,4 @@
-"""Fine-grained Visual-Text Alignment and Fusion (FVTAF, method.md §6.2, §6.7).
+"""Fine-grained Visual-Text Alignment and Fusion (FVTAF, docs/method.md §6.2, §6.7).
 
 Patch features are projected to d_model and fused twice with MPSA: with the 75 local reference
 prompts (LRPs, entity triplets) and with the N global reference prompts (GRPs, sentences of the
@@ -16,39 +16,16 @@ unchanged; its maps and text features are None and the FCC loss is zero.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from revtaf.model.fcc import MODES as FCC_MODES
 from revtaf.model.fcc import FCCOutput, fcc_loss
-from revtaf.model.mpsa import MODES as MPSA_MODES
+from revtaf.model.config import FusionConfig
 from revtaf.model.mpsa import MPSALayer
 
 OFFICIAL_FCC_SIZE = 224  # the official code upsamples the 7×7 maps to the input resolution
-
-
-@dataclass
-class FusionConfig:
-    visual_dim: int = 2048  # ResNet-101 C5 channels
-    lrp_dim: int = 768  # Bio_ClinicalBERT [CLS]
-    grp_dim: int = 512  # sentence embeddings of the retrieved report (MedCLIP-sized in the code)
-    d_model: int = 1024
-    dim_feedforward: int = 4096
-    dropout: float = 0.1
-    mpsa_mode: str = "ot"  # ot | official   (method.md §13.1)
-    fcc_mode: str = "soft"  # soft | official
-    share_branches: bool = True  # one MPSA layer for the global and local branches, as the code
-    eps: float = 0.05  # Sinkhorn entropy
-    sinkhorn_iters: int = 100
-
-    def __post_init__(self):
-        if self.mpsa_mode not in MPSA_MODES:
-            raise ValueError(f"mpsa_mode must be one of {MPSA_MODES}, got {self.mpsa_mode!r}")
-        if self.fcc_mode not in FCC_MODES:
-            raise ValueError(f"fcc_mode must be one of {FCC_MODES}, got {self.fcc_mode!r}")
 
 
 class FVTAFOutput(NamedTuple):
@@ -57,6 +34,8 @@ class FVTAFOutput(NamedTuple):
     global_maps: torch.Tensor | None  # [B, N, L]
     tl: torch.Tensor | None  # [B, M, d]  projected LRPs
     tg: torch.Tensor | None  # [B, N, d]  projected GRPs
+    lrp: torch.Tensor | None = None  # [B, M, lrp_dim]  LRPs as given (the anchored FCC's target side)
+    grp: torch.Tensor | None = None  # [B, N, grp_dim]  GRPs as given
 
 
 class FVTAF(nn.Module):
@@ -88,7 +67,7 @@ class FVTAF(nn.Module):
         img = self.vision_proj(patches)  # [B, L, d]
         global_fused, global_maps, tg = self._branch(self.mpsa[0], self.txt_proj_global, img, grp, grp_mask, "grp")
         local_fused, local_maps, tl = self._branch(self.mpsa[-1], self.txt_proj_local, img, lrp, None, "lrp")
-        return FVTAFOutput(torch.cat([global_fused, local_fused], dim=-1), local_maps, global_maps, tl, tg)
+        return FVTAFOutput(torch.cat([global_fused, local_fused], dim=-1), local_maps, global_maps, tl, tg, lrp, grp)
 
     @staticmethod
     def _branch(
@@ -126,4 +105,7 @@ class FVTAF(nn.Module):
             mode=self.config.fcc_mode,
             grid=grid,
             upsample=OFFICIAL_FCC_SIZE if official else None,
+            anchors=(out.lrp, out.grp) if self.config.fcc_mode == "anchored" else None,
+            tau=self.config.fcc_tau,
+            tau_overlap=self.config.fcc_tau_overlap,
         )

@@ -41,6 +41,8 @@ class EntityPrompt:
     exists: bool
     position: str
     sentence: str  # the triplet sentence fed to the text encoder
+    label: str = ""  # the entity in a radiologist's words ("costophrenic blunting"); `entity` keeps the id
+    position_label: str = ""  # the position in words ("left lower lobe")
 
 
 @dataclass
@@ -62,9 +64,28 @@ class Prediction:
     fcc_overlap: np.ndarray
     ablation: dict[str, bool] = field(default_factory=dict)  # e.g. {"grp": False, "lrp": True}
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-stage latency
+    # Input check (input_check.py; None when the model has none): the view, where it came from ("file" = the
+    # DICOM ViewPosition, "model" = the classifier), P(lateral), and the distance to the training frontal images.
+    view: str | None = None
+    view_source: str | None = None
+    p_lateral: float | None = None
+    ood_score: float | None = None
+    in_distribution: bool | None = None
+
+    @property
+    def warning(self) -> str | None:
+        """The sentence a reader must see before the report, or None when the input looks like what the model reads."""
+        if self.in_distribution is False:
+            return ("This does not look like a chest radiograph like the ones the model was trained on "
+                    f"(distance {self.ood_score:.1f} to the training images): the report below is not meaningful.")
+        if self.view == "lateral":
+            where = "the file says so" if self.view_source == "file" else "judged from the pixels"
+            return f"This looks like a lateral view ({where}): the model reads frontal views; its report may be wrong."
+        return None
 
     def to_json(self, with_maps: bool = False) -> dict:
         out = asdict(self)
+        out["warning"] = self.warning
         for key in ("lrp_maps", "grp_maps", "fcc_similarity", "fcc_overlap"):
             if with_maps or key.startswith("fcc"):
                 out[key] = np.round(np.asarray(out[key], dtype=np.float32), 4).tolist()

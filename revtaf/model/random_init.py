@@ -13,7 +13,7 @@ import torch
 
 from revtaf.model.config import REVTAFConfig
 from revtaf.model.revtaf import REVTAF
-from revtaf.model.tokenizer import load_tokenizer
+from revtaf.model.tokenizer import add_disease_state_tokens, load_tokenizer
 
 PRESETS = ("cpu", "paper")
 BERT_VOCAB = 30522  # bert-base-uncased, the paper's tokenizer
@@ -39,6 +39,8 @@ def random_model(preset: str, bank_size: int = 2069, max_sentences: int = 18, se
     cfg = getattr(REVTAFConfig, preset)()
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = synthetic_tokenizer(CPU_VOCAB if preset == "cpu" else BERT_VOCAB, tmp)
+    if cfg.decoder.prompt_tokens == "disease":
+        add_disease_state_tokens(tokenizer)
     d = cfg.text.dim
     model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))
     g = torch.Generator().manual_seed(seed)

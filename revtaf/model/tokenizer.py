@@ -1,4 +1,4 @@
-"""The report tokenizer: BERT-style WordPiece plus the decoder's prompt tokens (method.md §1.4).
+"""The report tokenizer: BERT-style WordPiece plus the decoder's prompt tokens (docs/method.md §1.4).
 
 The paper uses `bert-base-uncased` with `[DEC]` added as bos and four regular tokens `[BLA] [POS] [NEG] [UNC]`
 for the disease-prompt states. Offline we train the same kind of WordPiece on the cleaned training reports
@@ -37,12 +37,21 @@ def _finish(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000) -> PreTrainedTokenizerFast:
+def disease_state_tokens() -> list[list[str]]:
+    """[18][4] prompt tokens that name their disease, e.g. "[cardiomegaly:POS]" (`DecoderConfig.prompt_tokens`
+    = "disease"): the state and the disease in one embedding, instead of a shared [POS] whose disease the
+    decoder must infer from its position."""
+    from revtaf.labels import LABEL_NAMES_18
+
+    return [[f"[{name.lower().replace(' ', '_')}:{token[1:-1]}]" for token in STATE_TOKENS] for name in LABEL_NAMES_18]
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000, disease_tokens: bool = True) -> PreTrainedTokenizerFast:
     """Train a lowercase WordPiece (BERT normaliser, whitespace pre-tokeniser) on `texts` (cleaned training
     reports) and add the REVTAF prompt tokens.
 
     Ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4, [DEC]=5, then the learned vocabulary, then
-    [BLA] [POS] [NEG] [UNC]. Encoding wraps text as "[CLS] ... [SEP]".
+    [BLA] [POS] [NEG] [UNC], then the 72 disease-state tokens. Encoding wraps text as "[CLS] ... [SEP]".
     """
     if vocab_size < len(SPECIAL_TOKENS) + 1 + 100:
         raise ValueError(f"vocab_size={vocab_size} is too small for a WordPiece vocabulary")
@@ -72,7 +81,16 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000) -> PreTrainedT
         bos_token=BOS_TOKEN,
         model_max_length=512,
     )
-    return _finish(tokenizer)
+    tokenizer = _finish(tokenizer)
+    return add_disease_state_tokens(tokenizer) if disease_tokens else tokenizer
+
+
+def add_disease_state_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """Append the 72 disease-state prompt tokens (regular, matched on the raw text) that are not there yet."""
+    missing = [t for row in disease_state_tokens() for t in row
+               if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
+    return tokenizer
 
 
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:

@@ -1,0 +1,112 @@
+"""Does the evidence mean something? Prompt adherence of the reports and grounding of the attention maps.
+
+- `prompt_adherence`: for the 14 CheXpert classes, the share of positive prompt states (what the classifier, or
+  an oracle, told the decoder) that the labeler finds positive in the generated report, and the share of
+  non-positive states that it does not find positive. A decoder that ignores its prompt writes the same report
+  whatever the prompt says and scores low on the first share.
+- `map_overlap`: mean pairwise soft IoU between an image's entity maps (LRPs of the entities predicted present),
+  averaged over images. Identical maps give 1.
+- `side_pointing`: for a finding whose reference report states a side, whether more of the entity's map mass
+  lies on that side of the image. Radiographs are shown as if facing the patient, so the patient's right is the
+  image's left (columns 0 .. W/2 on a frontal view). Chance is 0.5; a map mirrored left-right inverts it.
+
+Maps are min-max normalised per map (as the FCC loss treats them) before IoU or mass; shapes in docstrings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from revtaf.labels.constants import ANATOMIES_51, CHEXPERT_14
+
+POSITIVE = 1
+
+
+def prompt_adherence(prompt_states: np.ndarray, report_states: np.ndarray) -> dict:
+    """prompt_states, report_states [n, >=14] CheXpert states (0 blank, 1 positive, 2 negative, 3 uncertain).
+
+    Returns {"positive": share of positive prompts written positive, "n_positive",
+    "non_positive": share of non-positive prompts not written positive, "n_non_positive",
+    "per_class": {name: {"positive", "n_positive"}}}; a share is None when it has no case.
+    """
+    prompt = np.asarray(prompt_states)[:, : len(CHEXPERT_14)] == POSITIVE
+    written = np.asarray(report_states)[:, : len(CHEXPERT_14)] == POSITIVE
+    if prompt.shape != written.shape:
+        raise ValueError(f"prompt {prompt.shape} and report {written.shape} states differ in shape")
+
+    def share(hits: np.ndarray, cases: np.ndarray) -> float | None:
+        return float(hits[cases].mean()) if cases.any() else None
+
+    per_class = {name: {"positive": share(written[:, c], prompt[:, c]), "n_positive": int(prompt[:, c].sum())}
+                 for c, name in enumerate(CHEXPERT_14)}
+    return {"positive": share(written, prompt), "n_positive": int(prompt.sum()),
+            "non_positive": share(~written, ~prompt), "n_non_positive": int((~prompt).sum()),
+            "per_class": per_class}
+
+
+def _minmax(maps: np.ndarray) -> np.ndarray:
+    """[..., L] -> each map scaled to [0, 1] over its L positions (a constant map becomes all zeros)."""
+    lo = maps.min(-1, keepdims=True)
+    hi = maps.max(-1, keepdims=True)
+    return (maps - lo) / np.maximum(hi - lo, 1e-6)
+
+
+def pairwise_soft_iou(maps: np.ndarray) -> np.ndarray:
+    """maps [T, L] -> [T, T] soft IoU Σmin / Σmax of the min-max normalised maps (1 for identical maps)."""
+    m = _minmax(np.asarray(maps, dtype=np.float64))
+    inter = np.minimum(m[:, None, :], m[None, :, :]).sum(-1)
+    union = np.maximum(m[:, None, :], m[None, :, :]).sum(-1)
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 1.0)
+
+
+def map_overlap(maps_per_image: Sequence[np.ndarray]) -> dict:
+    """maps_per_image: one [T_i, L] array per image (e.g. the maps of its entities predicted present).
+
+    Returns {"mean": mean over images of the mean pairwise soft IoU of distinct maps, "images": images with
+    at least two maps}; mean None when no image has two.
+    """
+    means = []
+    for maps in maps_per_image:
+        if len(maps) < 2:
+            continue
+        iou = pairwise_soft_iou(maps)
+        means.append(iou[np.triu_indices(len(maps), k=1)].mean())
+    return {"mean": float(np.mean(means)) if means else None, "images": len(means)}
+
+
+def side_of(position: int) -> str | None:
+    """The patient side an anatomy position names ("left" / "right"), else None."""
+    name = ANATOMIES_51[position]
+    parts = set(name.split("_"))
+    if "left" in parts and "right" not in parts:
+        return "left"
+    if "right" in parts and "left" not in parts:
+        return "right"
+    return None
+
+
+def points_to_side(map_2d: np.ndarray, side: str) -> bool:
+    """map_2d [H, W] of a frontal view; True when more normalised mass lies on the patient's `side`
+    (patient's right = image left). The middle column of an odd width counts for neither side."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    m = _minmax(np.asarray(map_2d, dtype=np.float64).reshape(-1)).reshape(np.shape(map_2d))
+    W = m.shape[1]
+    image_left, image_right = m[:, : W // 2].sum(), m[:, (W + 1) // 2 :].sum()
+    return bool(image_left > image_right) if side == "right" else bool(image_right > image_left)
+
+
+def side_pointing(entity_maps: np.ndarray, ref_exist: np.ndarray, ref_position: np.ndarray) -> dict:
+    """entity_maps [n, 75, H, W]; ref_exist [n, 75] (1 = present in the reference report), ref_position [n, 75].
+
+    Over every (study, entity) present in the reference at a sided position: the share whose map points to
+    that side, with its count `n` (share None when n = 0).
+    """
+    hits = []
+    for i, j in zip(*np.nonzero(np.asarray(ref_exist) == 1)):
+        side = side_of(int(ref_position[i, j]))
+        if side is not None:
+            hits.append(points_to_side(entity_maps[i, j], side))
+    return {"share": float(np.mean(hits)) if hits else None, "n": len(hits)}

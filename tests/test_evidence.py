@@ -1,0 +1,56 @@
+"""Evidence measures: prompt adherence, map overlap and side pointing (each must be able to fail)."""
+
+import numpy as np
+import pytest
+
+from revtaf.labels.constants import ANATOMIES_51, CHEXPERT_14, ENTITIES_75
+from revtaf.metrics.evidence import map_overlap, points_to_side, prompt_adherence, side_of, side_pointing
+
+CARDIO, EFFUSION = CHEXPERT_14.index("Cardiomegaly"), CHEXPERT_14.index("Pleural Effusion")
+
+
+def test_adherence_falls_when_a_report_drops_a_positive_prompt():
+    prompt = np.full((4, 14), 2)
+    prompt[:, CARDIO] = 1
+    prompt[:2, EFFUSION] = 1
+    followed = prompt.copy()
+    full = prompt_adherence(prompt, followed)
+    assert full["positive"] == 1.0 and full["n_positive"] == 6 and full["non_positive"] == 1.0
+    dropped = followed.copy()
+    dropped[0, EFFUSION] = 2  # the report says "no effusion" although the prompt said positive
+    worse = prompt_adherence(prompt, dropped)
+    assert worse["positive"] == pytest.approx(5 / 6)
+    assert worse["per_class"]["Pleural Effusion"] == {"positive": 0.5, "n_positive": 2}
+    invented = followed.copy()
+    invented[3, CHEXPERT_14.index("Edema")] = 1  # a finding the prompt did not ask for
+    assert prompt_adherence(prompt, invented)["non_positive"] < 1.0
+
+
+def test_constant_maps_overlap_fully_and_disjoint_maps_not_at_all():
+    rng = np.random.default_rng(0)
+    one = rng.random(49)
+    assert map_overlap([np.stack([one, 3 * one + 1, one])])["mean"] == pytest.approx(1.0)
+    disjoint = np.eye(49)[:5]  # five maps, each on its own cell
+    assert map_overlap([disjoint])["mean"] == pytest.approx(0.0)
+    assert map_overlap([disjoint[:1]]) == {"mean": None, "images": 0}  # nothing to pair
+
+
+def test_side_pointing_uses_the_radiological_convention_and_fails_mirrored():
+    hot_image_left = np.zeros((7, 7))
+    hot_image_left[3, 1] = 1.0
+    assert points_to_side(hot_image_left, "right")  # patient's right is on the image's left
+    assert not points_to_side(hot_image_left, "left")
+    effusion = ENTITIES_75.index("effusion")
+    right = ANATOMIES_51.index("right_pleural")
+    assert side_of(right) == "right" and side_of(ANATOMIES_51.index("lower_left_lobe")) == "left"
+    assert side_of(ANATOMIES_51.index("heart_size")) is None
+    maps = np.zeros((2, 75, 7, 7))
+    maps[:, effusion] = hot_image_left
+    exist = np.zeros((2, 75), dtype=int)
+    exist[:, effusion] = 1
+    position = np.full((2, 75), ANATOMIES_51.index("unspecified"))
+    position[:, effusion] = right
+    assert side_pointing(maps, exist, position) == {"share": 1.0, "n": 2}
+    assert side_pointing(maps[..., ::-1], exist, position) == {"share": 0.0, "n": 2}
+    position[1, effusion] = ANATOMIES_51.index("pleural_unspec")  # no side stated: not counted
+    assert side_pointing(maps, exist, position)["n"] == 1
