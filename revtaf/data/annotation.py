@@ -55,8 +55,9 @@ class Study:
 
 
 def require_data_root(root: str | os.PathLike) -> Path:
-    """`root` as a Path when it holds an annotation.json, else FileNotFoundError naming it (one message everywhere)."""
-    root = Path(root).expanduser()
+    """`root` as an absolute Path when it holds an annotation.json (a server started in another folder must find
+    it too), else FileNotFoundError naming it (one message everywhere)."""
+    root = Path(root).expanduser().resolve()
     if not (root / "annotation.json").is_file():
         raise FileNotFoundError(f"{root} is not a data root: it has no annotation.json")
     return root
