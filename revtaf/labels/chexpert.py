@@ -450,6 +450,14 @@ class RuleLabeler:
             row[NO_FINDING] = POSITIVE
         return row
 
+    def finding_sentences(self, text: str) -> list[bool]:
+        """For each "."-ended piece of a cleaned report, whether it states a finding: a positive or uncertain
+        CheXpert observation other than No Finding (devices included), e.g. "the heart is enlarged"."""
+        pieces = text.split(".")
+        if pieces and not pieces[-1].strip():
+            pieces = pieces[:-1]
+        return [bool(np.isin(self.label_report(piece)[:NO_FINDING], (POSITIVE, UNCERTAIN)).any()) for piece in pieces]
+
     def __call__(self, reports: list[str]) -> np.ndarray:
         """list of n reports -> int8 [n, 18]."""
         if isinstance(reports, str):

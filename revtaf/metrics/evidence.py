@@ -6,6 +6,9 @@
   whatever the prompt says and scores low on the first share.
 - `map_overlap`: mean pairwise soft IoU between an image's entity maps (LRPs of the entities predicted present),
   averaged over images. Identical maps give 1.
+- `border_mass`: the share of the maps' normalised mass on the outer ring of the patch grid (on 7×7, 24 of the
+  49 cells: .49 for a uniform map). Most of a radiograph's border is outside the lungs, so maps drawn to the
+  border (a transport plan dumping mass it cannot place) score well above .49.
 - `side_pointing`: for a finding whose reference report states a side, whether more of the entity's map mass
   lies on that side of the image. Radiographs are shown as if facing the patient, so the patient's right is the
   image's left (columns 0 .. W/2 on a frontal view). Chance is 0.5; a map mirrored left-right inverts it.
@@ -74,6 +77,23 @@ def map_overlap(maps_per_image: Sequence[np.ndarray]) -> dict:
         iou = pairwise_soft_iou(maps)
         means.append(iou[np.triu_indices(len(maps), k=1)].mean())
     return {"mean": float(np.mean(means)) if means else None, "images": len(means)}
+
+
+def border_mass(maps: np.ndarray) -> dict:
+    """maps [n, L] with L a square grid -> {"mean": mean share of each min-max normalised map's mass on the outer
+    ring of cells, "uniform": that share for a uniform map}; mean None for no maps."""
+    maps = np.asarray(maps, dtype=np.float64)
+    side = int(round(maps.shape[-1] ** 0.5)) if maps.size else 0
+    if maps.size == 0:
+        return {"mean": None, "uniform": None}
+    if side * side != maps.shape[-1]:
+        raise ValueError(f"{maps.shape[-1]} patches are not a square grid")
+    ring = np.ones((side, side), dtype=bool)
+    ring[1:-1, 1:-1] = False
+    m = _minmax(maps)
+    total = m.sum(-1)
+    share = m[:, ring.ravel()].sum(-1)[total > 0] / total[total > 0]
+    return {"mean": float(share.mean()) if share.size else None, "uniform": float(ring.mean())}
 
 
 def side_of(position: int) -> str | None:

@@ -72,6 +72,7 @@ class FusionConfig:
     share_branches: bool = True  # one MPSA layer for the global and local branches, as the code
     eps: float = 0.05  # Sinkhorn entropy
     sinkhorn_iters: int = 100
+    dustbin: bool = False  # ours: a "nothing here" row and column in the transport problem (mpsa.py)
 
     def __post_init__(self):
         if self.mpsa_mode not in MPSA_MODES:
@@ -187,9 +188,12 @@ class GenerationSettings:
     num_beams: int = 3
     max_new_tokens: int = 110
     min_length: int = 60
+    # Ours, 0 = off (the paper): no n-gram of this many wordpieces twice in a report. 6 covers a repeated short
+    # sentence (". there is no pneumothorax .") and leaves the shared openings of different sentences alone.
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:  # also runs on dataclasses.replace, so overrides are checked here once
-        for name, low in (("num_beams", 1), ("max_new_tokens", 1), ("min_length", 0)):
+        for name, low in (("num_beams", 1), ("max_new_tokens", 1), ("min_length", 0), ("no_repeat_ngram_size", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
 
@@ -208,6 +212,13 @@ class LossWeights:
     cls: float = 4.0
     rank: float = 2.0
     fcc: float = 0.5
+    # Ours (decoder.py; 1 and 0 = the paper): weight of finding-sentence tokens in L_lm, and the weight, margin
+    # (nats per finding token) and linear ramp-in (training steps) of the hinge that makes those tokens depend on
+    # the prompt.
+    finding_tokens: float = 1.0
+    prompt_contrast: float = 0.0
+    prompt_margin: float = 0.5
+    prompt_warmup_steps: int = 0
 
 
 @dataclass
@@ -267,10 +278,11 @@ class REVTAFConfig:
             entity=EntityModelConfig(backbone="tf_efficientnet_lite2", text_dim=384, frozen_stages=4),
             text=TextEncoderSpec(dim=384, pretrained_dir=PACKAGE_MINILM, pooling="mean"),
             fusion=FusionConfig(visual_dim=352, lrp_dim=384, grp_dim=384, d_model=256, dim_feedforward=1024,
-                                fcc_mode="anchored"),
+                                fcc_mode="anchored", dustbin=True),
             prompts=PromptConfig(d_model=256, nhead=4, dim_feedforward=1024),
             decoder=DecoderConfig(num_layers=3, hidden_size=256, num_heads=4, intermediate_size=1024,
                                   max_positions=256, prompt_tokens="disease"),
+            loss=LossWeights(finding_tokens=3.0, prompt_contrast=1.0, prompt_warmup_steps=258),  # 2 IU epochs
         )
 
     @classmethod
@@ -283,8 +295,9 @@ class REVTAFConfig:
             visual=VisualConfig(backbone="resnet18", init_from_entity=True),
             entity=EntityModelConfig(backbone="resnet18", text_dim=256),
             text=TextEncoderSpec(dim=256),
-            fusion=replace(base.fusion, visual_dim=512, lrp_dim=256, grp_dim=256, fcc_mode="soft"),
+            fusion=replace(base.fusion, visual_dim=512, lrp_dim=256, grp_dim=256, fcc_mode="soft", dustbin=False),
             decoder=replace(base.decoder, prompt_tokens="shared"),
+            loss=LossWeights(),
         )
 
     # ------------------------------------------------------------------ (de)serialisation

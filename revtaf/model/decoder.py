@@ -10,10 +10,19 @@ tokens are either the paper's four shared state tokens ([POS] for every disease:
 disease from the token's position) or, `prompt_tokens="disease"` (ours), one token per disease and state
 ("[cardiomegaly:POS]"), so the embedding itself says which finding the report must state. Self-attention
 is causal over all of it; prompt and padding positions are not targets.
+
+Two training signals make the decoder read its prompt (ours, docs/method.md §13.5; both off in the paper
+preset). Trained on the LM loss alone, the decoder wrote the normal template even for training studies
+whose prompt said "cardiomegaly: positive" (0 of 24): the few finding words are a small share of the
+loss and the template explains the rest. (1) `finding_weight`: the wordpieces of the sentences that state
+a finding weigh more in the LM loss. (2) `prompt_contrast`: the same report under a prompt that calls the
+study normal must be less likely, by a margin, on those finding tokens (a hinge on the NLL difference), ramped
+in over the first training steps so that it does not compete with the LM while the decoder learns language.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +38,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from revtaf.labels.constants import STATE_TOKENS
+from revtaf.labels.constants import CHEXPERT_14, NEGATIVE, POSITIVE, STATE_TOKENS, UNCERTAIN
 from revtaf.model.config import DecoderConfig
 from revtaf.model.disease_prompts import NUM_DISEASES
 from revtaf.model.tokenizer import disease_state_tokens
@@ -95,6 +104,34 @@ def encode_reports(
     return input_ids, attention_mask
 
 
+def finding_token_mask(
+    tokenizer: PreTrainedTokenizerFast, reports: Sequence[str], finding: Sequence[Sequence[bool]], shape: torch.Size,
+) -> torch.Tensor:
+    """[B,T] bool, aligned with `encode_reports`: True on the wordpieces of sentence i of report b when
+    finding[b][i] (sentences end at each "."; the period belongs to the sentence it ends)."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    budget = shape[1] - PROMPT_LENGTH - 1
+    offsets = tokenizer(list(reports), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    for b, (text, spans) in enumerate(zip(reports, offsets)):
+        periods = [i for i, ch in enumerate(text) if ch == "."]
+        for j, (start, _) in enumerate(spans[:budget]):
+            sentence = bisect_left(periods, start)  # periods strictly before the token
+            if sentence < len(finding[b]) and finding[b][sentence]:
+                mask[b, PROMPT_LENGTH + j] = True
+    return mask
+
+
+def normal_states(states: torch.Tensor) -> torch.Tensor:
+    """The prompt that calls a study normal: every positive or uncertain CheXpert finding negative, No Finding
+    positive. states [B,18] -> [B,18]; the 4 labels beyond CheXpert's 14 are kept."""
+    no_finding = CHEXPERT_14.index("No Finding")
+    out = states.clone()
+    findings = out[:, :no_finding]
+    findings[(findings == POSITIVE) | (findings == UNCERTAIN)] = NEGATIVE
+    out[:, no_finding] = POSITIVE
+    return out
+
+
 def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Targets [B,T]: the input ids, with the 19 prompt positions and padding set to -100."""
     labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
@@ -147,16 +184,47 @@ class ReportDecoder(nn.Module):
         return out.logits
 
     def loss(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Label-smoothed next-token CE: logits[:, :-1] vs labels[:, 1:], mean over non-ignored targets."""
+        """Label-smoothed next-token CE: logits[:, :-1] vs labels[:, 1:], mean over non-ignored targets,
+        weighted by `weights` [B,T] (the weight of each position as a target) when given."""
         logits = self(input_ids, attention_mask, memory)
-        return F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]),
-            labels[:, 1:].reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            label_smoothing=self.cfg.label_smoothing,
-        )
+        ce = F.cross_entropy(
+            logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX,
+            label_smoothing=self.cfg.label_smoothing, reduction="none",
+        )  # [B,T-1], 0 where ignored
+        valid = (labels[:, 1:] != IGNORE_INDEX).to(ce.dtype)
+        w = valid if weights is None else valid * weights[:, 1:].to(ce.dtype)
+        return (ce * w).sum() / w.sum().clamp_min(1e-8)
+
+    def prompt_contrast(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor,
+        states: torch.Tensor, focus: torch.Tensor, margin: float,
+    ) -> torch.Tensor:
+        """Hinge on how much less likely the finding tokens become when the prompt calls the study normal.
+
+        input_ids / attention_mask / labels [B,T] under the true `states` [B,18]; focus [B,T] bool (the finding
+        tokens). Per study with focus tokens: relu(margin − mean_focus (NLL_normal − NLL_true)), `margin` in nats
+        per token, mean over those studies; 0 when the batch has none. A mean, not a sum, over the tokens: summed,
+        the hinge's gradient outweighed the token-averaged LM loss tenfold and slowed language learning (probe
+        NLL 6.69 against 4.97 after 60 steps).
+        """
+        rows = focus.any(1)
+        if not rows.any():
+            return memory.new_zeros(())
+        ids, mask, lab, mem, foc = input_ids[rows], attention_mask[rows], labels[rows], memory[rows], focus[rows]
+        normal = ids.clone()
+        normal[:, :PROMPT_LENGTH] = prompt_ids(self.tokenizer, normal_states(states[rows]), self.per_disease)
+
+        def nll(x: torch.Tensor) -> torch.Tensor:
+            logits = self(x, mask, mem)
+            return F.cross_entropy(logits[:, :-1].transpose(1, 2), lab[:, 1:], ignore_index=IGNORE_INDEX,
+                                   reduction="none")
+
+        weight = foc[:, 1:].to(mem.dtype)
+        gap = ((nll(normal) - nll(ids)) * weight).sum(1) / weight.sum(1)
+        return F.relu(margin - gap).mean()
 
     @torch.no_grad()
     def generate(
@@ -166,6 +234,7 @@ class ReportDecoder(nn.Module):
         num_beams: int = 3,
         max_new_tokens: int = 110,
         min_length: int = 60,
+        no_repeat_ngram_size: int = 0,
     ) -> list[str]:
         """Beam search from the prompt: prompt [B,19], memory [B,L,memory_dim] -> B report strings.
 
@@ -188,6 +257,7 @@ class ReportDecoder(nn.Module):
             repetition_penalty=1.0,
             length_penalty=1.0,
             suppress_tokens=self._prompt_token_ids,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
         sequences = self.lm.generate(
             input_ids=prompt,

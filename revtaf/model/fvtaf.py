@@ -49,7 +49,8 @@ class FVTAF(nn.Module):
         # mpsa[0] serves the global branch, mpsa[-1] the local one: the same layer when shared. A list
         # rather than two attributes so shared weights appear once in the state dict.
         self.mpsa = nn.ModuleList(
-            MPSALayer(d, config.dim_feedforward, config.dropout, config.mpsa_mode, config.eps, config.sinkhorn_iters)
+            MPSALayer(d, config.dim_feedforward, config.dropout, config.mpsa_mode, config.eps, config.sinkhorn_iters,
+                      config.dustbin)
             for _ in range(1 if config.share_branches else 2)
         )
 

@@ -13,6 +13,13 @@ Two modes (docs/method.md §13.1):
   Wq/Wk get no gradient through the fused output. The closed form is used directly (the test suite
   checks it equals `sinkhorn` on singleton columns). The official code has no padding mask, so
   this mode ignores `txt_mask`: padded rows (bias-only after the projection) are attended too.
+
+`dustbin` (ours, off by default; docs/method.md §13.6): the balanced `ot` problem forces every text to take
+1/T of the mass, so the 60-odd LRPs of entities absent from an image must land somewhere; on the trained
+model they landed on the image border (84 % of the LRP map mass on the outer ring of a 7×7 grid, which is
+49 % of its cells). As SuperGlue does for unmatched keypoints, one extra row and one extra column ("nothing here")
+with a learned cost take the mass that has no match: the maps then show only what was matched, a patch's
+weights over the texts sum to at most 1, and an absent entity's map may be empty.
 """
 
 from __future__ import annotations
@@ -99,11 +106,16 @@ class MPSALayer(nn.Module):
         mode: str = "ot",
         eps: float = 0.05,
         max_iter: int = 100,
+        dustbin: bool = False,
     ):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if dustbin and mode != "ot":
+            raise ValueError("the dustbin belongs to the `ot` transport problem; the official mode has none")
         self.mode, self.eps, self.max_iter = mode, eps, max_iter
+        # Cost of sending mass to "nothing here", in the units of 1 − cos; learned. 1.0 = an orthogonal pair.
+        self.dustbin_cost = nn.Parameter(torch.tensor(1.0)) if dustbin else None
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -118,7 +130,7 @@ class MPSALayer(nn.Module):
         self.norm_ffn = nn.LayerNorm(d_model)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, eps={self.eps}, max_iter={self.max_iter}"
+        return f"mode={self.mode!r}, eps={self.eps}, max_iter={self.max_iter}, dustbin={self.dustbin_cost is not None}"
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor | None = None) -> MPSAOutput:
         """img [B, L, d], txt [B, T, d], txt_mask [B, T] bool (True = valid) or None (all valid)."""
@@ -150,16 +162,31 @@ class MPSALayer(nn.Module):
             mu = torch.full((B, L), 1.0 / L, device=sim.device)
             plan = sim.new_zeros(B, L, T, dtype=torch.float32)
             if has_txt.any():
-                solved = sinkhorn((1 - sim)[has_txt], mu[has_txt], nu[has_txt], self.eps, self.max_iter)
+                cost, mu_, nu_ = (1 - sim)[has_txt], mu[has_txt], nu[has_txt]
+                if self.dustbin_cost is not None:
+                    solved = self._with_dustbin(cost, mu_, nu_)
+                else:
+                    solved = sinkhorn(cost, mu_, nu_, self.eps, self.max_iter)
                 plan = plan.index_put((has_txt,), solved)
             plan = plan.to(sim.dtype)
-            attn = L * plan  # each patch's weights over the valid texts sum to 1
+            attn = L * plan  # each patch's weights over the valid texts sum to 1 (at most 1 with the dustbin)
             # OTSeg-style score map: the cosine reweighted by the transport density L·T_valid·P, whose
             # mean over the patches is 1 per text. Padded texts have P = 0, hence an all-zero map.
             maps = (sim * plan * (L * n_valid.clamp_min(1)[:, None, None])).transpose(1, 2)
 
         message = self.out_proj(self.attn_dropout(attn) @ v)
         return message, maps, plan
+
+    def _with_dustbin(self, cost: torch.Tensor, mu: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+        """cost [P, L, T], mu [P, L], nu [P, T] (each summing to 1) -> the patch × text block [P, L, T] of the plan
+        of the problem augmented with a dustbin row and column, each of mass 1 (SuperGlue's marginals)."""
+        P, L, T = cost.shape
+        z = self.dustbin_cost.to(cost.dtype)
+        full = torch.cat([cost, z.expand(P, L, 1)], dim=2)
+        full = torch.cat([full, z.expand(P, 1, T + 1)], dim=1)  # [P, L+1, T+1]
+        one = cost.new_ones(P, 1)
+        plan = sinkhorn(full, torch.cat([mu, one], 1), torch.cat([nu, one], 1), self.eps, self.max_iter)
+        return plan[:, :L, :T]
 
     @staticmethod
     def _check(img: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor | None) -> tuple[int, int, int]:

@@ -130,6 +130,11 @@ class REVTAF(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, keys: module._invalidate_bank())
         # View / out-of-distribution check (input_check.py): fitted after training, saved in its own file.
         self.input_check: InputCheck | None = None
+        self._objective_steps = 0  # training forwards so far (the prompt-contrast ramp; the bank has its own count)
+        # Where the weights came from (set by from_pretrained): directory, SHA-256 of the weights, preset name.
+        self.name_or_path: str | None = None
+        self.weights_sha256: str | None = None
+        self.preset: str | None = None
 
     def _init_visual_from_entity(self) -> None:
         """Start the visual encoder's conv1..layer3 from the entity model's trained trunk (same ResNet).
@@ -275,6 +280,7 @@ class REVTAF(nn.Module):
         """
         if self.training:
             self._train_steps += 1
+            self._objective_steps += 1
         labels = batch["labels"].long()
         patches, pooled = self.visual(batch["images"])
         H, _, memory_index = self.retrieve(batch["entity_scores"], self.cfg.prompts.k_memory,
@@ -286,11 +292,18 @@ class REVTAF(nn.Module):
         grp, grp_mask = self.bank_grp(batch["grp_index"])
         fused = self.fvtaf(patches, self.lrp(batch["lrp_position"], batch["lrp_exists"]), grp, grp_mask)
         loss_fcc = self.fvtaf.loss(fused, grp_mask).loss
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        loss_lm = self.decoder.loss(ids, mask, fused.fc, lm_labels(ids, mask))
-        w = self.cfg.loss
-        loss = w.lm * loss_lm + w.cls * loss_cls + w.rank * loss_rank + w.fcc * loss_fcc
-        return {"loss": loss, "loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc}
+        ids, mask, w = batch["input_ids"], batch["attention_mask"], self.cfg.loss
+        targets, finding = lm_labels(ids, mask), batch["finding_mask"]
+        weights = 1.0 + (w.finding_tokens - 1.0) * finding.float()
+        loss_lm = self.decoder.loss(ids, mask, fused.fc, targets, weights)
+        loss_prompt = (self.decoder.prompt_contrast(ids, mask, fused.fc, targets, labels, finding, w.prompt_margin)
+                       if w.prompt_contrast > 0 else loss_lm.new_zeros(()))
+        # ramped in over the first steps of this process (a resumed run ramps in again: harmless)
+        ramp = min(1.0, self._objective_steps / w.prompt_warmup_steps) if w.prompt_warmup_steps else 1.0
+        loss = (w.lm * loss_lm + w.cls * loss_cls + w.rank * loss_rank + w.fcc * loss_fcc
+                + ramp * w.prompt_contrast * loss_prompt)
+        return {"loss": loss, "loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
+                "loss_prompt": loss_prompt}
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -335,7 +348,7 @@ class REVTAF(nn.Module):
 
         g = self.cfg.generation
         reports = self.decoder.generate(prompt_ids(self.tokenizer, states, self.decoder.per_disease), fused.fc, g.num_beams,
-                                        g.max_new_tokens, g.min_length)
+                                        g.max_new_tokens, g.min_length, g.no_repeat_ngram_size)
         timings["generation"] = _ms(t)
         return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings, pooled)
 
@@ -544,6 +557,12 @@ class REVTAF(nn.Module):
         model.input_check = InputCheck.load(directory)
         model.to(map_location).eval()
         model.refresh_bank()
+        # Provenance, for whatever the model's outputs are saved with (e.g. the demo's review exports).
+        model.name_or_path = str(directory)
+        manifest = json.loads((directory / MANIFEST).read_text())["files"] if (directory / MANIFEST).is_file() else {}
+        model.weights_sha256 = manifest.get(WEIGHTS_FILE, {}).get("sha256")
+        card = directory / "run.json"
+        model.preset = json.loads(card.read_text()).get("preset") if card.is_file() else None
         return model
 
     def num_parameters(self) -> dict[str, int]:
