@@ -54,6 +54,7 @@ BURNED_IN_WARNING = (
 WORKING_MAX_SIDE = 1024
 COLORMAPS = ("inferno", "jet", "turbo", "viridis", "magma", "hot")
 ABLATIONS = ("grp", "lrp")
+CASE_ORDERS = ("dataset", "errors")
 REVIEW_CATEGORIES = ("false finding", "missed finding", "wrong location", "wrong severity", "style", "other")
 GROUPS = ("finding", "device", "normal descriptor")
 # Radiograph pixel values are not Hounsfield units, so CT presets (lung -600/1500...) mean nothing here:
@@ -154,13 +155,18 @@ _recent_uploads: dict[Path, tuple[float, bytes]] = {}
 _recent_lock = threading.Lock()
 
 
-def consume_upload(path: str | os.PathLike | None, upload_root: str | os.PathLike | None = None) -> bytes:
+def consume_upload(path: str | os.PathLike | None, upload_root: str | os.PathLike | None = None,
+                   uploads_only: bool = False) -> bytes:
     """Bytes of an uploaded file, whose temporary copy under `upload_root` (Gradio's upload folder) is then
-    deleted so the upload is not kept on disk. Files outside `upload_root` are read, never deleted."""
+    deleted so the upload is not kept on disk. Files outside `upload_root` are read, never deleted, unless
+    `uploads_only` (an API payload names its path itself: only files uploaded to this app may be read)."""
     if path is None:
         raise AppInputError("No file was uploaded. Choose a PNG, JPEG or DICOM (.dcm) chest X-ray.")
     path = Path(path)
     resolved = path.resolve()
+    if uploads_only and (upload_root is None or Path(upload_root).resolve() not in resolved.parents):
+        raise AppInputError("Only a file uploaded to this app can be read; send the image itself "
+                            "(gradio_client: handle_file(path)).")
     try:
         data = path.read_bytes()
     except OSError:
@@ -527,6 +533,8 @@ class Service:
         self.reports = ReportLookup(self.data_root)
         self._case_labels: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._errors: dict[str, list[dict]] = {}  # error_order per split
+        self._order_lock = threading.Lock()
         # METEOR is a Java jar that takes seconds (tens on a busy CPU) to load: warm it up in the background
         # and leave it out of comparisons made before it is ready, rather than block a user's request.
         self.meteor = java_available()
@@ -561,27 +569,79 @@ class Service:
                 self._case_labels[split] = self.labeler([clean_report(s.report, "iu") for s in self.studies[split]])
             return self._case_labels[split]
 
-    def case_ids(self, split: str, finding: str | None = None) -> list[str]:
-        """Study ids of `split`, optionally only those whose ground truth the labeler marks positive for `finding`."""
+    def case_ids(self, split: str, finding: str | None = None, order: str = "dataset",
+                 errors_only: bool = False, progress=None) -> list[str]:
+        """Study ids of `split`, optionally only those whose ground truth the labeler marks positive for `finding`.
+
+        order "errors": cases whose report misses a finding first, then those with a false finding, then the
+        rest (`error_order`, which runs the model over the split once); `errors_only` keeps the first two groups.
+        """
         if split not in self.studies:
             choices = ", ".join(self.studies) or "(no dataset loaded)"
             raise AppInputError(f"no split {split!r} in the loaded data; choose one of {choices}")
+        if order not in CASE_ORDERS:
+            raise AppInputError(f"unknown order {order!r}; choose one of {', '.join(CASE_ORDERS)}")
         studies = self.studies[split]
-        if not finding or finding == "any":
-            return [s.id for s in studies]
-        if finding not in LABEL_NAMES_18:
-            raise AppInputError(f"unknown finding {finding!r}")
-        positive = self._split_labels(split)[:, LABEL_NAMES_18.index(finding)] == 1
-        return [s.id for s, p in zip(studies, positive) if p]
+        keep = np.ones(len(studies), dtype=bool)
+        if finding and finding != "any":
+            if finding not in LABEL_NAMES_18:
+                raise AppInputError(f"unknown finding {finding!r}")
+            keep &= self._split_labels(split)[:, LABEL_NAMES_18.index(finding)] == 1
+        if order == "dataset" and not errors_only:
+            return [s.id for s, k in zip(studies, keep) if k]
+        errors = self.error_order(split, progress)
+        rank = [0 if e["missed"] else 1 if e["false"] else 2 for e in errors]
+        picked = [i for i in range(len(studies)) if keep[i] and (rank[i] < 2 or not errors_only)]
+        if order == "errors":
+            picked.sort(key=lambda i: (rank[i], -len(errors[i]["missed"]), -len(errors[i]["false"]), i))
+        return [studies[i].id for i in picked]
 
-    def next_case(self, split: str, finding: str | None, current: str | None) -> str:
+    def error_order(self, split: str, progress=None, batch_size: int = 16) -> list[dict]:
+        """[{"id", "missed", "false"}] for every study of `split`, in dataset order: the pathologies (CheXpert-14
+        + 4 without No Finding) that the generated report misses or adds against the ground truth, by the rule
+        labeler (the finding diff of the comparison panel). The model runs over the whole split once (minutes on
+        two cores; `progress(done, total)` after each batch); the result is cached for this model and split."""
+        with self._order_lock:
+            if split in self._errors:
+                return self._errors[split]
+            studies, out = self.studies[split], []
+            truth = self._split_labels(split)
+            pathology = [i for i, name in enumerate(LABEL_NAMES_18) if name != "No Finding"]
+            for start in range(0, len(studies), batch_size):
+                chunk = studies[start:start + batch_size]
+                # the same working copy the page analyses, so the order agrees with what a loaded case shows
+                images = [working_copy(read_image(image_file(self.data_root, st))) for st in chunk]
+                preds = self.model.predict_batch(images, exclude_ids=[st.id for st in chunk])
+                written = self.labeler([clean_report(p.report, "iu") for p in preds])
+                for st, gt, gen in zip(chunk, truth[start:start + batch_size], written):
+                    out.append({"id": st.id,
+                                "missed": [LABEL_NAMES_18[i] for i in pathology if gt[i] == 1 and gen[i] != 1],
+                                "false": [LABEL_NAMES_18[i] for i in pathology if gen[i] == 1 and gt[i] != 1]})
+                if progress is not None:
+                    progress(len(out), len(studies))
+            self._errors[split] = out
+            return out
+
+    def next_case(self, split: str, finding: str | None, current: str | None, order: str = "dataset",
+                  errors_only: bool = False) -> str:
         """The case after `current` in the filtered list (wrapping), or the first one."""
-        ids = self.case_ids(split, finding)
+        ids = self.case_ids(split, finding, order, errors_only)
         if not ids:
             raise AppInputError("No case in this split matches the filter.")
         if current in ids:
             return ids[(ids.index(current) + 1) % len(ids)]
         return ids[0]
+
+    @property
+    def identity(self) -> dict:
+        """The model's identity, saved with every review."""
+        return model_identity(self.model)
+
+    def review_progress(self, ids: list[str], store: dict) -> str:
+        """"N of M reviewed" for the listed cases: a case counts once reviewed with this model (any ablation)."""
+        sha = self.identity["model_sha256"]
+        done = {r.get("study_id") for r in (store or {}).values() if r.get("model_sha256") == sha}
+        return f"**{sum(i in done for i in ids)} of {len(ids)}** listed cases reviewed with this model."
 
     # ---- model
 
@@ -689,8 +749,27 @@ class Service:
 # --------------------------------------------------------------------------------------------- review
 
 
-def save_review(store: dict, case: Case | None, categories: list[str], note: str) -> dict:
-    """A new session store with the review of `case` added or replaced (one review per case and ablation)."""
+# What a review's finding verdicts and case metrics mean, written into every exported entry.
+REVIEW_PROTOCOL = ("IU X-Ray findings section, R2Gen cleaning; finding diff by the rule labeler (CheXpert-14 + 4), "
+                   "CE rule: only positive counts")
+UNKNOWN_MODEL = {"model_sha256": "unknown", "model_config": "unknown"}
+MAX_REVIEW_FILE = 5 * 2**20  # an imported review file: thousands of reviews fit in far less
+
+
+def model_identity(model) -> dict:
+    """{"model_sha256", "model_config"} of a loaded model (from its manifest and run card), else "unknown"."""
+    return {"model_sha256": getattr(model, "weights_sha256", None) or "unknown",
+            "model_config": getattr(model, "preset", None) or "unknown"}
+
+
+def review_key(record: dict) -> str:
+    """One review per case, ablation and model."""
+    return f"{record['case']}|{record['ablation']}|{record['model_sha256']}"
+
+
+def save_review(store: dict, case: Case | None, categories: list[str], note: str, model: dict | None = None) -> dict:
+    """A new store with the review of `case` added or replaced (one review per case, ablation and model `model`,
+    a `model_identity`)."""
     if case is None:
         raise AppInputError("Analyse an image first; the review is saved for the case on screen.")
     unknown = [c for c in categories or [] if c not in REVIEW_CATEGORIES]
@@ -706,15 +785,18 @@ def save_review(store: dict, case: Case | None, categories: list[str], note: str
         "note": (note or "").strip(),
         "generated_report": case.prediction.report,
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(model or UNKNOWN_MODEL),
+        "protocol": REVIEW_PROTOCOL,
     }
-    return {**store, f"{case.key}|{case.ablation}": record}
+    return {**store, review_key(record): record}
 
 
-REVIEW_HEADERS = ["case", "study_id", "ablation", "categories", "note", "generated_report", "saved_at"]
+REVIEW_HEADERS = ["case", "study_id", "ablation", "categories", "note", "generated_report", "saved_at",
+                  "model_sha256", "model_config", "protocol"]
 
 
 def review_rows(store: dict) -> list[list]:
-    return [[r[h] if h != "categories" else "; ".join(r[h]) for h in REVIEW_HEADERS] for r in store.values()]
+    return [[r.get(h, "") if h != "categories" else "; ".join(r[h]) for h in REVIEW_HEADERS] for r in store.values()]
 
 
 def review_csv(store: dict) -> str:
@@ -729,6 +811,50 @@ def review_json(store: dict) -> str:
     return json.dumps(list(store.values()), indent=2, ensure_ascii=False) + "\n"
 
 
+def read_reviews(path: str | os.PathLike | None) -> list[dict]:
+    """The entries of a review JSON exported by this page; AppInputError saying what is wrong with any other file."""
+    if not path:
+        raise AppInputError("Choose a review file (the JSON this page exports) to import.")
+    path = Path(path)
+    if path.stat().st_size > MAX_REVIEW_FILE:
+        raise AppInputError(f"This review file is larger than {MAX_REVIEW_FILE // 2**20} MB; is it the right file?")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise AppInputError("This is not a review file: it is not JSON (use the JSON this page exports, not the CSV).") from None
+    if not isinstance(records, list):
+        raise AppInputError("This is not a review file: expected a list of reviews.")
+    required = ("case", "ablation", "categories", "note", "saved_at")
+    for i, r in enumerate(records, 1):
+        if not isinstance(r, dict) or any(k not in r for k in required):
+            raise AppInputError(f"Review {i} of the file lacks {', '.join(required)}: nothing was imported.")
+        if not isinstance(r["categories"], list) or any(c not in REVIEW_CATEGORIES for c in r["categories"]):
+            raise AppInputError(f"Review {i} of the file has unknown error categories: nothing was imported.")
+        try:
+            datetime.fromisoformat(str(r["saved_at"]))
+        except ValueError:
+            raise AppInputError(f"Review {i} of the file has no valid time: nothing was imported.") from None
+    return [{**UNKNOWN_MODEL, "study_id": "", "generated_report": "", "protocol": "", **r} for r in records]
+
+
+def merge_reviews(store: dict, records: list[dict]) -> tuple[dict, dict]:
+    """(new store, counts) with `records` joined in: the same case, ablation and model keep the newer review.
+    counts = {"added", "replaced" (an older one here), "kept" (the one here is as new or newer)}."""
+    out, counts = dict(store), {"added": 0, "replaced": 0, "kept": 0}
+    for record in records:
+        key = review_key(record)
+        here = out.get(key)
+        if here is None:
+            counts["added"] += 1
+        elif datetime.fromisoformat(record["saved_at"]) > datetime.fromisoformat(here["saved_at"]):
+            counts["replaced"] += 1
+        else:
+            counts["kept"] += 1
+            continue
+        out[key] = record
+    return out, counts
+
+
 def export_reviews(store: dict, directory: str | os.PathLike) -> tuple[Path, Path]:
     """Write the session's reviews as `revtaf_review.csv` and `.json` in a fresh folder under `directory`."""
     if not store:
@@ -741,8 +867,9 @@ def export_reviews(store: dict, directory: str | os.PathLike) -> tuple[Path, Pat
 
 
 def prune(directory: str | os.PathLike, max_age_s: float = 3600) -> None:
-    """Delete review exports older than `max_age_s` (they are copied into Gradio's cache when served)."""
+    """Delete exports (review files, /generate images) older than `max_age_s` from the app's own export folder
+    (they are copied into Gradio's cache when served)."""
     now = time.time()
-    for child in Path(directory).glob("review-*"):
+    for child in Path(directory).iterdir():
         if now - child.stat().st_mtime > max_age_s:
             shutil.rmtree(child, ignore_errors=True)

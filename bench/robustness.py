@@ -765,6 +765,92 @@ def integrity_checks(model_dir: str | os.PathLike, workdir: str | os.PathLike) -
 BAD_FOR_LOAD = ("empty", "text-renamed-png", "png-bomb-20000", "dicom-multiframe", "jpeg-truncated")
 
 
+def soak(server: AppServer, good: Sequence[str | os.PathLike], bad: Sequence[str | os.PathLike], minutes: float,
+         clients: int = 4, windows: int = 5, timeout_s: float = 300.0) -> dict:
+    """Mixed traffic for `minutes`: `clients` sessions, each sending `/generate` calls one after the other until
+    the time is up, every third one a bad file. An error is a good file without its report or a bad file without
+    a readable refusal. Latency percentiles of the good calls per time window; the server's RSS at the start and
+    at the end (memory that grows with traffic shows as drift)."""
+    if minutes <= 0 or clients < 1:
+        raise ValueError(f"soak needs minutes > 0 and clients >= 1, got {minutes}, {clients}")
+    lock = threading.Lock()
+    calls: list[tuple[float, str, float]] = []  # (seconds since start, "good" | "bad" | "error", latency)
+    errors: list[str] = []
+    rss_start = server.rss()
+    start = time.perf_counter()
+    deadline = start + 60 * minutes
+
+    def session(i: int) -> None:
+        c, r = client(server.url), 0
+        while time.perf_counter() < deadline:
+            is_bad = (i + r) % 3 == 2
+            path = str(bad[(i + r) % len(bad)] if is_bad else good[(i + r) % len(good)])
+            result = generate(c, path, timeout_s)
+            ok = (result.kind == "error" and not message_problems(result.message)) if is_bad else result.kind == "ok"
+            with lock:
+                calls.append((time.perf_counter() - start, ("bad" if is_bad else "good") if ok else "error",
+                              result.seconds))
+                if not ok:
+                    errors.append(f"{i}/{r} {Path(path).name}: {result.kind} {result.message[:120]}")
+            r += 1
+
+    threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    width = wall / windows
+    by_window = []
+    for w in range(windows):
+        lat = [s for t, kind, s in calls if kind == "good" and w * width <= t < (w + 1) * width]
+        by_window.append({"from_min": round(w * width / 60, 1), "to_min": round((w + 1) * width / 60, 1),
+                          "good": len(lat), "p50_s": round(percentile(lat, 50), 3) if lat else None,
+                          "p95_s": round(percentile(lat, 95), 3) if lat else None})
+    rss_end = server.rss()
+    return {"minutes": round(wall / 60, 2), "clients": clients, "requests": len(calls),
+            "good_served": sum(k == "good" for _, k, _ in calls), "bad_refused": sum(k == "bad" for _, k, _ in calls),
+            "errors": len(errors), "error_detail": errors[:20], "windows": by_window,
+            "rss_start_mb": round((rss_start or 0) / 2**20), "rss_end_mb": round((rss_end or 0) / 2**20),
+            "server_alive": server.alive()}
+
+
+def format_soak(r: dict) -> str:
+    windows = ", ".join(f"{w['from_min']:g}-{w['to_min']:g} min {w['p50_s']}/{w['p95_s']} s" for w in r["windows"])
+    return (f"soak: {r['minutes']:g} min, {r['clients']} clients of mixed traffic: {r['requests']} requests "
+            f"({r['good_served']} good served, {r['bad_refused']} bad refused readably), {r['errors']} errors · "
+            f"p50/p95 by window: {windows} · server RSS {r['rss_start_mb']} MB at the start, {r['rss_end_mb']} MB at "
+            f"the end ({r['rss_end_mb'] - r['rss_start_mb']:+d} MB) · server alive: "
+            f"{'yes' if r['server_alive'] else 'NO'}")
+
+
+def soak_bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
+               minutes: float = 30.0, clients: int = 4, timeout_s: float = 300.0, print_line: bool = True) -> dict:
+    """`revtaf bench --robustness --soak MINUTES`: `python -m app` with the given (else bundled, else random)
+    model under `soak` traffic; prints the `soak:` line and returns every figure."""
+    from app.service import model_dir_or_random
+    from revtaf.paths import resolve_data_root
+
+    from bench import hostile_corpus as helpers
+
+    root = resolve_data_root(data_root)
+    with tempfile.TemporaryDirectory(prefix="revtaf-soak-") as tmp:
+        work = Path(tmp)
+        model_dir, model = model_dir_or_random(checkpoint, work)
+        good = _good_files(root, work, helpers)
+        bad = []
+        for item in helpers.corpus():
+            if item.name in BAD_FOR_LOAD:
+                bad.append(work / item.filename)
+                bad[-1].write_bytes(item.data)
+        with AppServer(model_dir, work / "app", java=False) as server:
+            generate(client(server.url), good[0], timeout_s)  # warm-up: first-call costs are not soak figures
+            out = {"model": model, **soak(server, good, bad, minutes, clients, timeout_s=timeout_s)}
+    if print_line:
+        print(format_soak(out))
+    return out
+
+
 def _good_files(data_root: Path | None, folder: Path, helpers, n: int = 2) -> list[Path]:
     if data_root is not None:
         from revtaf.data import image_file, load_annotation

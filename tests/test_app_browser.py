@@ -8,6 +8,7 @@ Chromium missing: the test fails when CI=true, otherwise it is skipped with the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 TIMEOUT_MS = 120_000
+ABNORMAL_CASE = "CXR3595_IM-1773-0001"  # R2Gen IU test split: cardiomegaly and interstitial markings
 
 
 # gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
@@ -148,3 +150,70 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
         page.wait_for_function("() => document.querySelector('#heat-main img')", timeout=TIMEOUT_MS)
         time.sleep(0.5)
         page.screenshot(path=str(SCREENSHOTS / "app_bundled_model.png"), full_page=True)
+        # an abnormal case (cardiomegaly, interstitial markings) for the eye: report vs findings table, maps
+        abnormal = next(s for s in load_annotation(iu_root, "iu")["test"] if s.id == ABNORMAL_CASE)
+        shown = page.locator("#image-view img").first.get_attribute("src")
+        page.locator("#upload input[type=file]").set_input_files(str(image_file(iu_root, abnormal)))
+        page.wait_for_function("prev => { const i = document.querySelector('#image-view img'); "
+                               "return i && i.src && i.src !== prev; }", arg=shown, timeout=TIMEOUT_MS)
+        time.sleep(1.0)
+        page.screenshot(path=str(SCREENSHOTS / "app_abnormal_case.png"), full_page=True)
+
+
+def test_reviews_survive_a_reload_and_an_export_clear_import_round_trip(browser_page, app_url, iu_root, tmp_path):
+    """Issue: a reload lost every review. Two reviews are saved, the page is reloaded, exported, cleared and
+    the export imported again; the reviews are there each time."""
+    page = browser_page
+    test = load_annotation(iu_root, "iu")["test"]
+    page.goto(app_url, timeout=TIMEOUT_MS)
+    page.get_by_text("not for clinical use").first.wait_for(timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Dataset").click()
+    for i, label in enumerate(("style", "other")):
+        previous = textarea(page, "gt")
+        page.get_by_role("button", name="Next case →" if i else "Load case").click()
+        wait_for_text(page, "gt", previous)
+        page.locator("#review-categories").get_by_label(label).check()
+        page.locator("#review-note textarea").fill(f"review {i + 1}")
+        page.locator("#save-review").click()
+        page.locator("#review-status").get_by_text(f"Saved. {i + 1} review(s)").wait_for(timeout=TIMEOUT_MS)
+        # the progress line is updated after the browser's copy is written
+        page.locator("#review-progress").get_by_text(f"{i + 1} of").wait_for(timeout=TIMEOUT_MS)
+    ids = (test[0].id, test[1].id)
+
+    def reviews_listed() -> str:
+        page.wait_for_function("ids => { const t = document.querySelector('#reviews'); "
+                               "return t && ids.every(i => t.innerText.includes(i)); }", arg=list(ids), timeout=TIMEOUT_MS)
+        return page.locator("#reviews").inner_text()
+
+    page.reload(timeout=TIMEOUT_MS)
+    assert "review 1" in reviews_listed()
+    page.locator("#review-status").get_by_text("2 review(s) kept in this browser").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#review-progress").get_by_text("2 of").wait_for(timeout=TIMEOUT_MS)
+
+    with page.expect_download(timeout=TIMEOUT_MS) as download:
+        page.locator("#download-json").click()
+    exported = tmp_path / "reviews.json"
+    download.value.save_as(exported)
+    records = json.loads(exported.read_text(encoding="utf-8"))
+    assert {r["study_id"] for r in records} == set(ids)
+    assert all(len(r["model_sha256"]) == 64 and r["protocol"] and r["saved_at"] for r in records)
+
+    page.locator("#clear-reviews").click()
+    page.locator("#confirm-clear").click()
+    page.locator("#review-status").get_by_text("Deleted 2 review(s)").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#review-progress").get_by_text("0 of").wait_for(timeout=TIMEOUT_MS)
+    assert not any(i in page.locator("#reviews").inner_text() for i in ids)
+    page.reload(timeout=TIMEOUT_MS)  # cleared in the browser's storage too
+    page.get_by_text("not for clinical use").first.wait_for(timeout=TIMEOUT_MS)
+    page.locator("#reviews").wait_for(timeout=TIMEOUT_MS)
+    time.sleep(1.0)
+    assert not any(i in page.locator("#reviews").inner_text() for i in ids)
+
+    page.get_by_role("tab", name="Dataset").click()  # where the progress line is
+    page.locator("#import-reviews input[type=file]").set_input_files(str(exported))
+    page.locator("#review-status").get_by_text("Imported: 2 added").wait_for(timeout=TIMEOUT_MS)
+    assert "review 2" in reviews_listed()
+    page.locator("#review-progress").get_by_text("2 of").wait_for(timeout=TIMEOUT_MS)
+    page.reload(timeout=TIMEOUT_MS)
+    reviews_listed()

@@ -12,6 +12,7 @@ import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -253,6 +254,11 @@ def test_consume_upload_deletes_only_inside_the_upload_root(tmp_path):
         S.consume_upload(None, root)
     with pytest.raises(S.AppInputError):
         S.consume_upload(tmp_path / "gone.png", root)
+    # an API payload names its own path: a file the app did not receive is never read
+    with pytest.raises(S.AppInputError, match="uploaded to this app"):
+        S.consume_upload(outside, root, uploads_only=True)
+    with pytest.raises(S.AppInputError, match="uploaded to this app"):
+        S.consume_upload(root / ".." / "mine.png", root, uploads_only=True)
 
 
 # ------------------------------------------------------------------------------------------- pure functions
@@ -376,3 +382,86 @@ def test_checkpoint_resolution(tmp_path, monkeypatch):
     assert any("using the bundled model" in str(w.message) for w in caught)
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
         S.resolve_checkpoint(default=tmp_path / "nothing")
+
+
+def test_reviews_carry_the_model_and_merge_newer_wins(service, study_case, tmp_path):
+    identity = service.identity
+    assert set(identity) == {"model_sha256", "model_config"} and len(identity["model_sha256"]) == 64
+    store = S.save_review({}, study_case, ["missed finding"], "first look", identity)
+    record = next(iter(store.values()))
+    assert record["model_sha256"] == identity["model_sha256"] and record["protocol"] == S.REVIEW_PROTOCOL
+    _, json_path = S.export_reviews(store, tmp_path)
+    exported = S.read_reviews(json_path)
+    # a later review of the same case and model replaces the older one; an older one is left out
+    newer = [{**exported[0], "note": "second look", "saved_at": "2999-01-01T00:00:00+00:00"}]
+    merged, counts = S.merge_reviews(store, newer)
+    assert counts == {"added": 0, "replaced": 1, "kept": 0} and next(iter(merged.values()))["note"] == "second look"
+    again, counts = S.merge_reviews(merged, exported)
+    assert counts == {"added": 0, "replaced": 0, "kept": 1} and again == merged
+    # another model's review of the same case is its own entry
+    other, counts = S.merge_reviews(store, [{**exported[0], "model_sha256": "0" * 64}])
+    assert counts["added"] == 1 and len(other) == 2
+
+
+@pytest.mark.parametrize("content, message", [
+    ("model_sha256,case\n", "not JSON"),
+    ('{"reviews": []}', "list of reviews"),
+    ('[{"case": "x"}]', "lacks"),
+    ('[{"case": "x", "ablation": "full", "categories": ["typo"], "note": "", "saved_at": "2026-01-01"}]', "categories"),
+    ('[{"case": "x", "ablation": "full", "categories": [], "note": "", "saved_at": "yesterday"}]', "time"),
+])
+def test_importing_a_wrong_file_says_why_and_imports_nothing(tmp_path, content, message):
+    path = tmp_path / "review.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(S.AppInputError, match=message):
+        S.read_reviews(path)
+
+
+class NormalReportWriter:
+    """A stand-in model that writes the constant normal report for every image: the order's logic, not a model's
+    quality, is under test (a random-init model writes random findings)."""
+
+    weights_sha256, preset = "0" * 64, "test"
+
+    def __init__(self):
+        self.batches = 0
+
+    def predict_batch(self, images, exclude_ids=None):
+        self.batches += 1
+        return [SimpleNamespace(report="the heart is normal in size . the lungs are clear .") for _ in images]
+
+
+def test_errors_first_order_puts_missed_findings_before_agreeing_cases(tmp_path, iu_root):
+    """A small split: cases whose ground truth has a finding the report misses come before the agreeing ones."""
+    test = load_annotation(iu_root, "iu")["test"]
+    labels = RuleLabeler()([clean_report(s.report, "iu") for s in test])
+    cardio = LABEL_NAMES_18.index("Cardiomegaly")
+    sick = [s for s, row in zip(test, labels) if row[cardio] == 1][:2]
+    normal = [s for s, row in zip(test, labels) if row[LABEL_NAMES_18.index("No Finding")] == 1][:3]
+    root = tmp_path / "iu-slice"
+    root.mkdir()
+    raw = {e["id"]: e for e in json.loads((iu_root / "annotation.json").read_text())["test"]}
+    (root / "annotation.json").write_text(json.dumps({"train": [], "val": [],
+                                                      "test": [raw[s.id] for s in normal + sick]}))
+    (root / "images").symlink_to(iu_root / "images")
+    model = NormalReportWriter()
+    service = S.Service(model, root)
+    seen = []
+    errors = service.error_order("test", progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (5, 5) and [e["id"] for e in errors] == [s.id for s in normal + sick]
+    missed = {e["id"] for e in errors if "Cardiomegaly" in e["missed"]}
+    agreeing = [e["id"] for e in errors if not e["missed"] and not e["false"]]
+    assert missed == {s.id for s in sick} and agreeing
+    ordered = service.case_ids("test", order="errors")
+    assert max(ordered.index(i) for i in missed) < min(ordered.index(i) for i in agreeing)
+    assert set(service.case_ids("test", errors_only=True)) == {e["id"] for e in errors if e["missed"] or e["false"]}
+    assert service.case_ids("test") == [s.id for s in normal + sick]  # dataset order untouched
+    n = model.batches
+    service.case_ids("test", "Cardiomegaly", order="errors")
+    assert model.batches == n  # cached for this model and split
+    case = S.Case(key=f"iu-{sick[0].id}", image=None, original_size=(1, 1), study_id=sick[0].id,
+                  predictions={"full": SimpleNamespace(report="the heart is normal .")})
+    store = S.save_review({}, case, ["missed finding"], "", service.identity)
+    assert service.review_progress(ordered, store).startswith("**1 of 5**")
+    assert service.review_progress(ordered, {**store, "x": {**next(iter(store.values())), "model_sha256": "1" * 64,
+                                                            "study_id": sick[1].id}}).startswith("**1 of 5**")

@@ -61,3 +61,16 @@ def test_a_full_queue_answers_busy_and_the_app_recovers(server, iu_root):
     busy = next(r.message for r in results if r.kind == "busy")
     assert "full" in busy.lower() and not message_problems(busy)
     assert burst(server.url, good, 1)[0].kind == "ok"
+
+
+def test_soak_short_form_serves_mixed_traffic_without_errors(server, iu_root, bad_files):
+    """`revtaf bench --robustness --soak MINUTES`, for 15 s: every call answered as it should, figures per window."""
+    from bench.robustness import format_soak, soak
+
+    result = soak(server, good_images(iu_root, 2), bad_files, minutes=0.25, clients=4, windows=2)
+    assert result["errors"] == 0, result["error_detail"]
+    assert result["good_served"] >= 4 and result["bad_refused"] >= 1 and result["server_alive"]
+    assert result["requests"] == result["good_served"] + result["bad_refused"]
+    assert result["rss_start_mb"] > 0 and result["rss_end_mb"] > 0
+    line = format_soak(result)
+    assert line.startswith("soak: ") and " 0 errors" in line and "MB at the end" in line

@@ -54,12 +54,26 @@ def cmd_label_check(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.robustness and args.soak is not None:
+        from bench.robustness import soak_bench
+
+        result = soak_bench(args.checkpoint, args.data_root, args.soak, clients=min(args.clients, 4))
+        if args.out:
+            _write_json(result, args.out)
+        return 0 if result["errors"] == 0 and result["server_alive"] else 1
     if args.robustness:
         from bench.robustness import bench as robustness_bench
 
         result = robustness_bench(args.checkpoint, args.data_root, args.clients, args.requests)
         if args.out:
             _write_json(result, args.out)
+        return 0
+    if args.retrieval is not None:
+        from bench.model_latency import RETRIEVAL_SIZES, retrieval_bench
+
+        result = retrieval_bench(args.retrieval or RETRIEVAL_SIZES, print_table=not args.json)
+        if args.json:
+            print(json.dumps(result["sizes"]))
         return 0
     from bench.model_latency import bench
 
@@ -160,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="--robustness: IU X-Ray root for good images (default: REVTAF_DATA, else synthetic)")
     p.add_argument("--clients", type=int, default=8, help="--robustness: concurrent sessions of the load test")
     p.add_argument("--requests", type=int, default=4, help="--robustness: requests per session")
+    p.add_argument("--soak", type=float, metavar="MINUTES",
+                   help="--robustness: instead of the checks, keep mixed traffic (good and bad files, up to 4 "
+                   "clients) going for MINUTES and print the `soak:` line (requests, errors, p50/p95 over time, RSS)")
     p.add_argument("--out", help="--robustness: also write every figure as JSON")
+    p.add_argument("--retrieval", type=int, nargs="*", metavar="N",
+                   help="time the LRE's top-k search on a synthetic bank of N rows (default: 2955 and 270790)")
+    p.add_argument("--json", action="store_true", help="--retrieval: print the figures as JSON, one object per size")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="every training stage, cached and resumable (also under torchrun)")
