@@ -70,3 +70,54 @@ def format_table(result: dict) -> str:
     lines += ["", f"{'component':<14}{'parameters':>14}"]
     lines += [f"{name:<14}{n:>14,}" for name, n in result["parameters"].items()]
     return "\n".join(lines)
+
+
+RETRIEVAL_SIZES = (2_955, 270_790)  # IU X-Ray's training studies (R2Gen + the rest) and MIMIC-CXR's
+
+
+def retrieval_bench(sizes=RETRIEVAL_SIZES, k: int = 5, batch: int = 64, runs: int = 5, seed: int = 0,
+                    print_table: bool = True) -> dict:
+    """LRE retrieval at bank sizes `sizes`: a synthetic bank of N rows (uniform 75-d entity scores embedded by
+    a randomly initialised LRE into the Poincaré ball, float32, as `ReferenceDatabase.build` stores it), then the
+    median time of a top-`k` query for one study and for a batch of `batch`, and the bank's memory."""
+    from revtaf.model.config import LREConfig
+    from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase
+
+    torch.manual_seed(seed)
+    cfg = LREConfig()
+    lre = LearnableRetrievalEnhancer(75, cfg.hidden_dim, cfg.num_layers, cfg.c).eval()
+    rows = []
+    for n in sizes:
+        t = time.perf_counter()
+        db = ReferenceDatabase.build(lre, torch.rand(n, 75), [str(i) for i in range(n)])
+        build_s = time.perf_counter() - t
+        queries = lre(torch.rand(batch, 75)).detach()
+        timings = {"query_ms": [], "batch_ms": []}
+        for i in range(runs + 1):
+            t = time.perf_counter()
+            db.search(queries[:1], k)
+            one = 1000 * (time.perf_counter() - t)
+            t = time.perf_counter()
+            db.search(queries, k)
+            many = 1000 * (time.perf_counter() - t)
+            if i:  # the first run is a warm-up
+                timings["query_ms"].append(one)
+                timings["batch_ms"].append(many)
+        memory = db.embeddings.numel() * db.embeddings.element_size() + db.sq_norms.numel() * 4
+        rows.append({"rows": n, "dim": db.embeddings.shape[1], "k": k, "batch": batch,
+                     "query_ms": round(statistics.median(timings["query_ms"]), 2),
+                     "batch_ms": round(statistics.median(timings["batch_ms"]), 2),
+                     "bank_mb": round(memory / 2**20, 1), "build_s": round(build_s, 2)})
+    result = {"threads": torch.get_num_threads(), "runs": runs, "sizes": rows}
+    if print_table:
+        print(format_retrieval(result))
+    return result
+
+
+def format_retrieval(result: dict) -> str:
+    lines = [f"LRE retrieval, synthetic bank (random LRE, float32, {result['threads']} threads, median of "
+             f"{result['runs']} runs)", "",
+             f"{'rows':>10}{'dim':>6}{'1 query ms':>13}{'batch ms':>10}{'batch':>7}{'bank MB':>10}{'build s':>10}"]
+    lines += [f"{r['rows']:>10,}{r['dim']:>6}{r['query_ms']:>13.2f}{r['batch_ms']:>10.2f}{r['batch']:>7}{r['bank_mb']:>10.1f}"
+              f"{r['build_s']:>10.2f}" for r in result["sizes"]]
+    return "\n".join(lines)
