@@ -13,12 +13,18 @@ N_STUDIES = 8
 
 @pytest.fixture(scope="module")
 def predictions(iu_root):
-    from revtaf.data import image_file, load_annotation, read_image
+    from revtaf.data import clean_report, image_file, load_annotation, read_image
+    from revtaf.labels import LABEL_NAMES_18, RuleLabeler
     from revtaf.model.revtaf import REVTAF
     from revtaf.paths import BUNDLED_MODEL
 
     model = REVTAF.from_pretrained(BUNDLED_MODEL)
-    studies = load_annotation(iu_root, "iu")["test"][:N_STUDIES]
+    test = load_annotation(iu_root, "iu")["test"]
+    labels = RuleLabeler()([clean_report(s.report, "iu") for s in test])
+    # half normal studies, half with cardiomegaly in their report (the rule labeler's reading)
+    normal = [s for s, row in zip(test, labels) if row[LABEL_NAMES_18.index("No Finding")] == 1]
+    enlarged = [s for s, row in zip(test, labels) if row[LABEL_NAMES_18.index("Cardiomegaly")] == 1]
+    studies = normal[: N_STUDIES // 2] + enlarged[: N_STUDIES // 2]
     return model, model.predict_batch([read_image(image_file(iu_root, s)) for s in studies])
 
 
@@ -38,3 +44,16 @@ def test_entity_maps_of_an_image_are_their_own(predictions):
 def test_different_images_get_different_reports(predictions):
     _, preds = predictions
     assert len({p.report for p in preds}) >= 3
+
+
+def test_a_positive_cardiomegaly_prompt_reaches_the_report(predictions):
+    """The decoder follows at least the finding it learned: a study whose prompt says cardiomegaly gets a report
+    the labeler reads as cardiomegaly (the previous model wrote 0 of 28 such prompts on the test split)."""
+    from revtaf.data import clean_report
+    from revtaf.labels import LABEL_NAMES_18, RuleLabeler
+
+    _, preds = predictions
+    prompted = [p for p in preds if next(d for d in p.diseases if d.name == "Cardiomegaly").state == "positive"]
+    assert prompted, "no study of the sample got a positive cardiomegaly prompt"
+    written = RuleLabeler()([clean_report(p.report, "iu") for p in prompted])[:, LABEL_NAMES_18.index("Cardiomegaly")]
+    assert (written == 1).any(), [p.report for p in prompted]
