@@ -838,17 +838,23 @@ def soak_bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.
         work = Path(tmp)
         model_dir, model = model_dir_or_random(checkpoint, work)
         good = _good_files(root, work, helpers)
-        bad = []
-        for item in helpers.corpus():
-            if item.name in BAD_FOR_LOAD:
-                bad.append(work / item.filename)
-                bad[-1].write_bytes(item.data)
+        bad = _bad_files(helpers.corpus(), work)
         with AppServer(model_dir, work / "app", java=False) as server:
             generate(client(server.url), good[0], timeout_s)  # warm-up: first-call costs are not soak figures
             out = {"model": model, **soak(server, good, bad, minutes, clients, timeout_s=timeout_s)}
     if print_line:
         print(format_soak(out))
     return out
+
+
+def _bad_files(items: Sequence, folder: Path) -> list[Path]:
+    """The hostile corpus items of BAD_FOR_LOAD written to `folder`, for the load and soak traffic."""
+    paths = []
+    for item in items:
+        if item.name in BAD_FOR_LOAD:
+            paths.append(folder / item.filename)
+            paths[-1].write_bytes(item.data)
+    return paths
 
 
 def _good_files(data_root: Path | None, folder: Path, helpers, n: int = 2) -> list[Path]:
@@ -881,11 +887,7 @@ def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathL
         model_dir, out["model"] = model_dir_or_random(checkpoint, work)
         items = helpers.corpus()
         good = _good_files(root, work, helpers)
-        bad = []
-        for item in items:
-            if item.name in BAD_FOR_LOAD:
-                bad.append(work / item.filename)
-                bad[-1].write_bytes(item.data)
+        bad = _bad_files(items, work)
 
         start = time.perf_counter()
         library = run_library(items, model_dir, timeout_s)

@@ -150,7 +150,7 @@ def test_cpu_preset_objective_reaches_the_dustbin_and_the_prompt(tokenizer):
     assert m.decoder.lm.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
     # ramped in: a quarter of its weight at the first of 4 warm-up steps
     m.cfg.loss = replace(m.cfg.loss, prompt_warmup_steps=4)
-    m._objective_steps = 0
+    m._train_steps = 0
     torch.manual_seed(1)
     out = m(train_batch(m))
     rest = out["loss_lm"] + 4 * out["loss_cls"] + 2 * out["loss_rank"] + 0.5 * out["loss_fcc"]

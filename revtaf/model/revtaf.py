@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerFast
 from revtaf.data.clean import clean_report, split_sentences
 from revtaf.data.imageio import XrayImage
 from revtaf.data.transforms import entity_transform, test_transform
-from revtaf.integrity import MANIFEST, verify_manifest, write_manifest
+from revtaf.integrity import MANIFEST, read_manifest, verify_manifest, write_manifest
 from revtaf.labels import (ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict,
                            triplet_sentence)
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
@@ -130,7 +130,6 @@ class REVTAF(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, keys: module._invalidate_bank())
         # View / out-of-distribution check (input_check.py): fitted after training, saved in its own file.
         self.input_check: InputCheck | None = None
-        self._objective_steps = 0  # training forwards so far (the prompt-contrast ramp; the bank has its own count)
         # Where the weights came from (set by from_pretrained): directory, SHA-256 of the weights, preset name.
         self.name_or_path: str | None = None
         self.weights_sha256: str | None = None
@@ -280,7 +279,6 @@ class REVTAF(nn.Module):
         """
         if self.training:
             self._train_steps += 1
-            self._objective_steps += 1
         labels = batch["labels"].long()
         patches, pooled = self.visual(batch["images"])
         H, _, memory_index = self.retrieve(batch["entity_scores"], self.cfg.prompts.k_memory,
@@ -298,8 +296,8 @@ class REVTAF(nn.Module):
         loss_lm = self.decoder.loss(ids, mask, fused.fc, targets, weights)
         loss_prompt = (self.decoder.prompt_contrast(ids, mask, fused.fc, targets, labels, finding, w.prompt_margin)
                        if w.prompt_contrast > 0 else loss_lm.new_zeros(()))
-        # ramped in over the first steps of this process (a resumed run ramps in again: harmless)
-        ramp = min(1.0, self._objective_steps / w.prompt_warmup_steps) if w.prompt_warmup_steps else 1.0
+        # ramped in over the training steps since the bank was set (a resumed run ramps in again: harmless)
+        ramp = min(1.0, self._train_steps / w.prompt_warmup_steps) if w.prompt_warmup_steps else 1.0
         loss = (w.lm * loss_lm + w.cls * loss_cls + w.rank * loss_rank + w.fcc * loss_fcc
                 + ramp * w.prompt_contrast * loss_prompt)
         return {"loss": loss, "loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
@@ -559,7 +557,7 @@ class REVTAF(nn.Module):
         model.refresh_bank()
         # Provenance, for whatever the model's outputs are saved with (e.g. the demo's review exports).
         model.name_or_path = str(directory)
-        manifest = json.loads((directory / MANIFEST).read_text())["files"] if (directory / MANIFEST).is_file() else {}
+        manifest = read_manifest(directory) if (directory / MANIFEST).is_file() else {}
         model.weights_sha256 = manifest.get(WEIGHTS_FILE, {}).get("sha256")
         card = directory / "run.json"
         model.preset = json.loads(card.read_text()).get("preset") if card.is_file() else None
