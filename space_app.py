@@ -5,7 +5,7 @@ so the entry point has another name and only hands over to `python -m app`'s mai
 GRADIO_SERVER_NAME=0.0.0.0, which becomes the default host).
 """
 
-from app.__main__ import main
+from revtaf_app.__main__ import main
 
 if __name__ == "__main__":
     main()

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
-    from app import service, ui
+    from revtaf_app import service, ui
 
     torch.set_num_threads(args.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or ui.default_threads())
 

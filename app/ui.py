@@ -24,7 +24,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from app import service as S
+from revtaf_app import service as S
 from revtaf.data import ImageReadError
 from revtaf.labels import LABEL_NAMES_18
 

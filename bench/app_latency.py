@@ -1,4 +1,4 @@
-"""`python -m bench.app_latency`: wall time from upload to all panels filled.
+"""`python -m revtaf_bench.app_latency`: wall time from upload to all panels filled.
 
 The demo is launched on 127.0.0.1 and driven with gradio_client, so a figure includes everything a browser
 waits for: upload, queue, image decoding, the model, overlays, tables, the comparison with the ground truth
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app import service as S
+from revtaf_app import service as S
 
 
 def _timed(fn, runs: int) -> tuple[float, float | None]:
@@ -42,7 +42,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
     import torch
     from gradio_client import Client, handle_file
 
-    from app.ui import build, default_threads
+    from revtaf_app.ui import build, default_threads
     from revtaf.data import image_file
     from revtaf.paths import resolve_data_root
 
@@ -89,7 +89,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.app_latency", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m revtaf_bench.app_latency", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=os.environ.get("REVTAF_CHECKPOINT"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--study", default=None, help="study id (default: the first test study)")

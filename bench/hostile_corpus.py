@@ -27,7 +27,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.tag import Tag
 
-from bench.dicom_factory import MARKERS, make_dataset, make_dicom, ramp, to_bytes, with_fake_compression
+from revtaf_bench.dicom_factory import MARKERS, make_dataset, make_dicom, ramp, to_bytes, with_fake_compression
 from revtaf.data.imageio import (
     CompressedDicomError,
     CorruptImageError,

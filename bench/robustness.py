@@ -241,7 +241,7 @@ class AppServer:
         self.workdir = Path(workdir)
         self.java, self.threads, self.extra_env = java, threads, env or {}
         self.startup_timeout_s = startup_timeout_s
-        from app.service import free_port
+        from revtaf_app.service import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -257,13 +257,12 @@ class AppServer:
             d.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "GRADIO_TEMP_DIR": str(self.workdir / "gradio"), "TMPDIR": str(self.workdir / "tmp"),
                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                **self.extra_env}
         if not self.java:
             env["PATH"] = _path_without("java")
         if self.threads:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        cmd = [sys.executable, "-m", "app", "--checkpoint", str(self.checkpoint), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "revtaf_app", "--checkpoint", str(self.checkpoint), "--host", "127.0.0.1",
                "--port", str(self.port)]
         if self.data_root:
             cmd += ["--data-root", str(self.data_root)]
@@ -828,10 +827,10 @@ def soak_bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.
                minutes: float = 30.0, clients: int = 4, timeout_s: float = 300.0, print_line: bool = True) -> dict:
     """`revtaf bench --robustness --soak MINUTES`: `python -m app` with the given (else bundled, else random)
     model under `soak` traffic; prints the `soak:` line and returns every figure."""
-    from app.service import model_dir_or_random
+    from revtaf_app.service import model_dir_or_random
     from revtaf.paths import resolve_data_root
 
-    from bench import hostile_corpus as helpers
+    from revtaf_bench import hostile_corpus as helpers
 
     root = resolve_data_root(data_root)
     with tempfile.TemporaryDirectory(prefix="revtaf-soak-") as tmp:
@@ -875,10 +874,10 @@ def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathL
     summary and return every figure."""
     if clients < 1 or requests < 1:
         raise ValueError(f"clients and requests must be >= 1, got {clients}, {requests}")
-    from app.service import model_dir_or_random
+    from revtaf_app.service import model_dir_or_random
     from revtaf.paths import resolve_data_root
 
-    from bench import hostile_corpus as helpers
+    from revtaf_bench import hostile_corpus as helpers
 
     root = resolve_data_root(data_root)
     out: dict = {}
@@ -902,7 +901,7 @@ def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathL
                           "wall_s": round(time.perf_counter() - start, 1)}
 
         with AppServer(model_dir, work / "app", data_root=root) as server:
-            from app.ui import MODEL_CONCURRENCY, QUEUE_SIZE
+            from revtaf_app.ui import MODEL_CONCURRENCY, QUEUE_SIZE
 
             api = run_app_corpus(server.url, items, good[0], work / "uploads", helpers.MARKERS, timeout_s)
             refused = [o for o in api if o.kind != "ok"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app import service as S
+from revtaf_app import service as S
 from revtaf.data import image_file, load_annotation
 from test_app_client import running_app
 from test_app_service import shared_model_dir
@@ -123,7 +123,7 @@ def test_page_upload_panels_dataset_case_and_bad_file(browser_page, app_url, iu_
 def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tmp_path):
     """With the bundled model (it carries the input check): a photograph gets the warning above a greyed-out
     report; a real frontal IU image gets none."""
-    from bench.hostile_corpus import corpus
+    from revtaf_bench.hostile_corpus import corpus
     from revtaf.paths import BUNDLED_MODEL
 
     page = browser_page

@@ -23,9 +23,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app import service as S  # noqa: E402
-from bench.dicom_factory import MARKERS, make_dicom  # noqa: E402
-from app import ui  # noqa: E402
+from revtaf_app import service as S  # noqa: E402
+from revtaf_bench.dicom_factory import MARKERS, make_dicom  # noqa: E402
+from revtaf_app import ui  # noqa: E402
 from revtaf.data import image_file, load_annotation, read_image  # noqa: E402
 from test_app_service import bad_inputs, shared_model_dir  # noqa: E402
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app import service as S
-from bench.dicom_factory import MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
+from revtaf_app import service as S
+from revtaf_bench.dicom_factory import MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
 from revtaf.data import (
     CompressedDicomError,
     EmptyFileError,

@@ -5,19 +5,23 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("revtaf", "train", "app", "bench")
-DRIVERS = ("train", "app", "bench")
+# installed package name -> its folder in the checkout (pyproject's package-dir)
+PACKAGES = {"revtaf": "revtaf", "revtaf_train": "train", "revtaf_app": "app", "revtaf_bench": "bench"}
+DRIVERS = ("revtaf_train", "revtaf_app", "revtaf_bench")
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+def _module_name(package: str, path: Path) -> str:
+    parts = [package, *path.relative_to(REPO / PACKAGES[package]).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def import_graph() -> dict[str, set[str]]:
     """module -> project modules it imports anywhere in its body (function-level imports count too)."""
-    modules = {_module_name(p): p for pkg in PACKAGES if (REPO / pkg).is_dir() for p in (REPO / pkg).rglob("*.py")}
+    modules = {_module_name(pkg, p): p for pkg, folder in PACKAGES.items() if (REPO / folder).is_dir()
+               for p in (REPO / folder).rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
@@ -88,6 +92,16 @@ def test_library_imports_no_driver_and_layers_point_one_way():
     edges = _package_edges(import_graph())
     assert not {(a, b) for a, b in edges if a == "revtaf" and b in DRIVERS}
     assert not {(a, b) for a, b in edges if (b, a) in edges}, "two layers import each other"
+
+
+def test_no_generic_top_level_package_is_installed():
+    """pyproject installs the drivers under revtaf_* names: `pip install` puts no `app` or `train` into
+    site-packages, and the package-dir mapping matches the folders this test walks."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    top_level = {name.split(".")[0] for name in config["packages"]}
+    assert top_level == set(PACKAGES) and all(name.startswith("revtaf") for name in top_level)
+    assert config["package-dir"] == {k: v for k, v in PACKAGES.items() if k != v}
 
 
 def test_the_checker_finds_a_circle():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from train.cli import main
+from revtaf_train.cli import main
 
 
 def test_retrieval_bench_prints_one_object_per_bank_size(capsys):

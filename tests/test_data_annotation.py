@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.dicom_factory import MIMIC_ENTRIES, make_mimic_root
+from revtaf_bench.dicom_factory import MIMIC_ENTRIES, make_mimic_root
 from revtaf.data.annotation import AnnotationError, Study, image_file, load_annotation
 from revtaf.data.imageio import read_image
 

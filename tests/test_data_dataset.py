@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from bench.dicom_factory import make_mimic_root
+from revtaf_bench.dicom_factory import make_mimic_root
 from revtaf.data import (
     CorruptImageError,
     XrayDataset,

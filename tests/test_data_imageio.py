@@ -16,7 +16,7 @@ from PIL import Image, features
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space, get_decoder
 
-from bench.dicom_factory import MARKERS, make_dataset, make_dicom, ramp, to_bytes, with_fake_compression
+from revtaf_bench.dicom_factory import MARKERS, make_dataset, make_dicom, ramp, to_bytes, with_fake_compression
 from revtaf.data.imageio import (
     CompressedDicomError,
     CorruptImageError,

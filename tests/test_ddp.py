@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
-from train.trainer import TrainConfig, Trainer, init_distributed
-from app.service import free_port
+from revtaf_train.trainer import TrainConfig, Trainer, init_distributed
+from revtaf_app.service import free_port
 
 
 class TinyModel(torch.nn.Module):

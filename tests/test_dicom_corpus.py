@@ -9,9 +9,9 @@ import time
 import pydicom
 import pytest
 
-from bench.hostile_corpus import PYDICOM_CORPUS as CORPUS
-from bench.hostile_corpus import PYDICOM_REFUSED as REFUSED
-from bench.hostile_corpus import READ, pydicom_expected as expected
+from revtaf_bench.hostile_corpus import PYDICOM_CORPUS as CORPUS
+from revtaf_bench.hostile_corpus import PYDICOM_REFUSED as REFUSED
+from revtaf_bench.hostile_corpus import READ, pydicom_expected as expected
 from revtaf.data.imageio import (
     CompressedDicomError,
     CorruptImageError,

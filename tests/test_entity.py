@@ -155,7 +155,7 @@ def test_medklip_checkpoint_round_trip(tmp_path):
 
 def test_image_cache_reproduces_entity_transform(iu_root):
     from revtaf.data import XrayDataset, load_annotation, transforms
-    from train.components import _to_input, cache_images
+    from revtaf_train.components import _to_input, cache_images
 
     studies = load_annotation(iu_root, "iu")["train"][:2]
     cached = cache_images(studies, iu_root)
@@ -170,7 +170,7 @@ def test_train_entity_model_smoke(iu_root, tmp_path):
     from revtaf.data import load_annotation
     from revtaf.model.text_encoder import TextEncoder
     from revtaf.model.tokenizer import build_tokenizer
-    from train.components import train_entity_model
+    from revtaf_train.components import train_entity_model
 
     splits = load_annotation(iu_root, "iu")
     train, val = splits["train"][:4], splits["val"][:2]
@@ -192,7 +192,7 @@ def test_train_entity_model_resumes_after_a_crash(iu_root, tmp_path, monkeypatch
     from revtaf.data import load_annotation
     from revtaf.model.text_encoder import TextEncoder
     from revtaf.model.tokenizer import build_tokenizer
-    from train import components
+    from revtaf_train import components
 
     train = load_annotation(iu_root, "iu")["train"][:4]
     torch.manual_seed(0)

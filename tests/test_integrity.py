@@ -12,7 +12,7 @@ import pytest
 
 from revtaf.integrity import MANIFEST, IntegrityError, read_manifest, sha256_file, verify_manifest, write_manifest
 from test_app_service import shared_model_dir
-from bench.robustness import REPO, integrity_checks, unsafe_weight_loads
+from revtaf_bench.robustness import REPO, integrity_checks, unsafe_weight_loads
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_serving_code_reads_weights_only_safely():
 
 
 def test_the_demo_refuses_to_start_on_a_truncated_model(model_dir, tmp_path):
-    from app.__main__ import main
+    from revtaf_app.__main__ import main
 
     copy = shutil.copytree(model_dir, tmp_path / "m")
     weights = copy / "model.safetensors"

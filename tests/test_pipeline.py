@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from revtaf.data import load_annotation
-from train.evaluate import CONSTANT_REPORT, abnormal_mask, random_reports, score_rows, write_outputs
+from revtaf_train.evaluate import CONSTANT_REPORT, abnormal_mask, random_reports, score_rows, write_outputs
 from revtaf.data import detect_dataset
-from train.pipeline import data_fingerprint
+from revtaf_train.pipeline import data_fingerprint
 from revtaf.data.reports import ReportLookup, openi_archive
 
 

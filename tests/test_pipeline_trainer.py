@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from train.plots import moving_average, plot_run
-from train.trainer import (
+from revtaf_train.plots import moving_average, plot_run
+from revtaf_train.trainer import (
     JsonlLog,
     ResumableSampler,
     TrainConfig,

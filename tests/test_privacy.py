@@ -11,12 +11,12 @@ import warnings
 
 import pytest
 
-from app.service import BURNED_IN_WARNING
-from bench.dicom_factory import IDENTIFYING, MARKERS
-from bench.hostile_corpus import ALL_MARKERS, FILE_MARKER, MALFORMED, marker_dicoms
+from revtaf_app.service import BURNED_IN_WARNING
+from revtaf_bench.dicom_factory import IDENTIFYING, MARKERS
+from revtaf_bench.hostile_corpus import ALL_MARKERS, FILE_MARKER, MALFORMED, marker_dicoms
 from reliability_support import app_server
 from revtaf.data.imageio import ImageReadError, read_image
-from bench.robustness import privacy_probe
+from revtaf_bench.robustness import privacy_probe
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
 

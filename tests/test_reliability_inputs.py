@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.dicom_factory import MARKERS
-from bench.hostile_corpus import corpus
+from revtaf_bench.dicom_factory import MARKERS
+from revtaf_bench.hostile_corpus import corpus
 from reliability_support import app_server, good_images, model_dir
 from revtaf.data.imageio import ImageReadError
-from bench.robustness import message_problems, run_app_corpus, run_library
+from revtaf_bench.robustness import message_problems, run_app_corpus, run_library
 
 # gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
@@ -80,7 +80,7 @@ def test_app_every_input_gets_a_report_or_a_readable_refusal(items, tmp_path_fac
 def test_the_page_shows_each_refusal_in_the_status_line(items, tmp_path_factory, iu_root, tmp_path):
     from gradio_client import handle_file
 
-    from bench.robustness import call, client
+    from revtaf_bench.robustness import call, client
 
     server = app_server(tmp_path_factory, iu_root)
     c = client(server.url)
@@ -97,7 +97,7 @@ def test_the_page_shows_each_refusal_in_the_status_line(items, tmp_path_factory,
 def test_app_answers_pydicom_corpus_files_and_keeps_serving(tmp_path_factory, iu_root, tmp_path):
     """A sample of pydicom's own corpus through /generate (the bench sends all of it): the files that read get
     a report, the others a readable refusal, and a good request succeeds after each refusal."""
-    from bench.hostile_corpus import pydicom_corpus
+    from revtaf_bench.hostile_corpus import pydicom_corpus
 
     everything = pydicom_corpus()
     names = ("SC_rgb_jpeg_gdcm", "MR_small_jpeg_ls_lossless", "SC_ybr_full_422_uncompressed", "CT_small",

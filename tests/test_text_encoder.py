@@ -115,7 +115,7 @@ def test_sentence_embeddings_masking_and_dedupe(encoder):
 def test_train_text_encoder_smoke(tokenizer, tmp_path):
     import json
 
-    from train.components import train_text_encoder
+    from revtaf_train.components import train_text_encoder
 
     enc = train_text_encoder(CORPUS, tokenizer, tmp_path / "te", steps=4, batch_size=8, lr=1e-3, seed=0, **TINY)
     log = json.loads((tmp_path / "te" / "train_log.json").read_text())
@@ -126,7 +126,7 @@ def test_train_text_encoder_smoke(tokenizer, tmp_path):
 
 
 def test_train_text_encoder_resumes_exactly(tokenizer, tmp_path, monkeypatch):
-    from train import components
+    from revtaf_train import components
 
     args = dict(steps=6, batch_size=8, lr=1e-3, seed=0, checkpoint_every=3, **TINY)
     straight = components.train_text_encoder(CORPUS, tokenizer, tmp_path / "a", **args)

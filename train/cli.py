@@ -55,34 +55,34 @@ def cmd_label_check(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.robustness and args.soak is not None:
-        from bench.robustness import soak_bench
+        from revtaf_bench.robustness import soak_bench
 
         result = soak_bench(args.checkpoint, args.data_root, args.soak, clients=min(args.clients, 4))
         if args.out:
             _write_json(result, args.out)
         return 0 if result["errors"] == 0 and result["server_alive"] else 1
     if args.robustness:
-        from bench.robustness import bench as robustness_bench
+        from revtaf_bench.robustness import bench as robustness_bench
 
         result = robustness_bench(args.checkpoint, args.data_root, args.clients, args.requests)
         if args.out:
             _write_json(result, args.out)
         return 0
     if args.retrieval is not None:
-        from bench.model_latency import RETRIEVAL_SIZES, retrieval_bench
+        from revtaf_bench.model_latency import RETRIEVAL_SIZES, retrieval_bench
 
         result = retrieval_bench(args.retrieval or RETRIEVAL_SIZES, print_table=not args.json)
         if args.json:
             print(json.dumps(result["sizes"]))
         return 0
-    from bench.model_latency import bench
+    from revtaf_bench.model_latency import bench
 
     bench(args.preset)
     return 0
 
 
 def cmd_train(args) -> int:
-    from train.pipeline import RunOptions, train_main
+    from revtaf_train.pipeline import RunOptions, train_main
 
     opts = RunOptions(
         data=Path(args.data), out=Path(args.out), preset=args.preset, dataset=args.dataset,
@@ -99,7 +99,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from train.evaluate import evaluate_checkpoint, headline
+    from revtaf_train.evaluate import evaluate_checkpoint, headline
 
     metrics = evaluate_checkpoint(
         args.checkpoint, args.data, args.split, args.out, baseline=args.baseline, ablate=args.ablate,
@@ -111,21 +111,21 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_fit_input_check(args) -> int:
-    from train.input_check import fit_input_check
+    from revtaf_train.input_check import fit_input_check
 
     print(json.dumps(fit_input_check(args.checkpoint, args.data, args.batch_size), indent=2))
     return 0
 
 
 def cmd_compare(args) -> int:
-    from train.evaluate import compare_predictions
+    from revtaf_train.evaluate import compare_predictions
 
     print(json.dumps(compare_predictions(args.a, args.b, args.resamples, args.seed), indent=2))
     return 0
 
 
 def cmd_calibrate(args) -> int:
-    from train.evaluate import calibrate_checkpoint
+    from revtaf_train.evaluate import calibrate_checkpoint
 
     thresholds = calibrate_checkpoint(args.checkpoint, args.data, args.split, batch_size=args.batch_size)
     print(json.dumps({"positive_thresholds": thresholds}))
@@ -133,7 +133,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from train.evaluate import generate_one
+    from revtaf_train.evaluate import generate_one
 
     prediction = generate_one(args.image, checkpoint=args.checkpoint, data=args.data, ablate=args.ablate)
     if args.json:

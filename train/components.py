@@ -32,7 +32,7 @@ from revtaf.labels import extract_triplets_batch
 from revtaf.labels.constants import ENTITIES_75
 from revtaf.model.entity import EntityModel, EntityModelConfig, entity_loss, scores
 from revtaf.model.text_encoder import TextEncoder, build_book_embeddings
-from train.trainer import seed_everything
+from revtaf_train.trainer import seed_everything
 
 STATE_FILE = "training_state.pt"
 

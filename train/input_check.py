@@ -43,7 +43,7 @@ def _view_images(root: Path, studies) -> tuple[list, list[str]]:
 
 def fit_input_check(checkpoint, data, batch_size: int = 32, max_studies: int | None = None) -> dict:
     """Fit, save (manifest rewritten) and measure the input check of the model in `checkpoint`."""
-    from bench.hostile_corpus import NON_RADIOGRAPHS, corpus
+    from revtaf_bench.hostile_corpus import NON_RADIOGRAPHS, corpus
     from revtaf.data import detect_dataset, load_annotation, read_image, require_data_root
     from revtaf.integrity import read_manifest, write_manifest
     from revtaf.model.input_check import InputCheck

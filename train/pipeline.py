@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.trainer import Dist, JsonlLog, TrainConfig, init_distributed, seed_everything
+from revtaf_train.trainer import Dist, JsonlLog, TrainConfig, init_distributed, seed_everything
 
 PRESETS = ("cpu", "cpu_scratch", "paper")
 STAGES = ("labels", "tokenizer", "text_encoder", "entity_model", "features", "revtaf", "bank", "calibrate",
@@ -163,7 +163,7 @@ class Pipeline:
             self.train_cfg = replace(self.train_cfg, max_steps_per_epoch=o.steps,
                                      warmup_steps=min(self.train_cfg.warmup_steps, o.steps))
         if o.select_key is not None:
-            from train.evaluate import VAL_METRICS
+            from revtaf_train.evaluate import VAL_METRICS
 
             unknown = [k for k in o.select_key.split("+") if k not in VAL_METRICS]
             if unknown:
@@ -245,7 +245,7 @@ class Pipeline:
             if stage == self.opts.until:
                 break
         if self.dist.main:
-            from train.plots import plot_run
+            from revtaf_train.plots import plot_run
 
             plot_run(self.out / "log.jsonl", self.out / "plots")
         return summaries
@@ -310,7 +310,7 @@ class Pipeline:
 
     def stage_text_encoder(self) -> dict:
         from revtaf.data import split_sentences
-        from train.components import train_text_encoder
+        from revtaf_train.components import train_text_encoder
 
         sentences = [s for r in self.clean("train") for s in split_sentences(r)]
         c = self.prep_cfg
@@ -330,7 +330,7 @@ class Pipeline:
         return {"sentences": len(sentences), "unique": len(set(sentences))}
 
     def stage_entity_model(self) -> dict:
-        from train.components import train_entity_model
+        from revtaf_train.components import train_entity_model
 
         c = self.prep_cfg
         studies = self.splits["train"][: c.entity_max_studies]
@@ -417,8 +417,8 @@ class Pipeline:
         return ds, Collate(tokenizer, decoder.max_positions, decoder.prompt_tokens == "disease")
 
     def stage_revtaf(self) -> dict:
-        from train.evaluate import validate_epoch
-        from train.trainer import Trainer
+        from revtaf_train.evaluate import validate_epoch
+        from revtaf_train.trainer import Trainer
 
         model = self.build_model()
         dataset, collate = self.train_set(model.tokenizer)
@@ -460,7 +460,7 @@ class Pipeline:
 
     def stage_calibrate(self) -> dict:
         """Decision thresholds of the disease prompts, chosen on val (train/evaluate.calibrate_checkpoint)."""
-        from train.evaluate import calibrate_checkpoint
+        from revtaf_train.evaluate import calibrate_checkpoint
 
         if not self.splits["val"]:
             return {"positive_thresholds": None}
@@ -470,7 +470,7 @@ class Pipeline:
 
     def stage_input_check(self) -> dict:
         """The view / out-of-distribution check of the final model (train/input_check.py)."""
-        from train.input_check import fit_input_check
+        from revtaf_train.input_check import fit_input_check
 
         return fit_input_check(self.dir("bank") / "model", self.data, self.prep_cfg.eval_batch, self.opts.max_studies)
 
@@ -484,7 +484,7 @@ class Pipeline:
 
     def stage_evaluate(self) -> dict:
         from revtaf.model.revtaf import REVTAF
-        from train.evaluate import evaluate_model, headline
+        from revtaf_train.evaluate import evaluate_model, headline
 
         model = REVTAF.from_pretrained(self.dir("bank") / "model")
         summary = {}

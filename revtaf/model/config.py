@@ -122,8 +122,6 @@ class DecoderConfig:
         )
 
 
-
-
 @dataclass
 class VisualConfig:
     backbone: str = "resnet101"
