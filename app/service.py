@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import hashlib
 import html
 import io
@@ -40,7 +41,6 @@ from revtaf.model.prediction import Prediction
 from revtaf.data.reports import OPENI_ATTRIBUTION, ReportLookup
 from revtaf.paths import BUNDLED_MODEL
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = BUNDLED_MODEL
 IU_ATTRIBUTION = OPENI_ATTRIBUTION
 NOTICE = "Research demo — not for clinical use. Outputs are machine-generated and may be wrong."
@@ -178,13 +178,22 @@ def consume_upload(path: str | os.PathLike | None, upload_root: str | os.PathLik
         root = Path(upload_root).resolve()
         if root in resolved.parents:
             _remember_upload(resolved, data)
+            # The file only: its hash-named folder stays, since Gradio creates that folder and then renames the
+            # next upload of the same bytes into it, and removing it in between failed that upload (1 request in
+            # 6,110 of a 30-minute soak). `prune_upload_folders` removes the empty ones later.
             resolved.unlink(missing_ok=True)
-            try:
-                if resolved.parent != root and not any(resolved.parent.iterdir()):
-                    resolved.parent.rmdir()  # Gradio puts each upload in its own hash-named folder
-            except OSError:  # another session's copy of the same file just arrived in it, or it is gone
-                pass
     return data
+
+
+def prune_upload_folders(upload_root: str | os.PathLike, max_age_s: float = 600) -> None:
+    """Remove the empty upload folders (Gradio's one per distinct file) untouched for `max_age_s`."""
+    now = time.time()
+    for folder in Path(upload_root).iterdir() if Path(upload_root).is_dir() else ():
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > max_age_s and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:  # gone, or a file arrived in it meanwhile
+            pass
 
 
 def _remember_upload(path: Path, data: bytes) -> None:
@@ -272,6 +281,13 @@ def model_box(height: int, width: int, size: int = 224) -> tuple[int, int, int, 
     return box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1)
 
 
+@functools.cache
+def _colormap_table(cmap: str) -> np.ndarray:
+    """[256, 3] float32 RGB of a matplotlib colormap. Indexing it with floor(256·x) (255 at x = 1) is what
+    `colormaps[cmap](x)` does for x in [0, 1], without its float64 RGBA image of every pixel."""
+    return colormaps[cmap](np.arange(256))[:, :3].astype(np.float32)
+
+
 def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.5, cmap: str = "inferno",
             box: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Attention map over an image.
@@ -292,7 +308,7 @@ def overlay(gray: np.ndarray, heat: np.ndarray, opacity: float = 0.5, cmap: str 
     heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
     full = np.zeros((H, W), dtype=np.float32)
     full[y0:y1, x0:x1] = cv2.resize(heat, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    colour = colormaps[cmap](full)[..., :3].astype(np.float32)
+    colour = _colormap_table(cmap)[np.minimum((full * 256).astype(np.intp), 255)]
     base = np.repeat(gray[..., None].astype(np.float32) / 255.0, 3, axis=2)
     alpha = (opacity * full)[..., None]
     out = np.rint((base * (1 - alpha) + colour * alpha) * 255).astype(np.uint8)
@@ -758,8 +774,10 @@ MAX_REVIEW_FILE = 5 * 2**20  # an imported review file: thousands of reviews fit
 
 def model_identity(model) -> dict:
     """{"model_sha256", "model_config"} of a loaded model (from its manifest and run card), else "unknown"."""
-    return {"model_sha256": getattr(model, "weights_sha256", None) or "unknown",
-            "model_config": getattr(model, "preset", None) or "unknown"}
+    config = getattr(model, "preset", None) or "unknown"
+    if getattr(model, "quantized", None):  # what was reviewed: the approximation, not the saved weights alone
+        config += f" ({model.quantized} decoder)"
+    return {"model_sha256": getattr(model, "weights_sha256", None) or "unknown", "model_config": config}
 
 
 def review_key(record: dict) -> str:

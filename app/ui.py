@@ -356,7 +356,9 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         rev = review_panel()
         with gr.Accordion("Raw prediction (JSON, as /generate returns it)", open=False):
             raw_json = gr.JSON()
-        gr.Markdown(f"Model: REVTAF (ICCV 2025) re-implementation. Data: {S.IU_ATTRIBUTION}. "
+        ident = service.identity
+        gr.Markdown(f"Model: REVTAF (ICCV 2025) re-implementation, `{ident['model_config']}`, weights SHA-256 "
+                    f"`{ident['model_sha256'][:12]}`. Data: {S.IU_ATTRIBUTION}. "
                     "Uploads are processed in memory and not stored. API: see “Use via API” / `gradio_client`, "
                     "endpoint `/generate`.", elem_classes="attribution")
 
@@ -388,6 +390,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
 
         def analyze_upload(path, grp, lrp, opacity, cmap, group):
             data = S.consume_upload(path, upload_root)
+            S.prune_upload_folders(upload_root)
             case = service.open_upload(data, S.ablation_tag(grp, lrp))
             # the file box is emptied: ready for the next image (the upload itself is already deleted)
             return {inp.upload: None, **show(case, None, opacity, cmap, group, new_image=True)}
@@ -541,6 +544,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             displayed, overlays [{"image", "caption"}] of the most probable entities and the retrieved sentences)."""
             path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
             data = S.consume_upload(path, upload_root, uploads_only=True)
+            S.prune_upload_folders(upload_root)
             case = service.open_upload(data, S.ablation_tag(retrieval_off, entity_prompts_off))
             out = case.prediction.to_json()
             out["input"] = {"format": case.image.source_format, "size": list(case.original_size),

@@ -768,8 +768,9 @@ def soak(server: AppServer, good: Sequence[str | os.PathLike], bad: Sequence[str
          clients: int = 4, windows: int = 5, timeout_s: float = 300.0) -> dict:
     """Mixed traffic for `minutes`: `clients` sessions, each sending `/generate` calls one after the other until
     the time is up, every third one a bad file. An error is a good file without its report or a bad file without
-    a readable refusal. Latency percentiles of the good calls per time window; the server's RSS at the start and
-    at the end (memory that grows with traffic shows as drift)."""
+    a readable refusal. Latency percentiles of the good calls per time window; the server's RSS at the start, at
+    the end and at the end of each window, sampled every few seconds (a leak grows window after window, a
+    warm-up of allocator and caches levels off)."""
     if minutes <= 0 or clients < 1:
         raise ValueError(f"soak needs minutes > 0 and clients >= 1, got {minutes}, {clients}")
     lock = threading.Lock()
@@ -793,11 +794,23 @@ def soak(server: AppServer, good: Sequence[str | os.PathLike], bad: Sequence[str
                     errors.append(f"{i}/{r} {Path(path).name}: {result.kind} {result.message[:120]}")
             r += 1
 
+    rss_samples: list[tuple[float, int]] = []  # (seconds since start, bytes)
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        while not done.wait(min(5.0, 60 * minutes / (4 * windows))):
+            if (value := server.rss()) is not None:
+                rss_samples.append((time.perf_counter() - start, value))
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
     threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
+    sampler.join()
     wall = time.perf_counter() - start
     width = wall / windows
     by_window = []
@@ -805,7 +818,9 @@ def soak(server: AppServer, good: Sequence[str | os.PathLike], bad: Sequence[str
         lat = [s for t, kind, s in calls if kind == "good" and w * width <= t < (w + 1) * width]
         by_window.append({"from_min": round(w * width / 60, 1), "to_min": round((w + 1) * width / 60, 1),
                           "good": len(lat), "p50_s": round(percentile(lat, 50), 3) if lat else None,
-                          "p95_s": round(percentile(lat, 95), 3) if lat else None})
+                          "p95_s": round(percentile(lat, 95), 3) if lat else None,
+                          "rss_mb": next((round(v / 2**20) for t, v in reversed(rss_samples) if t < (w + 1) * width),
+                                         None)})
     rss_end = server.rss()
     return {"minutes": round(wall / 60, 2), "clients": clients, "requests": len(calls),
             "good_served": sum(k == "good" for _, k, _ in calls), "bad_refused": sum(k == "bad" for _, k, _ in calls),
@@ -815,12 +830,14 @@ def soak(server: AppServer, good: Sequence[str | os.PathLike], bad: Sequence[str
 
 
 def format_soak(r: dict) -> str:
+    detail = "".join(f"\n  error: {e}" for e in r["error_detail"])
     windows = ", ".join(f"{w['from_min']:g}-{w['to_min']:g} min {w['p50_s']}/{w['p95_s']} s" for w in r["windows"])
+    rss = " → ".join(str(w["rss_mb"]) for w in r["windows"])
     return (f"soak: {r['minutes']:g} min, {r['clients']} clients of mixed traffic: {r['requests']} requests "
             f"({r['good_served']} good served, {r['bad_refused']} bad refused readably), {r['errors']} errors · "
             f"p50/p95 by window: {windows} · server RSS {r['rss_start_mb']} MB at the start, {r['rss_end_mb']} MB at "
-            f"the end ({r['rss_end_mb'] - r['rss_start_mb']:+d} MB) · server alive: "
-            f"{'yes' if r['server_alive'] else 'NO'}")
+            f"the end ({r['rss_end_mb'] - r['rss_start_mb']:+d} MB; by window {rss} MB) · server alive: "
+            f"{'yes' if r['server_alive'] else 'NO'}{detail}")
 
 
 def soak_bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
@@ -841,6 +858,9 @@ def soak_bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.
         with AppServer(model_dir, work / "app", java=False) as server:
             generate(client(server.url), good[0], timeout_s)  # warm-up: first-call costs are not soak figures
             out = {"model": model, **soak(server, good, bad, minutes, clients, timeout_s=timeout_s)}
+            if out["errors"]:  # the server's side of it, before its folder is deleted
+                out["error_detail"] += [f"server log: {line[:200]}" for line in server.log_text().splitlines()
+                                        if "Error" in line or "Traceback" in line][-10:]
     if print_line:
         print(format_soak(out))
     return out

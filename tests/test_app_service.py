@@ -9,11 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -248,7 +251,16 @@ def test_consume_upload_deletes_only_inside_the_upload_root(tmp_path):
     outside = tmp_path / "mine.png"
     outside.write_bytes(b"keep")
     assert S.consume_upload(inside, root) == b"pixels"
-    assert not inside.exists() and not (root / "abc123").exists()
+    # the file goes at once; its folder stays (Gradio may be renaming the next same-bytes upload into it)
+    assert not inside.exists() and (root / "abc123").is_dir()
+    (root / "fresh").mkdir()
+    (root / "busy").mkdir()
+    (root / "busy" / "y.png").write_bytes(b"pixels")
+    old = time.time() - 3600
+    for name in ("abc123", "busy"):
+        os.utime(root / name, (old, old))
+    S.prune_upload_folders(root, max_age_s=600)
+    assert sorted(p.name for p in root.iterdir()) == ["busy", "fresh"]  # only the old empty folder went
     assert S.consume_upload(outside, root) == b"keep" and outside.exists()
     with pytest.raises(S.AppInputError):
         S.consume_upload(None, root)
@@ -283,6 +295,20 @@ def test_overlay_lands_on_the_model_crop():
         S.overlay(gray, heat, cmap="rainbow-unicorn")
     with pytest.raises(S.AppInputError):
         S.overlay(gray, heat, opacity=1.5)
+
+
+def test_overlay_colours_are_matplotlibs():
+    """The overlay's colour table gives exactly the colours matplotlib's colormap call gives every pixel."""
+    from matplotlib import colormaps
+
+    gray = np.zeros((64, 64), np.uint8)
+    heat = np.random.default_rng(0).random((7, 7)).astype(np.float32)
+    for cmap in S.COLORMAPS:
+        out = S.overlay(gray, heat, opacity=1.0, cmap=cmap)
+        span = heat.max() - heat.min()
+        full = cv2.resize((heat - heat.min()) / span, (64, 64), interpolation=cv2.INTER_LINEAR)
+        expected = np.rint(colormaps[cmap](full)[..., :3].astype(np.float32) * full[..., None] * 255)
+        assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1, cmap
 
 
 def test_window_presets_and_working_copy(service, iu_root, test_ids):

@@ -72,5 +72,6 @@ def test_soak_short_form_serves_mixed_traffic_without_errors(server, iu_root, ba
     assert result["good_served"] >= 4 and result["bad_refused"] >= 1 and result["server_alive"]
     assert result["requests"] == result["good_served"] + result["bad_refused"]
     assert result["rss_start_mb"] > 0 and result["rss_end_mb"] > 0
+    assert all(w["rss_mb"] > 0 for w in result["windows"])
     line = format_soak(result)
     assert line.startswith("soak: ") and " 0 errors" in line and "MB at the end" in line
