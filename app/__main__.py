@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--int8", action="store_true", default=os.environ.get("REVTAF_INT8") == "1",
+                   help="decoder in dynamic int8 (env REVTAF_INT8=1): a paper-preset model writes 3x faster on a CPU; "
+                   "approximate, so the page says so (docs/training.md: 94%% of the bundled model's test reports "
+                   "unchanged)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per model run (default: OMP_NUM_THREADS, else CPU cores / concurrent runs)")
     return p.parse_args(argv)
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         model = service.load_model(path)
     except IntegrityError as exc:  # damaged or tampered weights: refuse to start, naming the files
         raise SystemExit(f"error: {exc}") from None
+    if args.int8:
+        model.quantize_int8()
     svc = service.Service(model, data_root)
     demo, launch_kwargs = ui.build(svc)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs)

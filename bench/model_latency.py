@@ -1,4 +1,5 @@
-"""`revtaf bench`: inference latency per stage and parameter counts of a preset, with random weights.
+"""`revtaf bench`: inference latency per stage and parameter counts of a preset, with random weights, on the
+default fp32 path and with the decoder in int8, side by side.
 
 Random initialisation has the preset's exact shapes, so latency is what a trained model of that size costs,
 with one caveat that makes the figure an upper bound: an untrained decoder never emits [SEP] early, so
@@ -28,8 +29,28 @@ def _png_bytes(seed: int = 0, size: int = 512) -> bytes:
     return buffer.getvalue()
 
 
+PATHS = ("fp32", "int8")  # the default path, exact; the decoder's Linear layers in dynamic int8, approximate
+
+
+def _time_path(model, data: bytes, runs: int) -> dict[str, float]:
+    """Median per-stage ms of `runs` runs of one study after a warm-up run (first-call allocations)."""
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        image = read_image(data)
+        decode = 1000 * (time.perf_counter() - t)
+        pred = model.predict(image)
+        if i == 0:
+            continue
+        samples["decode"].append(decode)
+        for stage in STAGES[1:]:
+            samples[stage].append(pred.timings_ms[stage] + (decode if stage == "total" else 0.0))
+    return {s: round(statistics.median(v), 1) for s, v in samples.items()}
+
+
 def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | None = None) -> dict:
-    """Median per-stage latency (ms) of one study over `runs` runs (after a warm-up) + parameter counts.
+    """Per-stage latency (ms, median of `runs` after a warm-up) of one study on the default fp32 path and with
+    the decoder in int8 (`REVTAF.quantize_int8`), measured in the same run, their ratio, and parameter counts.
 
     `threads` sets torch's intra-op threads for the run (default: leave as is).
     """
@@ -39,23 +60,19 @@ def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | N
         torch.set_num_threads(threads)
     model = random_model(preset)
     data = _png_bytes()
-    samples: dict[str, list[float]] = {s: [] for s in STAGES}
-    for i in range(runs + 1):
-        t = time.perf_counter()
-        image = read_image(data)
-        decode = 1000 * (time.perf_counter() - t)
-        pred = model.predict(image)
-        if i == 0:
-            continue  # warm-up: first-call allocations and lazy initialisation
-        samples["decode"].append(decode)
-        for stage in STAGES[1:]:
-            samples[stage].append(pred.timings_ms[stage] + (decode if stage == "total" else 0.0))
+    parameters = model.num_parameters()
+    latency = {"fp32": _time_path(model, data, runs)}
+    latency["int8"] = _time_path(model.quantize_int8(), data, runs)
+    total, naive = latency["int8"]["total"] / 1000, latency["fp32"]["total"] / 1000
     result = {
         "preset": preset,
         "threads": torch.get_num_threads(),
         "runs": runs,
-        "latency_ms": {s: round(statistics.median(v), 1) for s, v in samples.items()},
-        "parameters": model.num_parameters(),
+        "latency_ms": latency,
+        "naive_total_s": round(naive, 3),
+        "total_s": round(total, 3),
+        "ratio": round(naive / total, 2),
+        "parameters": parameters,
         "generated_tokens_max": model.cfg.generation.max_new_tokens,
     }
     if print_table:
@@ -64,10 +81,14 @@ def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | N
 
 
 def format_table(result: dict) -> str:
-    lines = [f"REVTAF preset '{result['preset']}' (random init, {result['threads']} threads, "
-             f"median of {result['runs']} runs, one study)", "", f"{'stage':<12}{'ms':>10}"]
-    lines += [f"{stage:<12}{ms:>10.1f}" for stage, ms in result["latency_ms"].items()]
-    lines += ["", f"{'component':<14}{'parameters':>14}"]
+    lat = result["latency_ms"]
+    lines = [f"REVTAF preset '{result['preset']}' (random init, {result['threads']} threads, median of "
+             f"{result['runs']} runs, one study, {result['generated_tokens_max']} tokens x 3 beams)", "",
+             f"{'stage':<12}{'fp32 ms':>10}{'int8 ms':>10}{'ratio':>8}"]
+    lines += [f"{stage:<12}{lat['fp32'][stage]:>10.1f}{lat['int8'][stage]:>10.1f}"
+              f"{lat['fp32'][stage] / max(lat['int8'][stage], 1e-9):>8.2f}" for stage in STAGES]
+    lines += ["", "fp32: the default path (exact). int8: REVTAF.quantize_int8(), the decoder's Linear layers in "
+              "dynamic int8 (approximate; opt-in)", "", f"{'component':<14}{'parameters':>14}"]
     lines += [f"{name:<14}{n:>14,}" for name, n in result["parameters"].items()]
     return "\n".join(lines)
 

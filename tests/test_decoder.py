@@ -220,3 +220,19 @@ def test_prompt_contrast_teaches_the_decoder_to_read_its_prompt(tokenizer):
         loss.backward()
         opt.step()
     assert dec.prompt_contrast(ids, mask, memory, labels, states, focus, 0.5) < 0.05 * start
+
+
+def test_beam_search_cache_writes_what_hfs_cache_writes(tokenizer, monkeypatch):
+    """BeamSearchCache skips reordering the cross-attention keys/values: exact only if no beam ever takes over
+    another study's beam. Two studies with different memories, 3 beams, full length: the same text as HF's
+    EncoderDecoderCache."""
+    import revtaf.model.decoder as decoder_module
+
+    torch.manual_seed(1)
+    decoder = ReportDecoder(DecoderConfig(**TINY), tokenizer, memory_dim=24).eval()
+    states = torch.tensor([[1] * 18, [2] * 18])
+    memory = torch.randn(2, 49, 24) * 3
+    args = (prompt_ids(tokenizer, states), memory, 3, 30, PROMPT_LENGTH + 10)
+    ours = decoder.generate(*args)
+    monkeypatch.setattr(decoder_module, "BeamSearchCache", decoder_module.EncoderDecoderCache)
+    assert decoder.generate(*args) == ours and ours[0] != ours[1]

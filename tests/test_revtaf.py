@@ -332,6 +332,22 @@ def test_fp16_save_is_smaller_and_close(model, tmp_path):
         assert all(abs(da.probs[s] - db.probs[s]) < 1e-2 for s in da.probs)
 
 
+def test_int8_decoder_quantises_only_the_decoder_and_is_never_saved(model, tmp_path):
+    model.save_pretrained(tmp_path / "float")
+    loaded = REVTAF.from_pretrained(tmp_path / "float")
+    im = images(1, seed=9)[0]
+    before = loaded.predict(im)
+    loaded.quantize_int8()
+    linear = [type(m).__module__ for m in loaded.decoder.lm.modules() if type(m).__name__ == "Linear"]
+    assert linear and all(".quantized.dynamic." in name for name in linear)  # every Linear of the BERT is int8
+    assert type(loaded.visual).__name__ == type(model.visual).__name__ and loaded.quantized == "int8"
+    after = loaded.predict(im)
+    assert after.report.strip() and [n.study_id for n in after.neighbours] == [n.study_id for n in before.neighbours]
+    assert np.allclose(after.lrp_maps, before.lrp_maps)  # everything before the decoder is untouched
+    with pytest.raises(RuntimeError, match="not saved"):
+        loaded.save_pretrained(tmp_path / "int8")
+
+
 def test_from_pretrained_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         REVTAF.from_pretrained(tmp_path)

@@ -68,6 +68,16 @@ def cmd_bench(args) -> int:
         if args.out:
             _write_json(result, args.out)
         return 0
+    if args.train_speed:
+        from revtaf_train.speed import train_speed
+
+        if not args.data_root:
+            raise SystemExit("--train-speed needs --data-root (an IU X-Ray folder: annotation.json + images/)")
+        result = train_speed(args.preset, args.data_root, args.device, args.seconds, args.batch_size,
+                             args.max_steps, print_line=not args.json)
+        if args.json:
+            print(json.dumps(result))
+        return 0
     if args.retrieval is not None:
         from revtaf_bench.model_latency import RETRIEVAL_SIZES, retrieval_bench
 
@@ -77,7 +87,9 @@ def cmd_bench(args) -> int:
         return 0
     from revtaf_bench.model_latency import bench
 
-    bench(args.preset)
+    result = bench(args.preset, args.runs, print_table=not args.json)
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 
@@ -104,7 +116,7 @@ def cmd_evaluate(args) -> int:
     metrics = evaluate_checkpoint(
         args.checkpoint, args.data, args.split, args.out, baseline=args.baseline, ablate=args.ablate,
         max_studies=args.max_studies, seed=args.seed, batch_size=args.batch_size, min_length=args.min_length,
-        num_beams=args.num_beams, oracle_prompt=args.oracle_prompt, argmax=args.argmax,
+        num_beams=args.num_beams, oracle_prompt=args.oracle_prompt, argmax=args.argmax, int8=args.int8,
     )
     print(headline(metrics))
     return 0
@@ -165,13 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table as JSON")
     p.set_defaults(func=cmd_label_check)
 
-    p = sub.add_parser("bench", help="per-stage CPU latency of one study (--robustness: the demo under hostile "
+    p = sub.add_parser("bench", help="per-stage CPU latency of one study, fp32 and int8 decoder side by side "
+                       "(--robustness: the demo under hostile "
                        "inputs, load, patient-data and weights-integrity checks)")
     p.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
     p.add_argument("--robustness", action="store_true",
                    help="run python -m app and measure hostile inputs, load, data leaks and integrity checks")
     p.add_argument("--checkpoint", help="--robustness: model directory (default: bundled, else random cpu preset)")
-    p.add_argument("--data-root", help="--robustness: IU X-Ray root for good images (default: REVTAF_DATA, else synthetic)")
+    p.add_argument("--data-root", help="--robustness: IU X-Ray root for good images (default: REVTAF_DATA, else "
+                   "synthetic); --train-speed: the images to train on")
     p.add_argument("--clients", type=int, default=8, help="--robustness: concurrent sessions of the load test")
     p.add_argument("--requests", type=int, default=4, help="--robustness: requests per session")
     p.add_argument("--soak", type=float, metavar="MINUTES",
@@ -180,7 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="--robustness: also write every figure as JSON")
     p.add_argument("--retrieval", type=int, nargs="*", metavar="N",
                    help="time the LRE's top-k search on a synthetic bank of N rows (default: 2955 and 270790)")
-    p.add_argument("--json", action="store_true", help="--retrieval: print the figures as JSON, one object per size")
+    p.add_argument("--train-speed", action="store_true",
+                   help="time training steps of --preset (random init) on the images of --data-root: images/s and "
+                   "step time, on --device (the check scripts/gpu_check.sh runs)")
+    p.add_argument("--device", default="auto", help="--train-speed: cpu, cuda or auto (default)")
+    p.add_argument("--seconds", type=float, default=60.0, help="--train-speed: how long to time (default 60)")
+    p.add_argument("--batch-size", type=int, help="--train-speed: batch size (default: the preset's)")
+    p.add_argument("--max-steps", type=int, help="--train-speed: stop after this many timed steps")
+    p.add_argument("--runs", type=int, default=3, help="latency: timed runs per path (median; after a warm-up)")
+    p.add_argument("--json", action="store_true",
+                   help="print the figures as one JSON object instead of the table (--retrieval: one per size)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="every training stage, cached and resumable (also under torchrun)")
@@ -216,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt the decoder with the reference report's labels (measures the decoder alone)")
     p.add_argument("--argmax", action="store_true",
                    help="argmax disease states, ignoring the checkpoint's val-chosen thresholds (the paper)")
+    p.add_argument("--int8", action="store_true",
+                   help="the decoder in dynamic int8 (CPU; approximate): compare with the fp32 run to see what it changes")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("calibrate", help="choose per-disease positive thresholds on val and store them in the model")

@@ -307,7 +307,7 @@ def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str
     metrics["generator"] = {"model": checkpoint or "REVTAF", "ablate": sorted(ablation_set(ablate)),
                             "generation": asdict(model.cfg.generation), "split_size": len(studies),
                             "prompt": "oracle (reference labels)" if oracle_prompt else "classifier",
-                            "positive_thresholds": model.cfg.positive_thresholds}
+                            "positive_thresholds": model.cfg.positive_thresholds, "quantized": model.quantized}
     write_outputs(out, metrics, rows)
     return metrics
 
@@ -413,12 +413,13 @@ def default_checkpoint() -> Path:
 def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None = None, ablate: Sequence[str] = (),
                         max_studies: int | None = None, seed: int = 0, batch_size: int = 16,
                         min_length: int | None = None, num_beams: int | None = None,
-                        oracle_prompt: bool = False, argmax: bool = False) -> dict:
+                        oracle_prompt: bool = False, argmax: bool = False, int8: bool = False) -> dict:
     """`revtaf evaluate`: a model (or a baseline) on one split of a data root.
 
     `min_length` (prompt tokens included) and `num_beams` override the checkpoint's beam search, to choose
     generation settings on val; metrics.json records the settings used. `oracle_prompt`: prompt states from the
-    reference labels; `argmax`: ignore the checkpoint's val-chosen thresholds (the paper's argmax states).
+    reference labels; `argmax`: ignore the checkpoint's val-chosen thresholds (the paper's argmax states);
+    `int8`: the decoder in dynamic int8 (REVTAF.quantize_int8), to measure what the approximation changes.
     """
     from revtaf.data import clean_report, detect_dataset, load_annotation, require_data_root
     from revtaf.data.reports import ReportLookup
@@ -427,8 +428,8 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
     data = require_data_root(data)
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}: choose from {BASELINES}")
-    if baseline is not None and (ablate or oracle_prompt or argmax):
-        raise ValueError("--ablate, --oracle-prompt and --argmax apply to the model, not to a baseline")
+    if baseline is not None and (ablate or oracle_prompt or argmax or int8):
+        raise ValueError("--ablate, --oracle-prompt, --argmax and --int8 apply to the model, not to a baseline")
     overrides = {k: v for k, v in (("min_length", min_length), ("num_beams", num_beams)) if v is not None}
     GenerationSettings(**overrides)  # bad values fail here, before any data is read
     dataset = detect_dataset(data)
@@ -448,6 +449,8 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
         model.cfg.generation = replace(model.cfg.generation, **overrides)
         if argmax:
             model.cfg.positive_thresholds = None
+        if int8:
+            model.quantize_int8()
     if baseline is None:
         return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt),
                               oracle_prompt=oracle_prompt)

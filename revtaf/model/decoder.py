@@ -22,6 +22,7 @@ in over the first training steps so that it does not compete with the LM while t
 
 from __future__ import annotations
 
+import warnings
 from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,17 @@ IGNORE_INDEX = -100
 # Settings that turn a BERT encoder checkpoint into our decoder.
 _DECODER_OVERRIDES = ("is_decoder", "add_cross_attention", "pad_token_id", "bos_token_id", "eos_token_id",
                       "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+class BeamSearchCache(EncoderDecoderCache):
+    """The two-part cache BERT's cross-attention needs in `generate`, minus one copy per step: beam search
+    reorders the cache after every token, and HF's EncoderDecoderCache reorders the cross-attention keys/values
+    too. Those are computed once per report from Fc and are the same for every beam of a study (a beam only ever
+    takes over another beam of its own study), so reordering them copies identical rows: skipped. Exact
+    (tests/test_decoder.py compares the sequences with HF's cache)."""
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.self_attention_cache.reorder_cache(beam_idx)
 
 
 def state_token_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
@@ -226,6 +238,19 @@ class ReportDecoder(nn.Module):
         gap = ((nll(normal) - nll(ids)) * weight).sum(1) / weight.sum(1)
         return F.relu(margin - gap).mean()
 
+    def quantize_int8(self) -> None:
+        """Dynamic int8 quantisation of the BERT's Linear layers, in place, for CPU inference only.
+
+        Generation on a CPU reads every decoder weight once per token (the paper preset: ~490 MB a step, 79 % of
+        its time in the Linear layers, bound by memory bandwidth); int8 weights are a quarter of that. Approximate:
+        the reports it changes are measured in docs/training.md. `torch.ao.quantization` is deprecated in favour of
+        torchao, whose CPU int8 path needs torch.compile; it is still in torch 2.14 and runs on fbgemm kernels."""
+        import torch.ao.quantization as tq
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation notice above, on every call
+            self.lm = tq.quantize_dynamic(self.lm.eval(), {nn.Linear}, dtype=torch.qint8)
+
     @torch.no_grad()
     def generate(
         self,
@@ -265,8 +290,7 @@ class ReportDecoder(nn.Module):
             encoder_hidden_states=self.memory_proj(memory),
             # generate() would build a self-attention-only DynamicCache for a decoder-only model, which
             # BERT's cross-attention cannot use; give it the two-part cache BERT's own forward would create.
-            past_key_values=EncoderDecoderCache(DynamicCache(config=self.lm.config),
-                                                DynamicCache(config=self.lm.config)),
+            cache=BeamSearchCache(DynamicCache(config=self.lm.config), DynamicCache(config=self.lm.config)),
             generation_config=config,
         )
         return self.tokenizer.batch_decode(sequences[:, PROMPT_LENGTH:], skip_special_tokens=True)

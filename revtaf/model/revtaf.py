@@ -134,6 +134,7 @@ class REVTAF(nn.Module):
         self.name_or_path: str | None = None
         self.weights_sha256: str | None = None
         self.preset: str | None = None
+        self.quantized: str | None = None  # "int8" after quantize_int8()
 
     def _init_visual_from_entity(self) -> None:
         """Start the visual encoder's conv1..layer3 from the entity model's trained trunk (same ResNet).
@@ -460,12 +461,24 @@ class REVTAF(nn.Module):
         )
 
     # ------------------------------------------------------------------ persistence
+    def quantize_int8(self) -> REVTAF:
+        """The decoder's Linear layers in dynamic int8 (ReportDecoder.quantize_int8): CPU inference only, an
+        approximation (docs/training.md measures it), never saved. In place; returns the model."""
+        if self.triplet_table.device.type != "cpu":
+            raise RuntimeError("int8 quantisation is for CPU inference; the model is on " + str(self.triplet_table.device))
+        self.eval()
+        self.decoder.quantize_int8()
+        self.quantized = "int8"
+        return self
+
     def save_pretrained(self, directory: str | Path, fp16: bool = False) -> None:
         """config.json, model.safetensors (weights + bank embeddings), tokenizer files and bank.json (ids).
 
         fp16=True stores floating tensors in half precision except _FP32_ONLY (about half the size).
         No report text is written.
         """
+        if self.quantized:
+            raise RuntimeError("a quantised model is not saved: save the float model, quantise after loading")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.cfg.save(directory)
