@@ -100,7 +100,8 @@ def retrieval_bench(sizes=RETRIEVAL_SIZES, k: int = 5, batch: int = 64, runs: in
                     print_table: bool = True) -> dict:
     """LRE retrieval at bank sizes `sizes`: a synthetic bank of N rows (uniform 75-d entity scores embedded by
     a randomly initialised LRE into the Poincaré ball, float32, as `ReferenceDatabase.build` stores it), then the
-    median time of a top-`k` query for one study and for a batch of `batch`, and the bank's memory."""
+    median time of a top-`k` query for one study and for a batch of `batch`, and the bank's memory; the same
+    with the int8 scan (`build_int8_index`), and how many of the batch's queries it answers as the exact search."""
     from revtaf.model.config import LREConfig
     from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase
 
@@ -113,32 +114,47 @@ def retrieval_bench(sizes=RETRIEVAL_SIZES, k: int = 5, batch: int = 64, runs: in
         db = ReferenceDatabase.build(lre, torch.rand(n, 75), [str(i) for i in range(n)])
         build_s = time.perf_counter() - t
         queries = lre(torch.rand(batch, 75)).detach()
-        timings = {"query_ms": [], "batch_ms": []}
-        for i in range(runs + 1):
-            t = time.perf_counter()
-            db.search(queries[:1], k)
-            one = 1000 * (time.perf_counter() - t)
-            t = time.perf_counter()
-            db.search(queries, k)
-            many = 1000 * (time.perf_counter() - t)
-            if i:  # the first run is a warm-up
-                timings["query_ms"].append(one)
-                timings["batch_ms"].append(many)
         memory = db.embeddings.numel() * db.embeddings.element_size() + db.sq_norms.numel() * 4
-        rows.append({"rows": n, "dim": db.embeddings.shape[1], "k": k, "batch": batch,
-                     "query_ms": round(statistics.median(timings["query_ms"]), 2),
-                     "batch_ms": round(statistics.median(timings["batch_ms"]), 2),
-                     "bank_mb": round(memory / 2**20, 1), "build_s": round(build_s, 2)})
+        row = {"rows": n, "dim": db.embeddings.shape[1], "k": k, "batch": batch, **_time_search(db, queries, k, runs),
+               "bank_mb": round(memory / 2**20, 1), "build_s": round(build_s, 2)}
+        exact = db.search(queries, k)[1]
+        db.build_int8_index()
+        int8 = _time_search(db, queries, k, runs)
+        row.update({"query_ms_int8": int8["query_ms"], "batch_ms_int8": int8["batch_ms"],
+                    "int8_index_mb": round(n * (db.embeddings.shape[1] + 8) / 2**20, 1),
+                    "int8_same_topk": sum(set(a.tolist()) == set(b.tolist())
+                                          for a, b in zip(exact, db.search(queries, k)[1]))})
+        rows.append(row)
     result = {"threads": torch.get_num_threads(), "runs": runs, "sizes": rows}
     if print_table:
         print(format_retrieval(result))
     return result
 
 
+def _time_search(db, queries: torch.Tensor, k: int, runs: int) -> dict[str, float]:
+    """Median ms of a top-k search for one query and for the whole batch, after a warm-up run."""
+    timings = {"query_ms": [], "batch_ms": []}
+    for i in range(runs + 1):
+        t = time.perf_counter()
+        db.search(queries[:1], k)
+        one = 1000 * (time.perf_counter() - t)
+        t = time.perf_counter()
+        db.search(queries, k)
+        many = 1000 * (time.perf_counter() - t)
+        if i:
+            timings["query_ms"].append(one)
+            timings["batch_ms"].append(many)
+    return {name: round(statistics.median(v), 2) for name, v in timings.items()}
+
+
 def format_retrieval(result: dict) -> str:
     lines = [f"LRE retrieval, synthetic bank (random LRE, float32, {result['threads']} threads, median of "
              f"{result['runs']} runs)", "",
-             f"{'rows':>10}{'dim':>6}{'1 query ms':>13}{'batch ms':>10}{'batch':>7}{'bank MB':>10}{'build s':>10}"]
+             f"{'rows':>10}{'dim':>6}{'1 query ms':>13}{'batch ms':>10}{'batch':>7}{'bank MB':>10}{'build s':>10}"
+             f"{'int8: 1 query':>15}{'batch':>9}{'index MB':>10}{'same top-k':>12}"]
     lines += [f"{r['rows']:>10,}{r['dim']:>6}{r['query_ms']:>13.2f}{r['batch_ms']:>10.2f}{r['batch']:>7}{r['bank_mb']:>10.1f}"
-              f"{r['build_s']:>10.2f}" for r in result["sizes"]]
+              f"{r['build_s']:>10.2f}{r['query_ms_int8']:>15.2f}{r['batch_ms_int8']:>9.2f}{r['int8_index_mb']:>10.1f}"
+              f"{r['int8_same_topk']:>9}/{r['batch']}" for r in result["sizes"]]
+    lines += ["", "int8: ReferenceDatabase.build_int8_index(), an int8 scan whose shortlist is re-scored exactly in "
+              "float32; same top-k = queries of the batch whose k neighbours equal the exact search's"]
     return "\n".join(lines)

