@@ -5,7 +5,7 @@
 #
 #   scripts/gpu_check.sh IU_FOLDER [GPU_SECONDS]
 #
-# IU_FOLDER holds annotation.json + images/; a subset is enough (scripts/iu_subset.py makes one of ~15 MiB).
+# IU_FOLDER holds annotation.json + images/; a subset is enough (scripts/iu_subset.py: 400 studies, 13 MiB).
 # PYTHON picks the interpreter (default python3; it needs the project's dependencies, the project itself is
 # found from this checkout). GPU_CHECK_TINY=1 is the CPU-only form the test suite runs so the script cannot rot:
 # cpu preset, batch 2, two timed steps, no pytest.
