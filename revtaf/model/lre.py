@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import geoopt
@@ -255,8 +256,6 @@ class ReferenceDatabase:
         chooses the shortlist (k + 64 rows), which is re-scored exactly in float32 as always, so a result differs
         from the exact search only if a true neighbour falls outside that shortlist (`revtaf bench --retrieval`
         counts how often: 0 of 64 queries). Costs another quarter of the bank's memory. Returns self."""
-        import warnings
-
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         if self.embeddings.device.type != "cpu":
