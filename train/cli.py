@@ -100,7 +100,7 @@ def cmd_train(args) -> int:
         data=Path(args.data), out=Path(args.out), preset=args.preset, dataset=args.dataset,
         max_studies=args.max_studies, epochs=args.epochs, steps=args.steps, seed=args.seed,
         export=Path(args.export) if args.export else None, until=args.until, select_key=args.select_key,
-        val_studies=args.val_studies,
+        val_studies=args.val_studies, plugins=tuple(args.plugins),
     )
     summaries = train_main(opts)
     for split in ("val", "test"):
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--until", help="stop after this stage")
     p.add_argument("--select-key", help='val metric picking the best epoch; "A+B" sums (default: the preset\'s)')
+    p.add_argument("--with", dest="plugins", action="append", default=[], choices=("uar.cra", "uar.tir"),
+                   help="switch a sibling method's module on over the preset (repeatable; docs/plugins.md)")
     p.add_argument("--val-studies", type=int, help="per-epoch validation on the first N val studies; 0 = all")
     p.set_defaults(func=cmd_train)
 

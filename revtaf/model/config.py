@@ -204,7 +204,8 @@ class GenerationSettings:
 
 @dataclass
 class LossWeights:
-    """L = lm·L_lm + cls·L_cls + rank·L_rank + fcc·L_fcc (the authors' train_mimic_cxr.sh, §8.1)."""
+    """L = lm·L_lm + cls·L_cls + rank·L_rank + fcc·L_fcc (the authors' train_mimic_cxr.sh, §8.1), plus our terms
+    below and the plug-ins' (each only when its switch is on)."""
 
     lm: float = 1.0
     cls: float = 4.0
@@ -217,6 +218,21 @@ class LossWeights:
     prompt_contrast: float = 0.0
     prompt_margin: float = 0.5
     prompt_warmup_steps: int = 0
+    cra: float = 0.5  # UAR's triplet loss, when uar.cra is on
+
+
+@dataclass
+class UARConfig:
+    """UAR's modules as plug-ins (docs/plugins.md); all off = REVTAF alone. `cra`: the Cross-modal
+    Representation Aligner (uar.py), a basis of `cra_basis` orthonormal vectors in a `cra_width`-d space and a
+    triplet loss with margin `cra_margin` between the pooled image and the study's report embedding. `tir`: the
+    Text-to-Image Refiner, a learnable additive mask on the decoder's cross-attention logits."""
+
+    cra: bool = False
+    tir: bool = False  # the Text-to-Image Refiner: a learnable mask on the decoder's cross-attention
+    cra_width: int = 256
+    cra_basis: int = 32
+    cra_margin: float = 0.2
 
 
 @dataclass
@@ -231,6 +247,7 @@ class REVTAFConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     loss: LossWeights = field(default_factory=LossWeights)
+    uar: UARConfig = field(default_factory=UARConfig)
     image_size: int = 224  # model input side (test/entity transforms); 224 -> 7×7 patches
     dataset: str = "iu"  # report cleaner used for the retrieved report's sentences
     max_sentences: int | None = None  # GRP slots N; set from the training reports when the bank is built
@@ -259,6 +276,7 @@ class REVTAFConfig:
             "neighbours_shown >= 1": self.neighbours_shown >= 1,
             "decoder.max_positions > 20": self.decoder.max_positions > 20,
             "image_size >= 32": self.image_size >= 32,
+            "uar.cra_basis in 1..cra_width": 1 <= self.uar.cra_basis <= self.uar.cra_width,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

@@ -157,7 +157,10 @@ class ReportDecoder(nn.Module):
     memory = Fc [B,L,memory_dim]; token tensors [B,T]; logits [B,T,V] with V = len(tokenizer).
     """
 
-    def __init__(self, cfg: DecoderConfig, tokenizer: PreTrainedTokenizerFast, memory_dim: int):
+    def __init__(self, cfg: DecoderConfig, tokenizer: PreTrainedTokenizerFast, memory_dim: int,
+                 tir_memory_length: int | None = None):
+        """`tir_memory_length`: give the cross-attention UAR's TIR mask over that many memory positions
+        (uar.py); None = the plain decoder."""
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
         self.per_disease = cfg.prompt_tokens == "disease"
@@ -169,6 +172,10 @@ class ReportDecoder(nn.Module):
         else:
             self.lm = self._from_bert_dir(Path(cfg.init_dir), bert_config)
         self.memory_proj = nn.Linear(memory_dim, cfg.hidden_size)
+        if tir_memory_length is not None:
+            from revtaf.model.uar import add_text_to_image_refiner
+
+            add_text_to_image_refiner(self.lm, tir_memory_length)
 
     @staticmethod
     def _from_bert_dir(path: Path, target: BertConfig) -> BertLMHeadModel:

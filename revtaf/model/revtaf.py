@@ -47,6 +47,7 @@ from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase, rank
 from revtaf.model.input_check import InputCheck, InputCheckResult
 from revtaf.model.reference_prompts import gather_grp, gather_lrp
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
+from revtaf.model.uar import CrossModalAligner, triplet_loss
 from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
 from revtaf.model.tokenizer import load_tokenizer
 
@@ -116,7 +117,11 @@ class REVTAF(nn.Module):
             self.visual.out_dim, d_text, p.d_model, p.nhead, p.num_encoder_layers, p.num_decoder_layers,
             p.dim_feedforward, p.dropout,
         )
-        self.decoder = ReportDecoder(cfg.decoder, tokenizer, memory_dim=2 * cfg.fusion.d_model)
+        u = cfg.uar
+        # TIR's mask has one entry per memory position: the visual encoder's patches at the model's input size
+        memory_length = (cfg.image_size // self.visual.stride) ** 2 if u.tir else None
+        self.decoder = ReportDecoder(cfg.decoder, tokenizer, 2 * cfg.fusion.d_model, tir_memory_length=memory_length)
+        self.cra = CrossModalAligner(self.visual.out_dim, d_text, u.cra_width, u.cra_basis) if u.cra else None
 
         table_shape = (len(ENTITIES_75), len(ANATOMIES_51), 2, d_text)
         if triplet_table is None:
@@ -271,7 +276,8 @@ class REVTAF(nn.Module):
         return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Training objective (§8.1) -> {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc"}.
+        """Training objective (§8.1) -> {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc", "loss_prompt"}, and
+        "loss_cra" when UAR's CRA is on (the pooled image against the study's own report embedding).
 
         batch: images [B,3,224,224]; entity_scores [B,75], lrp_position [B,75], lrp_exists [B,75] (the frozen
         entity model's predictions, as at test time); labels [B,18]; input_ids / attention_mask [B,T]
@@ -301,8 +307,13 @@ class REVTAF(nn.Module):
         ramp = min(1.0, self._train_steps / w.prompt_warmup_steps) if w.prompt_warmup_steps else 1.0
         loss = (w.lm * loss_lm + w.cls * loss_cls + w.rank * loss_rank + w.fcc * loss_fcc
                 + ramp * w.prompt_contrast * loss_prompt)
-        return {"loss": loss, "loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
-                "loss_prompt": loss_prompt}
+        out = {"loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
+               "loss_prompt": loss_prompt}
+        if self.cra is not None:  # UAR's CRA: the pooled image against the study's own report embedding
+            image, text = self.cra(pooled, self.bank_report_emb[batch["bank_index"]])
+            out["loss_cra"] = triplet_loss(image, text, self.cfg.uar.cra_margin)
+            loss = loss + w.cra * out["loss_cra"]
+        return {"loss": loss, **out}
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -580,6 +591,8 @@ class REVTAF(nn.Module):
         """Parameter count per component (the entity model's are frozen)."""
         parts = {"visual": self.visual, "entity_model": self.entity_model, "lre": self.lre, "fvtaf": self.fvtaf,
                  "classifier": self.classifier, "decoder": self.decoder}
+        if self.cra is not None:
+            parts["uar_cra"] = self.cra
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts

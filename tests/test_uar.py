@@ -1,0 +1,117 @@
+"""UAR's Cross-modal Representation Aligner as a plug-in: its basis, its loss, and its switch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from revtaf.model.config import UARConfig
+from revtaf.model.revtaf import REVTAF
+from revtaf.model.uar import CrossModalAligner, triplet_loss
+from test_revtaf import D, images, random_bank, tiny_config, train_batch
+
+
+def test_the_basis_stays_orthonormal_through_training_steps():
+    torch.manual_seed(0)
+    cra = CrossModalAligner(image_dim=24, text_dim=16, width=32, num_basis=8)
+    optimizer = torch.optim.AdamW(cra.parameters(), lr=5e-2)
+    image, text = torch.randn(12, 24), torch.randn(12, 16)
+    first = None
+    for _ in range(30):
+        loss = triplet_loss(*cra(image, text), margin=0.2)
+        first = float(loss) if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        basis = cra.basis_vectors
+        assert torch.allclose(basis.T @ basis, torch.eye(8), atol=1e-4)
+    assert float(loss) < first  # it did train
+    out = cra.encode(image, 0)
+    assert out.shape == (12, 32) and torch.allclose(out.norm(dim=-1), torch.ones(12), atol=1e-5)
+
+
+def test_triplet_loss_is_zero_only_when_the_margin_holds():
+    aligned = torch.eye(4, 8)  # pair i: the same unit vector; other pairs orthogonal (similarity 0)
+    assert float(triplet_loss(aligned, aligned, margin=0.5)) == 0.0
+    assert float(triplet_loss(aligned, aligned, margin=1.5)) > 0  # 1 − 0 < 1.5: the margin does not hold
+    shuffled = aligned[[1, 2, 3, 0]]
+    assert float(triplet_loss(aligned, shuffled, margin=0.5)) > float(triplet_loss(aligned, aligned, margin=0.5))
+    close = torch.nn.functional.normalize(aligned + 0.9 * aligned[[1, 0, 3, 2]], dim=-1)  # a negative at cos .67
+    assert float(triplet_loss(aligned, close, margin=0.5)) > 0
+    assert float(triplet_loss(aligned[:1], aligned[:1], margin=0.5)) == 0.0  # no negative in a batch of one
+
+
+def test_cra_switch_off_is_todays_model_and_on_trains_the_visual_encoder(tokenizer):
+    torch.manual_seed(0)
+    plain = REVTAF(tiny_config(), tokenizer, triplet_table=torch.randn(75, 51, 2, D))
+    assert plain.cra is None and not any(k.startswith("cra.") for k in plain.state_dict())
+    assert tiny_config(uar=UARConfig(cra=False)).to_dict() == tiny_config().to_dict()
+
+    torch.manual_seed(0)
+    model = REVTAF(tiny_config(uar=UARConfig(cra=True, cra_width=16, cra_basis=4)), tokenizer,
+                   triplet_table=torch.randn(75, 51, 2, D))
+    model.set_bank(**random_bank(30))
+    model.train()
+    losses = model(train_batch(model, B=3))
+    assert set(losses) == {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc", "loss_prompt", "loss_cra"}
+    losses["loss"].backward()
+    assert model.cra.modality_gate.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.visual.parameters())
+    assert model.num_parameters()["uar_cra"] > 0
+
+
+def test_cra_is_saved_with_the_model(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = REVTAF(tiny_config(uar=UARConfig(cra=True, cra_width=16, cra_basis=4)), tokenizer,
+                   triplet_table=torch.randn(75, 51, 2, D))
+    model.set_bank(**random_bank(30))
+    model.save_pretrained(tmp_path)
+    loaded = REVTAF.from_pretrained(tmp_path)
+    assert loaded.cfg.uar.cra and torch.allclose(loaded.cra.basis_vectors, model.cra.basis_vectors)
+    with pytest.raises(ValueError, match="cra_basis"):
+        tiny_config(uar=UARConfig(cra=True, cra_width=8, cra_basis=9))
+
+
+def test_tir_mask_starts_as_todays_decoder_and_changes_the_cross_attention(tokenizer):
+    cfg = tiny_config(uar=UARConfig(tir=True))
+    torch.manual_seed(0)
+    plain = REVTAF(tiny_config(), tokenizer, triplet_table=torch.randn(75, 51, 2, D))
+    torch.manual_seed(0)
+    tir = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, D))
+    biases = {k: v for k, v in tir.state_dict().items() if k.endswith("tir_bias")}
+    assert len(biases) == cfg.decoder.num_layers and not any("tir" in k for k in plain.state_dict())
+    assert tir.load_state_dict(plain.state_dict(), strict=False).missing_keys == sorted(biases)
+    for model in (plain, tir):
+        model.set_bank(**random_bank(30))
+        model.eval()
+    batch = train_batch(tir, B=2)
+    memory = tir.fvtaf(*(lambda p: (p[0], tir.lrp(batch["lrp_position"], batch["lrp_exists"]),
+                                    *tir.bank_grp(batch["grp_index"])))(tir.visual(batch["images"]))).fc
+    assert memory.shape[1] == next(iter(biases.values())).shape[1]  # one mask entry per memory position
+    args = (batch["input_ids"], batch["attention_mask"], memory)
+    with torch.no_grad():
+        # a zero mask computes today's decoder (up to float rounding: SDPA takes another kernel with a mask)
+        torch.testing.assert_close(tir.decoder(*args), plain.decoder(*args), rtol=0, atol=1e-5)
+        layer = tir.decoder.lm.bert.encoder.layer[0].crossattention.self
+        layer.tir_bias[:, 0] = -30.0  # hide memory position 0 from every head
+        assert not torch.allclose(tir.decoder(*args), plain.decoder(*args))
+    assert tir.predict(images(1, seed=3)[0]).report.strip()  # beam search runs through the masked attention
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from test_revtaf import CORPUS
+
+    from revtaf.model.tokenizer import build_tokenizer
+
+    return build_tokenizer(CORPUS, vocab_size=150)
+
+
+def test_revtaf_train_with_switches_the_plugin_on(iu_root, tmp_path):
+    from revtaf_train.pipeline import Pipeline, RunOptions
+
+    on = Pipeline(RunOptions(data=iu_root, out=tmp_path / "on", max_studies=8, plugins=("uar.cra",)))
+    off = Pipeline(RunOptions(data=iu_root, out=tmp_path / "off", max_studies=8))
+    assert on.model_cfg.uar.cra and not off.model_cfg.uar.cra
+    with pytest.raises(ValueError, match="unknown plug-in"):
+        Pipeline(RunOptions(data=iu_root, out=tmp_path / "x", max_studies=8, plugins=("uar.lsu",)))
