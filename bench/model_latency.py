@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -48,17 +49,19 @@ def _time_path(model, data: bytes, runs: int) -> dict[str, float]:
     return {s: round(statistics.median(v), 1) for s, v in samples.items()}
 
 
-def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | None = None) -> dict:
+def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | None = None,
+          plugins: Sequence[str] = ()) -> dict:
     """Per-stage latency (ms, median of `runs` after a warm-up) of one study on the default fp32 path and with
     the decoder in int8 (`REVTAF.quantize_int8`), measured in the same run, their ratio, and parameter counts.
 
-    `threads` sets torch's intra-op threads for the run (default: leave as is).
+    `threads` sets torch's intra-op threads for the run (default: leave as is); `plugins` switches sibling
+    methods' modules on (config.PLUGINS).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     if threads is not None:
         torch.set_num_threads(threads)
-    model = random_model(preset)
+    model = random_model(preset, plugins=plugins)
     data = _png_bytes()
     parameters = model.num_parameters()
     latency = {"fp32": _time_path(model, data, runs)}
@@ -66,6 +69,7 @@ def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | N
     total, naive = latency["int8"]["total"] / 1000, latency["fp32"]["total"] / 1000
     result = {
         "preset": preset,
+        "plugins": list(plugins),
         "threads": torch.get_num_threads(),
         "runs": runs,
         "latency_ms": latency,
@@ -82,7 +86,8 @@ def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | N
 
 def format_table(result: dict) -> str:
     lat = result["latency_ms"]
-    lines = [f"REVTAF preset '{result['preset']}' (random init, {result['threads']} threads, median of "
+    plugins = f" with {', '.join(result['plugins'])}" if result["plugins"] else ""
+    lines = [f"REVTAF preset '{result['preset']}'{plugins} (random init, {result['threads']} threads, median of "
              f"{result['runs']} runs, one study, {result['generated_tokens_max']} tokens x 3 beams)", "",
              f"{'stage':<12}{'fp32 ms':>10}{'int8 ms':>10}{'ratio':>8}"]
     lines += [f"{stage:<12}{lat['fp32'][stage]:>10.1f}{lat['int8'][stage]:>10.1f}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -96,6 +98,30 @@ def test_tir_mask_starts_as_todays_decoder_and_changes_the_cross_attention(token
         layer.tir_bias[:, 0] = -30.0  # hide memory position 0 from every head
         assert not torch.allclose(tir.decoder(*args), plain.decoder(*args))
     assert tir.predict(images(1, seed=3)[0]).report.strip()  # beam search runs through the masked attention
+
+
+def test_two_stages_move_the_gradient_from_cra_to_tir(tokenizer):
+    torch.manual_seed(0)
+    cfg = tiny_config(uar=UARConfig(cra=True, tir=True, two_stage=True, cra_width=16, cra_basis=4))
+    model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, D))
+    model.set_bank(**random_bank(30))
+    model.train()
+    tir = [p for n, p in model.decoder.named_parameters() if n.endswith("tir_bias")]
+
+    def gradients(epoch: int) -> tuple[bool, bool, bool]:
+        model.zero_grad(set_to_none=True)
+        model.on_epoch_start(epoch, epochs=4)
+        model(train_batch(model, B=3))["loss"].backward()
+        return (model.cra.modality_gate.grad is not None, all(p.grad is not None for p in tir),
+                model.classifier.parameters().__next__().grad is not None)
+
+    assert gradients(1) == gradients(2) == (True, False, True)  # stage 1: CRA (and the rest), TIR frozen
+    assert gradients(3) == gradients(4) == (False, True, True)  # stage 2: TIR (and the rest), CRA frozen
+    one_stage = REVTAF(replace(cfg, uar=replace(cfg.uar, two_stage=False)), tokenizer,
+                       triplet_table=torch.randn(75, 51, 2, D))
+    one_stage.on_epoch_start(1, epochs=4)
+    assert one_stage.cra.modality_gate.requires_grad and all(
+        p.requires_grad for n, p in one_stage.decoder.named_parameters() if n.endswith("tir_bias"))
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,7 @@ def cmd_bench(args) -> int:
         return 0
     from revtaf_bench.model_latency import bench
 
-    result = bench(args.preset, args.runs, print_table=not args.json)
+    result = bench(args.preset, args.runs, print_table=not args.json, plugins=args.plugins)
     if args.json:
         print(json.dumps(result))
     return 0
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="--train-speed: batch size (default: the preset's)")
     p.add_argument("--max-steps", type=int, help="--train-speed: stop after this many timed steps")
     p.add_argument("--runs", type=int, default=3, help="latency: timed runs per path (median; after a warm-up)")
+    p.add_argument("--with", dest="plugins", action="append", default=[], metavar="PLUGIN",
+                   help="latency: the preset with a sibling method's module on (uar.cra, uar.tir; repeatable)")
     p.add_argument("--json", action="store_true",
                    help="print the figures as one JSON object instead of the table (--retrieval: one per size)")
     p.set_defaults(func=cmd_bench)
@@ -218,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--until", help="stop after this stage")
     p.add_argument("--select-key", help='val metric picking the best epoch; "A+B" sums (default: the preset\'s)')
-    p.add_argument("--with", dest="plugins", action="append", default=[], choices=("uar.cra", "uar.tir"),
-                   help="switch a sibling method's module on over the preset (repeatable; docs/plugins.md)")
+    p.add_argument("--with", dest="plugins", action="append", default=[], metavar="PLUGIN",
+                   help="switch a sibling method's module on over the preset: uar.cra, uar.tir, uar.two_stage "
+                   "(repeatable; docs/plugins.md)")
     p.add_argument("--val-studies", type=int, help="per-epoch validation on the first N val studies; 0 = all")
     p.set_defaults(func=cmd_train)
 

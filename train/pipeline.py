@@ -81,9 +81,6 @@ class PipelineConfig:
         return cls(vocab_size=30522, text_encoder_steps=20000, entity_epochs=10)
 
 
-PLUGINS = ("uar.cra", "uar.tir")  # `revtaf train --with`: REVTAFConfig switches of the sibling methods
-
-
 @dataclass
 class RunOptions:
     """What `revtaf train` was asked for (CLI flags)."""
@@ -100,7 +97,7 @@ class RunOptions:
     until: str | None = None  # stop after this stage
     select_key: str | None = None  # TrainConfig.select_key override
     val_studies: int | None = None  # per-epoch validation prefix; 0 = the whole val split
-    plugins: tuple[str, ...] = ()  # switched on over the preset: "uar.cra", "uar.tir" (docs/plugins.md)
+    plugins: tuple[str, ...] = ()  # switched on over the preset (config.PLUGINS, docs/plugins.md)
 
 
 def data_fingerprint(root: Path, sizes: dict[str, int]) -> dict:
@@ -139,18 +136,14 @@ class Pipeline:
 
     # ------------------------------------------------------------------ configuration and run metadata
     def _configure(self) -> None:
-        from revtaf.model.config import GenerationSettings, REVTAFConfig
+        from revtaf.model.config import GenerationSettings, REVTAFConfig, with_plugins
 
         o = self.opts
         if o.preset not in PRESETS:
             raise ValueError(f"unknown preset {o.preset!r}: expected one of {PRESETS}")
         self.model_cfg = getattr(REVTAFConfig, o.preset)()
         self.model_cfg.dataset = self.dataset
-        for plugin in o.plugins:
-            if plugin not in PLUGINS:
-                raise ValueError(f"unknown plug-in {plugin!r}: expected one of {PLUGINS}")
-            group, _, switch = plugin.partition(".")
-            setattr(self.model_cfg, group, replace(getattr(self.model_cfg, group), **{switch: True}))
+        self.model_cfg = with_plugins(self.model_cfg, o.plugins)
         recipe = "paper" if o.preset == "paper" else "cpu"  # cpu_scratch: the cpu recipe on the from-scratch model
         self.prep_cfg = getattr(PipelineConfig, recipe)()
         self.model_cfg.generation = GenerationSettings.for_dataset(self.dataset)

@@ -381,6 +381,8 @@ class Trainer:
                  world=self.dist.world, device=str(self.dist.device))
         last_save = time.monotonic()
         while self.epoch <= self.cfg.epochs:
+            if hasattr(self.model, "on_epoch_start"):  # a schedule of the model's own (UAR's two stages)
+                self.model.on_epoch_start(self.epoch, self.cfg.epochs)
             self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * self.cfg.batch_size)
             self.loader_rng.manual_seed(self.cfg.seed + 1000 * self.epoch + self.dist.rank)
             remaining = self.steps_per_epoch - self.step_in_epoch

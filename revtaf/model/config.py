@@ -24,6 +24,7 @@ Training-loop settings (optimiser, schedule, epochs, batch) live in train/traine
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import get_type_hints
@@ -230,9 +231,23 @@ class UARConfig:
 
     cra: bool = False
     tir: bool = False  # the Text-to-Image Refiner: a learnable mask on the decoder's cross-attention
+    two_stage: bool = False  # first half of the epochs: CRA trains, TIR frozen; second half: the reverse
     cra_width: int = 256
     cra_basis: int = 32
     cra_margin: float = 0.2
+
+
+PLUGINS = ("uar.cra", "uar.tir", "uar.two_stage")  # switches of the sibling methods (docs/plugins.md)
+
+
+def with_plugins(cfg: REVTAFConfig, plugins: Sequence[str]) -> REVTAFConfig:
+    """`cfg` with the named plug-in switches on ("uar.cra", ...): `revtaf train --with`, `revtaf bench --with`."""
+    for plugin in plugins:
+        if plugin not in PLUGINS:
+            raise ValueError(f"unknown plug-in {plugin!r}: expected one of {PLUGINS}")
+        group, _, switch = plugin.partition(".")
+        cfg = replace(cfg, **{group: replace(getattr(cfg, group), **{switch: True})})
+    return cfg
 
 
 @dataclass

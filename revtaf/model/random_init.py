@@ -7,11 +7,12 @@ tests run when no trained model is wanted (or none exists yet). It never stands 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from revtaf.model.config import REVTAFConfig
+from revtaf.model.config import REVTAFConfig, with_plugins
 from revtaf.model.revtaf import REVTAF
 from revtaf.model.tokenizer import add_disease_state_tokens, load_tokenizer
 
@@ -31,12 +32,14 @@ def synthetic_tokenizer(vocab_size: int, directory: str | Path):
     return load_tokenizer(directory)
 
 
-def random_model(preset: str, bank_size: int = 2069, max_sentences: int = 18, seed: int = 0) -> REVTAF:
-    """A randomly initialised REVTAF of `preset` with a random bank of `bank_size` rows, in eval mode."""
+def random_model(preset: str, bank_size: int = 2069, max_sentences: int = 18, seed: int = 0,
+                 plugins: Sequence[str] = ()) -> REVTAF:
+    """A randomly initialised REVTAF of `preset` (with the `plugins` switched on) and a random bank of
+    `bank_size` rows, in eval mode."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {PRESETS}")
     torch.manual_seed(seed)
-    cfg = getattr(REVTAFConfig, preset)()
+    cfg = with_plugins(getattr(REVTAFConfig, preset)(), plugins)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = synthetic_tokenizer(CPU_VOCAB if preset == "cpu" else BERT_VOCAB, tmp)
     if cfg.decoder.prompt_tokens == "disease":

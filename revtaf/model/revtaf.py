@@ -270,6 +270,19 @@ class REVTAF(nn.Module):
         return H, dist.to(H.device), index.to(H.device)
 
     # ------------------------------------------------------------------ training
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """UAR's two stages (`uar.two_stage`; the Trainer calls this before each epoch, 1-based): in the first
+        half of the epochs CRA aligns the global features while TIR's mask stays frozen, in the second CRA is
+        frozen and TIR refines the cross-attention ("sentence by sentence, then word by word"). Everything else
+        trains throughout. Without the option (or without both modules) nothing changes."""
+        if not (self.cfg.uar.two_stage and self.cra is not None and self.cfg.uar.tir):
+            return
+        first = epoch <= max(1, epochs // 2)
+        self.cra.requires_grad_(first)
+        for name, param in self.decoder.named_parameters():
+            if name.endswith("tir_bias"):
+                param.requires_grad_(not first)
+
     def train(self, mode: bool = True) -> REVTAF:
         super().train(mode)
         self.entity_model.eval()  # frozen: trained in its own stage, no dropout here
