@@ -10,7 +10,7 @@ import torch
 from revtaf.model.config import UARConfig
 from revtaf.model.revtaf import REVTAF
 from revtaf.model.uar import CrossModalAligner, triplet_loss
-from test_revtaf import D, images, random_bank, tiny_config, train_batch
+from test_revtaf import D, images, random_bank, tiny_config, tokenizer, train_batch  # noqa: F401 (fixture)
 
 
 def test_the_basis_stays_orthonormal_through_training_steps():
@@ -123,21 +123,3 @@ def test_two_stages_move_the_gradient_from_cra_to_tir(tokenizer):
     assert one_stage.cra.modality_gate.requires_grad and all(
         p.requires_grad for n, p in one_stage.decoder.named_parameters() if n.endswith("tir_bias"))
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from test_revtaf import CORPUS
-
-    from revtaf.model.tokenizer import build_tokenizer
-
-    return build_tokenizer(CORPUS, vocab_size=150)
-
-
-def test_revtaf_train_with_switches_the_plugin_on(iu_root, tmp_path):
-    from revtaf_train.pipeline import Pipeline, RunOptions
-
-    on = Pipeline(RunOptions(data=iu_root, out=tmp_path / "on", max_studies=8, plugins=("uar.cra",)))
-    off = Pipeline(RunOptions(data=iu_root, out=tmp_path / "off", max_studies=8))
-    assert on.model_cfg.uar.cra and not off.model_cfg.uar.cra
-    with pytest.raises(ValueError, match="unknown plug-in"):
-        Pipeline(RunOptions(data=iu_root, out=tmp_path / "x", max_studies=8, plugins=("uar.lsu",)))

@@ -220,6 +220,7 @@ class LossWeights:
     prompt_margin: float = 0.5
     prompt_warmup_steps: int = 0
     cra: float = 0.5  # UAR's triplet loss, when uar.cra is on
+    tisr: float = 0.1  # TISR's refinement loss, when tisr.enabled (small: it must not outweigh L_lm)
 
 
 @dataclass
@@ -237,7 +238,17 @@ class UARConfig:
     cra_margin: float = 0.2
 
 
-PLUGINS = ("uar.cra", "uar.tir", "uar.two_stage")  # switches of the sibling methods (docs/plugins.md)
+@dataclass
+class TISRConfig:
+    """TISR as a plug-in (tisr.py, docs/plugins.md): `num_words` pseudo words from `heads`-head attention over the
+    visual patches, read by the decoder after the prompt, refined by an InfoNCE loss against the report."""
+
+    enabled: bool = False
+    num_words: int = 8
+    heads: int = 4
+
+
+PLUGINS = ("tisr.enabled", "uar.cra", "uar.tir", "uar.two_stage")  # switches of the sibling methods
 
 
 def with_plugins(cfg: REVTAFConfig, plugins: Sequence[str]) -> REVTAFConfig:
@@ -262,6 +273,7 @@ class REVTAFConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     loss: LossWeights = field(default_factory=LossWeights)
+    tisr: TISRConfig = field(default_factory=TISRConfig)
     uar: UARConfig = field(default_factory=UARConfig)
     image_size: int = 224  # model input side (test/entity transforms); 224 -> 7×7 patches
     dataset: str = "iu"  # report cleaner used for the retrieved report's sentences
@@ -292,6 +304,8 @@ class REVTAFConfig:
             "decoder.max_positions > 20": self.decoder.max_positions > 20,
             "image_size >= 32": self.image_size >= 32,
             "uar.cra_basis in 1..cra_width": 1 <= self.uar.cra_basis <= self.uar.cra_width,
+            "tisr.num_words >= 1": self.tisr.num_words >= 1,
+            "decoder.hidden_size divisible by tisr.heads": self.decoder.hidden_size % self.tisr.heads == 0,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

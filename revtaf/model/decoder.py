@@ -193,22 +193,30 @@ class ReportDecoder(nn.Module):
         lm.resize_token_embeddings(target.vocab_size)
         return lm
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        out = self.lm(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            encoder_hidden_states=self.memory_proj(memory),
-            use_cache=False,
-        )
-        return out.logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor,
+                pseudo_words: torch.Tensor | None = None) -> torch.Tensor:
+        """logits [B,T,V]. `pseudo_words` [B,P,hidden] (TISR, tisr.py) are read as P more words after the prompt;
+        their own positions are dropped from the logits, so position t still predicts input_ids[t + 1]."""
+        if pseudo_words is None:
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask,
+                           encoder_hidden_states=self.memory_proj(memory), use_cache=False).logits
+        P = pseudo_words.shape[1]
+        words = self.lm.get_input_embeddings()(input_ids)
+        embeds = torch.cat([words[:, :PROMPT_LENGTH], pseudo_words.to(words.dtype), words[:, PROMPT_LENGTH:]], 1)
+        mask = torch.cat([attention_mask[:, :PROMPT_LENGTH], attention_mask.new_ones(len(words), P),
+                          attention_mask[:, PROMPT_LENGTH:]], 1)
+        logits = self.lm(inputs_embeds=embeds, attention_mask=mask, encoder_hidden_states=self.memory_proj(memory),
+                         use_cache=False).logits
+        # the last pseudo word predicts the first report token: keep it in the place of the last prompt token
+        return torch.cat([logits[:, : PROMPT_LENGTH - 1], logits[:, PROMPT_LENGTH - 1 + P:]], 1)
 
     def loss(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor,
-        weights: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None, pseudo_words: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Label-smoothed next-token CE: logits[:, :-1] vs labels[:, 1:], mean over non-ignored targets,
         weighted by `weights` [B,T] (the weight of each position as a target) when given."""
-        logits = self(input_ids, attention_mask, memory)
+        logits = self(input_ids, attention_mask, memory, pseudo_words)
         ce = F.cross_entropy(
             logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX,
             label_smoothing=self.cfg.label_smoothing, reduction="none",
@@ -219,7 +227,7 @@ class ReportDecoder(nn.Module):
 
     def prompt_contrast(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor,
-        states: torch.Tensor, focus: torch.Tensor, margin: float,
+        states: torch.Tensor, focus: torch.Tensor, margin: float, pseudo_words: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hinge on how much less likely the finding tokens become when the prompt calls the study normal.
 
@@ -233,11 +241,12 @@ class ReportDecoder(nn.Module):
         if not rows.any():
             return memory.new_zeros(())
         ids, mask, lab, mem, foc = input_ids[rows], attention_mask[rows], labels[rows], memory[rows], focus[rows]
+        pseudo = pseudo_words[rows] if pseudo_words is not None else None
         normal = ids.clone()
         normal[:, :PROMPT_LENGTH] = prompt_ids(self.tokenizer, normal_states(states[rows]), self.per_disease)
 
         def nll(x: torch.Tensor) -> torch.Tensor:
-            logits = self(x, mask, mem)
+            logits = self(x, mask, mem, pseudo)
             return F.cross_entropy(logits[:, :-1].transpose(1, 2), lab[:, 1:], ignore_index=IGNORE_INDEX,
                                    reduction="none")
 
@@ -267,22 +276,27 @@ class ReportDecoder(nn.Module):
         max_new_tokens: int = 110,
         min_length: int = 60,
         no_repeat_ngram_size: int = 0,
+        pseudo_words: torch.Tensor | None = None,
     ) -> list[str]:
         """Beam search from the prompt: prompt [B,19], memory [B,L,memory_dim] -> B report strings.
 
         `min_length` counts the 19 prompt tokens (HF decoder-only semantics, as in the official code).
         Memory is passed un-expanded: current transformers repeats model kwargs per beam itself.
-        The prompt is stripped by token count before decoding.
+        The prompt is stripped by token count before decoding. With `pseudo_words` [B,P,hidden] (TISR) the
+        search starts from the embeddings of prompt + pseudo words and returns only the new tokens.
         """
         if prompt.ndim != 2 or prompt.shape[1] != PROMPT_LENGTH or memory.shape[0] != prompt.shape[0]:
             raise ValueError(f"expected prompt [B,{PROMPT_LENGTH}] and memory [B,L,C], got "
                              f"{tuple(prompt.shape)}, {tuple(memory.shape)}")
-        max_new_tokens = min(max_new_tokens, self.cfg.max_positions - PROMPT_LENGTH)
+        P = 0 if pseudo_words is None else pseudo_words.shape[1]
+        max_new_tokens = min(max_new_tokens, self.cfg.max_positions - PROMPT_LENGTH - P)
+        min_new_tokens = max(0, min(min_length, PROMPT_LENGTH + max_new_tokens) - PROMPT_LENGTH)
         config = GenerationConfig(
             num_beams=num_beams,
             do_sample=False,
             max_new_tokens=max_new_tokens,
-            min_length=min(min_length, PROMPT_LENGTH + max_new_tokens),
+            # min_length counts what generate() was given: the prompt ids, or nothing when it starts from embeddings
+            min_length=PROMPT_LENGTH + min_new_tokens if pseudo_words is None else min_new_tokens,
             eos_token_id=self.tokenizer.sep_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
@@ -291,13 +305,19 @@ class ReportDecoder(nn.Module):
             suppress_tokens=self._prompt_token_ids,
             no_repeat_ngram_size=no_repeat_ngram_size,
         )
+        if pseudo_words is None:
+            start = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
+        else:
+            words = self.lm.get_input_embeddings()(prompt)
+            embeds = torch.cat([words, pseudo_words.to(words.dtype)], 1)
+            start = {"inputs_embeds": embeds, "attention_mask": prompt.new_ones(embeds.shape[:2])}
         sequences = self.lm.generate(
-            input_ids=prompt,
-            attention_mask=torch.ones_like(prompt),
+            **start,
             encoder_hidden_states=self.memory_proj(memory),
             # generate() would build a self-attention-only DynamicCache for a decoder-only model, which
             # BERT's cross-attention cannot use; give it the two-part cache BERT's own forward would create.
             cache=BeamSearchCache(DynamicCache(config=self.lm.config), DynamicCache(config=self.lm.config)),
             generation_config=config,
         )
-        return self.tokenizer.batch_decode(sequences[:, PROMPT_LENGTH:], skip_special_tokens=True)
+        new_tokens = sequences[:, PROMPT_LENGTH:] if pseudo_words is None else sequences
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

@@ -47,6 +47,7 @@ from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase, rank
 from revtaf.model.input_check import InputCheck, InputCheckResult
 from revtaf.model.reference_prompts import gather_grp, gather_lrp
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
+from revtaf.model.tisr import TextualInversion
 from revtaf.model.uar import CrossModalAligner, triplet_loss
 from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
 from revtaf.model.tokenizer import load_tokenizer
@@ -122,6 +123,9 @@ class REVTAF(nn.Module):
         memory_length = (cfg.image_size // self.visual.stride) ** 2 if u.tir else None
         self.decoder = ReportDecoder(cfg.decoder, tokenizer, 2 * cfg.fusion.d_model, tir_memory_length=memory_length)
         self.cra = CrossModalAligner(self.visual.out_dim, d_text, u.cra_width, u.cra_basis) if u.cra else None
+        t = cfg.tisr
+        self.tisr = (TextualInversion(self.visual.out_dim, cfg.decoder.hidden_size, d_text, t.num_words, t.heads)
+                     if t.enabled else None)
 
         table_shape = (len(ENTITIES_75), len(ANATOMIES_51), 2, d_text)
         if triplet_table is None:
@@ -290,7 +294,7 @@ class REVTAF(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Training objective (§8.1) -> {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc", "loss_prompt"}, and
-        "loss_cra" when UAR's CRA is on (the pooled image against the study's own report embedding).
+        "loss_tisr" / "loss_cra" when TISR / UAR's CRA is on (each against the study's own report embedding).
 
         batch: images [B,3,224,224]; entity_scores [B,75], lrp_position [B,75], lrp_exists [B,75] (the frozen
         entity model's predictions, as at test time); labels [B,18]; input_ids / attention_mask [B,T]
@@ -313,15 +317,19 @@ class REVTAF(nn.Module):
         ids, mask, w = batch["input_ids"], batch["attention_mask"], self.cfg.loss
         targets, finding = lm_labels(ids, mask), batch["finding_mask"]
         weights = 1.0 + (w.finding_tokens - 1.0) * finding.float()
-        loss_lm = self.decoder.loss(ids, mask, fused.fc, targets, weights)
-        loss_prompt = (self.decoder.prompt_contrast(ids, mask, fused.fc, targets, labels, finding, w.prompt_margin)
-                       if w.prompt_contrast > 0 else loss_lm.new_zeros(()))
+        pseudo = self.tisr(patches) if self.tisr is not None else None
+        loss_lm = self.decoder.loss(ids, mask, fused.fc, targets, weights, pseudo)
+        loss_prompt = (self.decoder.prompt_contrast(ids, mask, fused.fc, targets, labels, finding, w.prompt_margin,
+                                                    pseudo) if w.prompt_contrast > 0 else loss_lm.new_zeros(()))
         # ramped in over the training steps since the bank was set (a resumed run ramps in again: harmless)
         ramp = min(1.0, self._train_steps / w.prompt_warmup_steps) if w.prompt_warmup_steps else 1.0
         loss = (w.lm * loss_lm + w.cls * loss_cls + w.rank * loss_rank + w.fcc * loss_fcc
                 + ramp * w.prompt_contrast * loss_prompt)
         out = {"loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
                "loss_prompt": loss_prompt}
+        if self.tisr is not None:  # TISR: the pseudo words against the study's own report embedding
+            out["loss_tisr"] = self.tisr.refinement_loss(pseudo, self.bank_report_emb[batch["bank_index"]])
+            loss = loss + w.tisr * out["loss_tisr"]
         if self.cra is not None:  # UAR's CRA: the pooled image against the study's own report embedding
             image, text = self.cra(pooled, self.bank_report_emb[batch["bank_index"]])
             out["loss_cra"] = triplet_loss(image, text, self.cfg.uar.cra_margin)
@@ -370,8 +378,9 @@ class REVTAF(nn.Module):
         timings["fusion"], t = _ms(t), time.perf_counter()
 
         g = self.cfg.generation
+        pseudo = self.tisr(patches) if self.tisr is not None else None
         reports = self.decoder.generate(prompt_ids(self.tokenizer, states, self.decoder.per_disease), fused.fc, g.num_beams,
-                                        g.max_new_tokens, g.min_length, g.no_repeat_ngram_size)
+                                        g.max_new_tokens, g.min_length, g.no_repeat_ngram_size, pseudo)
         timings["generation"] = _ms(t)
         return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings, pooled)
 
@@ -606,6 +615,8 @@ class REVTAF(nn.Module):
                  "classifier": self.classifier, "decoder": self.decoder}
         if self.cra is not None:
             parts["uar_cra"] = self.cra
+        if self.tisr is not None:
+            parts["tisr"] = self.tisr
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
