@@ -20,7 +20,7 @@ def test_the_basis_stays_orthonormal_through_training_steps():
     image, text = torch.randn(12, 24), torch.randn(12, 16)
     first = None
     for _ in range(30):
-        loss = triplet_loss(*cra(image, text), margin=0.2)
+        loss = triplet_loss(*cra(image, text)[:2], margin=0.2)
         first = float(loss) if first is None else first
         optimizer.zero_grad()
         loss.backward()
@@ -28,8 +28,30 @@ def test_the_basis_stays_orthonormal_through_training_steps():
         basis = cra.basis_vectors
         assert torch.allclose(basis.T @ basis, torch.eye(8), atol=1e-4)
     assert float(loss) < first  # it did train
-    out = cra.encode(image, 0)
+    out, _ = cra.encode(image, 0)
     assert out.shape == (12, 32) and torch.allclose(out.norm(dim=-1), torch.ones(12), atol=1e-5)
+
+
+def test_lsu_puts_both_modalities_on_one_codebook_with_a_straight_through_gradient():
+    from revtaf.model.uar import LatentSpaceUnifier
+
+    torch.manual_seed(0)
+    lsu = LatentSpaceUnifier(width=8, num_codes=16)
+    z = torch.randn(5, 8, requires_grad=True)
+    q, index, loss = lsu(z)
+    assert torch.allclose(q, lsu.codebook.weight[index]) and loss > 0  # every output is a code
+    q.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))  # straight through
+    exact = lsu.codebook.weight[[3, 7]].detach()
+    q, index, loss = lsu(exact)
+    assert index.tolist() == [3, 7] and float(loss) == 0.0
+    cra = CrossModalAligner(image_dim=24, text_dim=16, width=8, num_basis=4, num_codes=16)
+    image_codes = cra.unifier(cra.inputs[0](torch.randn(6, 24)))[1]
+    text_codes = cra.unifier(cra.inputs[1](torch.randn(6, 16)))[1]
+    assert image_codes.max() < 16 and text_codes.max() < 16  # one shared token space
+    assert float(cra(torch.randn(6, 24), torch.randn(6, 16))[2]) > 0
+    with pytest.raises(ValueError, match="uar.lsu needs uar.cra"):
+        tiny_config(uar=UARConfig(lsu=True))
 
 
 def test_triplet_loss_is_zero_only_when_the_margin_holds():
@@ -50,14 +72,15 @@ def test_cra_switch_off_is_todays_model_and_on_trains_the_visual_encoder(tokeniz
     assert tiny_config(uar=UARConfig(cra=False)).to_dict() == tiny_config().to_dict()
 
     torch.manual_seed(0)
-    model = REVTAF(tiny_config(uar=UARConfig(cra=True, cra_width=16, cra_basis=4)), tokenizer,
-                   triplet_table=torch.randn(75, 51, 2, D))
+    model = REVTAF(tiny_config(uar=UARConfig(cra=True, lsu=True, cra_width=16, cra_basis=4, lsu_codes=32)),
+                   tokenizer, triplet_table=torch.randn(75, 51, 2, D))
     model.set_bank(**random_bank(30))
     model.train()
     losses = model(train_batch(model, B=3))
-    assert set(losses) == {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc", "loss_prompt", "loss_cra"}
+    assert set(losses) == {"loss", "loss_lm", "loss_cls", "loss_rank", "loss_fcc", "loss_prompt", "loss_cra",
+                           "loss_lsu"}
     losses["loss"].backward()
-    assert model.cra.modality_gate.grad.abs().sum() > 0
+    assert model.cra.modality_gate.grad.abs().sum() > 0 and model.cra.unifier.codebook.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.visual.parameters())
     assert model.num_parameters()["uar_cra"] > 0
 

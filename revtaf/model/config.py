@@ -220,6 +220,7 @@ class LossWeights:
     prompt_margin: float = 0.5
     prompt_warmup_steps: int = 0
     cra: float = 0.5  # UAR's triplet loss, when uar.cra is on
+    lsu: float = 1.0  # UAR's VQ loss (codebook + commitment), when uar.lsu is on
     tisr: float = 0.1  # TISR's refinement loss, when tisr.enabled (small: it must not outweigh L_lm)
 
 
@@ -231,11 +232,13 @@ class UARConfig:
     Text-to-Image Refiner, a learnable additive mask on the decoder's cross-attention logits."""
 
     cra: bool = False
+    lsu: bool = False  # the Latent Space Unifier: CRA's inputs quantised to one shared codebook (needs cra)
     tir: bool = False  # the Text-to-Image Refiner: a learnable mask on the decoder's cross-attention
     two_stage: bool = False  # first half of the epochs: CRA trains, TIR frozen; second half: the reverse
     cra_width: int = 256
     cra_basis: int = 32
     cra_margin: float = 0.2
+    lsu_codes: int = 512
 
 
 @dataclass
@@ -248,7 +251,7 @@ class TISRConfig:
     heads: int = 4
 
 
-PLUGINS = ("tisr.enabled", "uar.cra", "uar.tir", "uar.two_stage")  # switches of the sibling methods
+PLUGINS = ("tisr.enabled", "uar.cra", "uar.lsu", "uar.tir", "uar.two_stage")  # switches of the sibling methods
 
 
 def with_plugins(cfg: REVTAFConfig, plugins: Sequence[str]) -> REVTAFConfig:
@@ -305,6 +308,7 @@ class REVTAFConfig:
             "image_size >= 32": self.image_size >= 32,
             "uar.cra_basis in 1..cra_width": 1 <= self.uar.cra_basis <= self.uar.cra_width,
             "tisr.num_words >= 1": self.tisr.num_words >= 1,
+            "uar.lsu needs uar.cra": self.uar.cra or not self.uar.lsu,
             "decoder.hidden_size divisible by tisr.heads": self.decoder.hidden_size % self.tisr.heads == 0,
         }
         failed = [name for name, ok in checks.items() if not ok]

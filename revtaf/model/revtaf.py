@@ -122,7 +122,8 @@ class REVTAF(nn.Module):
         # TIR's mask has one entry per memory position: the visual encoder's patches at the model's input size
         memory_length = (cfg.image_size // self.visual.stride) ** 2 if u.tir else None
         self.decoder = ReportDecoder(cfg.decoder, tokenizer, 2 * cfg.fusion.d_model, tir_memory_length=memory_length)
-        self.cra = CrossModalAligner(self.visual.out_dim, d_text, u.cra_width, u.cra_basis) if u.cra else None
+        self.cra = (CrossModalAligner(self.visual.out_dim, d_text, u.cra_width, u.cra_basis,
+                                      u.lsu_codes if u.lsu else None) if u.cra else None)
         t = cfg.tisr
         self.tisr = (TextualInversion(self.visual.out_dim, cfg.decoder.hidden_size, d_text, t.num_words, t.heads)
                      if t.enabled else None)
@@ -331,9 +332,12 @@ class REVTAF(nn.Module):
             out["loss_tisr"] = self.tisr.refinement_loss(pseudo, self.bank_report_emb[batch["bank_index"]])
             loss = loss + w.tisr * out["loss_tisr"]
         if self.cra is not None:  # UAR's CRA: the pooled image against the study's own report embedding
-            image, text = self.cra(pooled, self.bank_report_emb[batch["bank_index"]])
+            image, text, vq = self.cra(pooled, self.bank_report_emb[batch["bank_index"]])
             out["loss_cra"] = triplet_loss(image, text, self.cfg.uar.cra_margin)
             loss = loss + w.cra * out["loss_cra"]
+            if self.cfg.uar.lsu:
+                out["loss_lsu"] = vq
+                loss = loss + w.lsu * vq
         return {"loss": loss, **out}
 
     # ------------------------------------------------------------------ inference

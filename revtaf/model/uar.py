@@ -1,5 +1,5 @@
-"""UAR's Cross-modal Representation Aligner (CRA) and Text-to-Image Refiner (TIR), as plug-ins of REVTAF
-(`uar.cra`, `uar.tir`; docs/plugins.md).
+"""UAR's Cross-modal Representation Aligner (CRA), Latent Space Unifier (LSU) and Text-to-Image Refiner (TIR),
+as plug-ins of REVTAF (`uar.cra`, `uar.lsu`, `uar.tir`; docs/plugins.md).
 
 UAR (Li et al., ICCV 2023) aligns the global image and report representations through one modality-agnostic
 module: features are expressed on a set of orthonormal basis vectors, weighted by a dual gate (per sample and
@@ -30,16 +30,38 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 IMAGE, TEXT = 0, 1
 
 
+class LatentSpaceUnifier(nn.Module):
+    """UAR's LSU: features [B, width] of either modality -> the nearest entries of one shared codebook
+    [num_codes, width] (a discrete token space both modalities share), with the straight-through gradient and
+    VQ-VAE's loss ‖sg(z) − q‖² + commitment · ‖z − sg(q)‖²."""
+
+    def __init__(self, width: int, num_codes: int = 512, commitment: float = 0.25):
+        super().__init__()
+        self.codebook = nn.Embedding(num_codes, width)
+        nn.init.uniform_(self.codebook.weight, -1 / num_codes, 1 / num_codes)
+        self.commitment = commitment
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z [B, width] -> (quantised [B, width] with z's gradient, code indices [B], VQ loss)."""
+        codes = self.codebook.weight
+        index = (z.pow(2).sum(-1, keepdim=True) - 2 * z @ codes.T + codes.pow(2).sum(-1)).argmin(-1)
+        q = codes[index]
+        loss = F.mse_loss(q, z.detach()) + self.commitment * F.mse_loss(z, q.detach())
+        return z + (q - z).detach(), index, loss
+
+
 class CrossModalAligner(nn.Module):
     """image [B, image_dim], text [B, text_dim] -> unit vectors [B, width] each, in one shared space.
 
     Each modality has its own input Linear to `width`; then both are projected on the shared basis
     B [width, num_basis] (orthonormal columns, kept so by torch's orthogonal parametrisation), the coefficients
     are multiplied by the dual gate sigmoid(sample gate of z) · sigmoid(modality gate), and reconstructed as
-    (c ⊙ g) Bᵀ: a feature keeps only the basis directions its gates let through.
+    (c ⊙ g) Bᵀ: a feature keeps only the basis directions its gates let through. With `num_codes` (UAR's LSU),
+    both modalities are first quantised to one shared codebook, and forward's third output is LSU's VQ loss.
     """
 
-    def __init__(self, image_dim: int, text_dim: int, width: int = 256, num_basis: int = 32):
+    def __init__(self, image_dim: int, text_dim: int, width: int = 256, num_basis: int = 32,
+                 num_codes: int | None = None):
         super().__init__()
         if not 1 <= num_basis <= width:
             raise ValueError(f"num_basis must lie in 1..width ({width}), got {num_basis}")
@@ -49,21 +71,27 @@ class CrossModalAligner(nn.Module):
         self.basis = orthogonal(nn.Linear(num_basis, width, bias=False), orthogonal_map="matrix_exp")
         self.sample_gate = nn.Linear(width, num_basis)
         self.modality_gate = nn.Parameter(torch.zeros(2, num_basis))  # logits; sigmoid(0) = 1/2 at the start
+        self.unifier = LatentSpaceUnifier(width, num_codes) if num_codes else None
 
     @property
     def basis_vectors(self) -> torch.Tensor:
         """[width, num_basis], orthonormal columns."""
         return self.basis.weight
 
-    def encode(self, x: torch.Tensor, modality: int) -> torch.Tensor:
-        """x [B, in_dim of `modality`] -> [B, width], unit norm."""
+    def encode(self, x: torch.Tensor, modality: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, in_dim of `modality`] -> ([B, width] unit norm, LSU's VQ loss or 0)."""
         z = self.inputs[modality](x)
+        vq = z.new_zeros(())
+        if self.unifier is not None:
+            z, _, vq = self.unifier(z)
         basis = self.basis_vectors
         gate = torch.sigmoid(self.sample_gate(z)) * torch.sigmoid(self.modality_gate[modality])
-        return F.normalize((z @ basis * gate) @ basis.T, dim=-1)
+        return F.normalize((z @ basis * gate) @ basis.T, dim=-1), vq
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode(image, IMAGE), self.encode(text, TEXT)
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (image [B, width], text [B, width], LSU's VQ loss summed over both modalities, 0 without LSU)."""
+        (image, vq_image), (text, vq_text) = self.encode(image, IMAGE), self.encode(text, TEXT)
+        return image, text, vq_image + vq_text
 
 
 def triplet_loss(image: torch.Tensor, text: torch.Tensor, margin: float) -> torch.Tensor:
