@@ -146,3 +146,15 @@ def test_two_stages_move_the_gradient_from_cra_to_tir(tokenizer):
     assert one_stage.cra.modality_gate.requires_grad and all(
         p.requires_grad for n, p in one_stage.decoder.named_parameters() if n.endswith("tir_bias"))
 
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_both_presets_build_with_every_plugin_on(preset):
+    from revtaf.model.config import PLUGINS
+    from revtaf.model.random_init import random_model
+
+    model = random_model(preset, bank_size=64, plugins=PLUGINS)
+    counts = model.num_parameters()
+    assert counts["tisr"] > 0 and counts["uar_cra"] > 0 and model.cra.unifier is not None
+    assert all(layer.crossattention.self.tir_bias.shape[1] == 49 for layer in model.decoder.lm.bert.encoder.layer)
+    assert model.tisr(torch.randn(1, 49, model.visual.out_dim)).shape[-1] == model.cfg.decoder.hidden_size
