@@ -185,9 +185,17 @@ def consume_upload(path: str | os.PathLike | None, upload_root: str | os.PathLik
     return data
 
 
-def prune_upload_folders(upload_root: str | os.PathLike, max_age_s: float = 600) -> None:
-    """Remove the empty upload folders (Gradio's one per distinct file) untouched for `max_age_s`."""
+_last_sweep: dict[str, float] = {}  # upload root -> time of its last sweep
+
+
+def prune_upload_folders(upload_root: str | os.PathLike, max_age_s: float = 600, every_s: float = 60) -> None:
+    """Remove the empty upload folders (Gradio's one per distinct file) untouched for `max_age_s`. Called on
+    every upload, it lists the folder at most once per `every_s` per root: the listing grows with the cache."""
     now = time.time()
+    key = str(upload_root)
+    if now - _last_sweep.get(key, -every_s) < every_s:
+        return
+    _last_sweep[key] = now
     for folder in Path(upload_root).iterdir() if Path(upload_root).is_dir() else ():
         try:
             if folder.is_dir() and now - folder.stat().st_mtime > max_age_s and not any(folder.iterdir()):

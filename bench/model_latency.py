@@ -30,9 +30,6 @@ def _png_bytes(seed: int = 0, size: int = 512) -> bytes:
     return buffer.getvalue()
 
 
-PATHS = ("fp32", "int8")  # the default path, exact; the decoder's Linear layers in dynamic int8, approximate
-
-
 def _time_path(model, data: bytes, runs: int) -> dict[str, float]:
     """Median per-stage ms of `runs` runs of one study after a warm-up run (first-call allocations)."""
     samples: dict[str, list[float]] = {s: [] for s in STAGES}

@@ -200,15 +200,21 @@ class ReportDecoder(nn.Module):
         if pseudo_words is None:
             return self.lm(input_ids=input_ids, attention_mask=attention_mask,
                            encoder_hidden_states=self.memory_proj(memory), use_cache=False).logits
+        inputs = self._with_pseudo_words(input_ids, attention_mask, pseudo_words)
+        logits = self.lm(**inputs, encoder_hidden_states=self.memory_proj(memory), use_cache=False).logits
+        # the last pseudo word predicts the first report token: keep it in the place of the last prompt token
         P = pseudo_words.shape[1]
+        return torch.cat([logits[:, : PROMPT_LENGTH - 1], logits[:, PROMPT_LENGTH - 1 + P:]], 1)
+
+    def _with_pseudo_words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           pseudo_words: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"inputs_embeds", "attention_mask"}: the word embeddings of input_ids [B,T] with pseudo_words [B,P,H]
+        inserted after the prompt -> [B,T+P,H] and its mask [B,T+P]."""
         words = self.lm.get_input_embeddings()(input_ids)
         embeds = torch.cat([words[:, :PROMPT_LENGTH], pseudo_words.to(words.dtype), words[:, PROMPT_LENGTH:]], 1)
-        mask = torch.cat([attention_mask[:, :PROMPT_LENGTH], attention_mask.new_ones(len(words), P),
+        mask = torch.cat([attention_mask[:, :PROMPT_LENGTH], attention_mask.new_ones(pseudo_words.shape[:2]),
                           attention_mask[:, PROMPT_LENGTH:]], 1)
-        logits = self.lm(inputs_embeds=embeds, attention_mask=mask, encoder_hidden_states=self.memory_proj(memory),
-                         use_cache=False).logits
-        # the last pseudo word predicts the first report token: keep it in the place of the last prompt token
-        return torch.cat([logits[:, : PROMPT_LENGTH - 1], logits[:, PROMPT_LENGTH - 1 + P:]], 1)
+        return {"inputs_embeds": embeds, "attention_mask": mask}
 
     def loss(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor,
@@ -305,12 +311,9 @@ class ReportDecoder(nn.Module):
             suppress_tokens=self._prompt_token_ids,
             no_repeat_ngram_size=no_repeat_ngram_size,
         )
-        if pseudo_words is None:
-            start = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
-        else:
-            words = self.lm.get_input_embeddings()(prompt)
-            embeds = torch.cat([words, pseudo_words.to(words.dtype)], 1)
-            start = {"inputs_embeds": embeds, "attention_mask": prompt.new_ones(embeds.shape[:2])}
+        start = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
+        if pseudo_words is not None:
+            start = self._with_pseudo_words(prompt, start["attention_mask"], pseudo_words)
         sequences = self.lm.generate(
             **start,
             encoder_hidden_states=self.memory_proj(memory),

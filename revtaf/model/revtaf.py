@@ -328,11 +328,12 @@ class REVTAF(nn.Module):
                 + ramp * w.prompt_contrast * loss_prompt)
         out = {"loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
                "loss_prompt": loss_prompt}
-        if self.tisr is not None:  # TISR: the pseudo words against the study's own report embedding
-            out["loss_tisr"] = self.tisr.refinement_loss(pseudo, self.bank_report_emb[batch["bank_index"]])
+        report_emb = self.bank_report_emb[batch["bank_index"]]  # the plug-ins' text side: the study's own report
+        if self.tisr is not None:  # TISR: the pseudo words against it
+            out["loss_tisr"] = self.tisr.refinement_loss(pseudo, report_emb)
             loss = loss + w.tisr * out["loss_tisr"]
-        if self.cra is not None:  # UAR's CRA: the pooled image against the study's own report embedding
-            image, text, vq = self.cra(pooled, self.bank_report_emb[batch["bank_index"]])
+        if self.cra is not None:  # UAR's CRA: the pooled image against it
+            image, text, vq = self.cra(pooled, report_emb)
             out["loss_cra"] = triplet_loss(image, text, self.cfg.uar.cra_margin)
             loss = loss + w.cra * out["loss_cra"]
             if self.cfg.uar.lsu:
