@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,7 +54,11 @@ BURNED_IN_WARNING = (
 # ablation re-runs see exactly the pixels the first run saw.
 WORKING_MAX_SIDE = 1024
 COLORMAPS = ("inferno", "jet", "turbo", "viridis", "magma", "hot")
-ABLATIONS = ("grp", "lrp")
+# What the page can switch off, in tag order, with its long and short names: FVTAF's two branches (every model),
+# then the plug-ins' inference parts (shown only for a model that carries them: REVTAF.ablations).
+ABLATIONS = {"grp": ("retrieval (GRP)", "GRP"), "lrp": ("entity prompts (LRP)", "LRP"),
+             "tisr": ("TISR pseudo words", "TISR"), "tir": ("TIR attention mask", "TIR")}
+PLUGIN_ABLATIONS = ("tisr", "tir")
 CASE_ORDERS = ("dataset", "errors")
 REVIEW_CATEGORIES = ("false finding", "missed finding", "wrong location", "wrong severity", "style", "other")
 GROUPS = ("finding", "device", "normal descriptor")
@@ -515,7 +520,7 @@ class Comparison:
 class Case:
     """One analysed study as a session holds it: heatmap and window events need no model run.
 
-    `predictions` caches one Prediction per ablation tag ('full', 'grp', 'lrp', 'grp+lrp')."""
+    `predictions` caches one Prediction per ablation tag ('full', 'grp', 'lrp', 'grp+lrp', 'tisr', ...)."""
 
     key: str
     image: XrayImage  # working copy, what the model saw
@@ -539,8 +544,24 @@ class Case:
         return heatmap(self.prediction, gray, key, opacity, cmap, model_box(*gray.shape))
 
 
-def ablation_tag(grp_off: bool, lrp_off: bool) -> str:
-    return "+".join(name for name, off in zip(ABLATIONS, (grp_off, lrp_off)) if off) or "full"
+def ablation_tag(grp_off: bool, lrp_off: bool, plugins_off: Sequence[str] | None = ()) -> str:
+    """The page's switches -> the cache tag of what is off ('full', 'grp', 'lrp+tisr', ...)."""
+    off = {"grp": grp_off, "lrp": lrp_off, **{name: True for name in plugins_off or ()}}
+    unknown = set(off) - set(ABLATIONS)
+    if unknown:
+        raise AppInputError(f"unknown switch {sorted(unknown)}: choose from {list(ABLATIONS)}")
+    return "+".join(name for name in ABLATIONS if off.get(name)) or "full"
+
+
+def ablation_label(tag: str) -> str:
+    """'full model', 'retrieval (GRP) off', 'GRP and TISR off', ..."""
+    names = [] if tag == "full" else tag.split("+")
+    if not names:
+        return "full model"
+    if len(names) == 1:
+        return f"{ABLATIONS[names[0]][0]} off"
+    short = [ABLATIONS[n][1] for n in names]
+    return f"{', '.join(short[:-1])} and {short[-1]} off"
 
 
 class Service:
@@ -657,6 +678,11 @@ class Service:
         return ids[0]
 
     @property
+    def plugin_switches(self) -> list[tuple[str, str]]:
+        """(label, name) of the plug-in parts this model can switch off at inference: none for a plain REVTAF."""
+        return [(ABLATIONS[name][0], name) for name in PLUGIN_ABLATIONS if name in self.model.ablations]
+
+    @property
     def identity(self) -> dict:
         """The model's identity, saved with every review."""
         return model_identity(self.model)
@@ -672,8 +698,9 @@ class Service:
     def predict(self, image: XrayImage, ablation: str = "full", study_id: str | None = None) -> Prediction:
         """The model's Prediction; a dataset study never retrieves itself (it may be in the training bank)."""
         ablate = frozenset() if ablation == "full" else frozenset(ablation.split("+"))
-        if not ablate <= set(ABLATIONS):
-            raise AppInputError(f"unknown ablation {ablation!r}")
+        if not ablate <= self.model.ablations:
+            raise AppInputError(f"unknown ablation {ablation!r}: this model can switch off "
+                                f"{sorted(self.model.ablations)}")
         return self.model.predict(image, ablate=ablate, report_lookup=self.reports, exclude_id=study_id)
 
     def open_upload(self, data: bytes, ablation: str = "full") -> Case:

@@ -156,10 +156,14 @@ def input_panel(service: S.Service) -> Panel:
     with gr.Row():
         grp_off = gr.Checkbox(False, label="Retrieval (GRP) off")
         lrp_off = gr.Checkbox(False, label="Entity prompts (LRP) off")
+    # the plug-ins the model carries (TISR, UAR's TIR): hidden for a model without any
+    plugins_off = gr.CheckboxGroup(service.plugin_switches, value=[], label="Plug-ins off",
+                                   visible=bool(service.plugin_switches), elem_id="plugins-off")
     return Panel(upload=upload, split=split, finding=finding, order=order, errors_only=errors_only,
                  case_id=case_id, progress=progress, load_case=load_case,
                  next_case=next_case, image_view=image_view, image_info=image_info, dicom_warning=dicom_warning,
-                 preset=preset, center=center, width=width, invert=invert, grp_off=grp_off, lrp_off=lrp_off)
+                 preset=preset, center=center, width=width, invert=invert, grp_off=grp_off, lrp_off=lrp_off,
+                 plugins_off=plugins_off)
 
 
 def input_values(p: Panel, case: S.Case, new_image: bool) -> dict:
@@ -198,7 +202,7 @@ def report_values(p: Panel, case: S.Case) -> dict:
         p.input_warning: gr.update(value=S.warning_html(pred), visible=pred.warning is not None),
         # a report of an input the model does not read is greyed out, under the warning
         p.report: gr.update(value=pred.report, elem_classes=["report", "withheld"] if pred.warning else ["report"]),
-        p.status: f"*{ablation_label(case)}* · {timings}" if timings else f"*{ablation_label(case)}*",
+        p.status: f"*{S.ablation_label(case.ablation)}*" + (f" · {timings}" if timings else ""),
         p.disease_md: S.disease_summary(pred),
         p.diseases: S.disease_rows(pred),
     }
@@ -308,13 +312,8 @@ def review_panel() -> Panel:
 
 def review_values(p: Panel, case: S.Case, new_image: bool) -> dict:
     keep = gr.update()
-    return {p.case: f"Reviewing **{case.study_id or case.key}** ({ablation_label(case)}).",
+    return {p.case: f"Reviewing **{case.study_id or case.key}** ({S.ablation_label(case.ablation)}).",
             p.categories: [] if new_image else keep, p.note: "" if new_image else keep}
-
-
-def ablation_label(case: S.Case) -> str:
-    return {"full": "full model", "grp": "retrieval (GRP) off", "lrp": "entity prompts (LRP) off",
-            "grp+lrp": "GRP and LRP off"}[case.ablation]
 
 
 def _png(path: Path, pixels: np.ndarray) -> gr.FileData:
@@ -370,6 +369,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                         heat.partner, heat.caption, gt.gt_text, gt.generated, gt.diff, gt.findings, gt.metrics,
                         raw_json, rev.case, rev.categories, rev.note]
         view_inputs = [heat.opacity, heat.cmap, ent.group]
+        switches = [inp.grp_off, inp.lrp_off, inp.plugins_off]
         heat_outputs = [heat.main, heat.partner, heat.caption]
 
         def show(case: S.Case, gt_value: str | None, opacity: float, cmap: str, group: str, new_image: bool) -> dict:
@@ -388,19 +388,20 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 **review_values(rev, case, new_image),
             }
 
-        def analyze_upload(path, grp, lrp, opacity, cmap, group):
+        def analyze_upload(path, grp, lrp, plugins, opacity, cmap, group):
             data = S.consume_upload(path, upload_root)
             S.prune_upload_folders(upload_root)
-            case = service.open_upload(data, S.ablation_tag(grp, lrp))
+            case = service.open_upload(data, S.ablation_tag(grp, lrp, plugins))
             # the file box is emptied: ready for the next image (the upload itself is already deleted)
             return {inp.upload: None, **show(case, None, opacity, cmap, group, new_image=True)}
 
-        def analyze_study(study_id, grp, lrp, opacity, cmap, group):
-            return show(service.open_study(study_id, S.ablation_tag(grp, lrp)), None, opacity, cmap, group, True)
+        def analyze_study(study_id, grp, lrp, plugins, opacity, cmap, group):
+            return show(service.open_study(study_id, S.ablation_tag(grp, lrp, plugins)), None, opacity, cmap, group,
+                        True)
 
-        def advance(split, finding, order, errors_only, current, grp, lrp, opacity, cmap, group):
+        def advance(split, finding, order, errors_only, current, grp, lrp, plugins, opacity, cmap, group):
             study_id = service.next_case(split, finding, current, order, errors_only)
-            return {inp.case_id: study_id, **analyze_study(study_id, grp, lrp, opacity, cmap, group)}
+            return {inp.case_id: study_id, **analyze_study(study_id, grp, lrp, plugins, opacity, cmap, group)}
 
         def list_cases(split, finding, order, errors_only, store, progress=gr.Progress()):
             def step(done, total):
@@ -415,10 +416,11 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 return {inp.progress: ""}
             return {inp.progress: service.review_progress(service.case_ids(split, finding, order, errors_only), store)}
 
-        def ablate(case, grp, lrp, gt_value, opacity, cmap, group):
+        def ablate(case, grp, lrp, plugins, gt_value, opacity, cmap, group):
             if case is None:
                 raise S.AppInputError("Analyse an image first, then switch a branch off to see what it contributes.")
-            return show(service.run(case, S.ablation_tag(grp, lrp)), gt_value, opacity, cmap, group, new_image=False)
+            return show(service.run(case, S.ablation_tag(grp, lrp, plugins)), gt_value, opacity, cmap, group,
+                        new_image=False)
 
         def redraw(case, key, opacity, cmap):
             return heatmap_values(heat, case, key, opacity, cmap)
@@ -494,19 +496,19 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         # view events, still callable so that tests and the robustness bench drive the page as a browser does
         page = dict(api_visibility="undocumented")
         inp.upload.upload(page_errors(analyze_upload, rep.status, reset={inp.upload: None}),
-                          [inp.upload, inp.grp_off, inp.lrp_off, *view_inputs], [inp.upload, *case_outputs],
+                          [inp.upload, *switches, *view_inputs], [inp.upload, *case_outputs],
                           api_name="analyze_upload")
-        inp.load_case.click(page_errors(analyze_study, rep.status), [inp.case_id, inp.grp_off, inp.lrp_off, *view_inputs],
+        inp.load_case.click(page_errors(analyze_study, rep.status), [inp.case_id, *switches, *view_inputs],
                             case_outputs, api_name="analyze_study")
         inp.next_case.click(page_errors(advance, rep.status),
-                            [inp.split, inp.finding, inp.order, inp.errors_only, inp.case_id, inp.grp_off, inp.lrp_off,
-                             *view_inputs], [inp.case_id, *case_outputs], api_name="next_case", **page)
+                            [inp.split, inp.finding, inp.order, inp.errors_only, inp.case_id, *switches, *view_inputs],
+                            [inp.case_id, *case_outputs], api_name="next_case", **page)
         case_filter = [inp.split, inp.finding, inp.order, inp.errors_only]
         gr.on([inp.split.input, inp.finding.input, inp.order.input, inp.errors_only.input],
               page_errors(list_cases, inp.progress), [*case_filter, review_state], [inp.case_id, inp.progress],
               api_name="list_cases", **page)
-        gr.on([inp.grp_off.input, inp.lrp_off.input], page_errors(ablate, rep.status),
-              [case_state, inp.grp_off, inp.lrp_off, gt.gt_text, *view_inputs], case_outputs, api_name="ablate")
+        gr.on([switch.input for switch in switches], page_errors(ablate, rep.status),
+              [case_state, *switches, gt.gt_text, *view_inputs], case_outputs, api_name="ablate")
         gr.on([heat.key.input, heat.opacity.release, heat.cmap.input], page_errors(redraw),
               [case_state, heat.key, heat.opacity, heat.cmap], heat_outputs, api_name="heatmap", concurrency_limit=8)
         ent.table.select(page_errors(select_entity), [case_state, heat.opacity, heat.cmap], [heat.key, *heat_outputs],
@@ -538,14 +540,15 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         rev.cancel.click(cancel_clear, None, [rev.confirm_row, rev.status], api_visibility="private")
         demo.load(page_errors(restore, rev.status), browser_reviews, review_outputs,
                   api_visibility="private").then(**progress_update)
-        def generate(image: gr.FileData, retrieval_off: bool = False,
-                     entity_prompts_off: bool = False) -> tuple[dict, gr.FileData, list[dict]]:
+        def generate(image: gr.FileData, retrieval_off: bool = False, entity_prompts_off: bool = False,
+                     plugins_off: list[str] | None = None) -> tuple[dict, gr.FileData, list[dict]]:
             """One chest X-ray (PNG, JPEG or DICOM) -> (the prediction as JSON with an `input` block, the image as
-            displayed, overlays [{"image", "caption"}] of the most probable entities and the retrieved sentences)."""
+            displayed, overlays [{"image", "caption"}] of the most probable entities and the retrieved sentences).
+            `plugins_off`: plug-in parts the model carries to switch off ("tisr", "tir")."""
             path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
             data = S.consume_upload(path, upload_root, uploads_only=True)
             S.prune_upload_folders(upload_root)
-            case = service.open_upload(data, S.ablation_tag(retrieval_off, entity_prompts_off))
+            case = service.open_upload(data, S.ablation_tag(retrieval_off, entity_prompts_off, plugins_off))
             out = case.prediction.to_json()
             out["input"] = {"format": case.image.source_format, "size": list(case.original_size),
                             "view_position": case.image.view_position, "bits": case.image.bits}

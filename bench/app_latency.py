@@ -62,7 +62,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        view = (False, False, 0.6, "inferno", "all")
+        view = (False, False, [], 0.6, "inferno", "all")
         upload, upload_model = _timed(
             lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs)
         study, study_model = _timed(lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs)

@@ -553,9 +553,9 @@ def session_isolation(url: str, good: Sequence[str | os.PathLike], sessions: int
         barrier.wait()
         seen = []
         steps = [
-            ("/analyze_upload", (handle_file(str(good[i % len(good)])), False, False, 0.6, "inferno", "all")),
+            ("/analyze_upload", (handle_file(str(good[i % len(good)])), False, False, [], 0.6, "inferno", "all")),
             ("/compare", (gt,)),
-            ("/ablate", (grp, lrp, gt, 0.6, "inferno", "all")),
+            ("/ablate", (grp, lrp, [], gt, 0.6, "inferno", "all")),
             ("/save_review", (["style"], f"note of {tokens[i]}")),
         ]
         for api_name, args in steps:
@@ -632,11 +632,11 @@ def privacy_probe(url: str, server: AppServer, dicoms: dict[str, bytes], markers
         path.write_bytes(data)
         c = client(url, download=True)
         steps = [("/generate", (handle_file(str(path)), False, False)),
-                 ("/analyze_upload", (handle_file(str(path)), False, False, 0.6, "inferno", "all")),
+                 ("/analyze_upload", (handle_file(str(path)), False, False, [], 0.6, "inferno", "all")),
                  ("/compare", ("the heart is normal . the lungs are clear .",)),
                  ("/heatmap", ("grp:0", 0.5, "jet")),
                  ("/save_review", (["other"], "checked the upload")),
-                 ("/ablate", (True, False, "", 0.6, "inferno", "all"))]
+                 ("/ablate", (True, False, [], "", 0.6, "inferno", "all"))]
         for api_name, args in steps:
             result = call(c, *args, api_name=api_name, timeout_s=timeout_s)
             requests += 1

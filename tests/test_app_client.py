@@ -123,7 +123,7 @@ def test_uploads_are_not_kept_on_disk(app_url, iu_root, test_study):
 
 def test_one_session_case_heatmap_window_ablation_review(app_url, test_study):
     client = Client(app_url, verbose=False)  # one client = one session: the State carries over
-    outputs = client.predict(test_study.id, False, False, 0.6, "inferno", "all", api_name="/analyze_study")
+    outputs = client.predict(test_study.id, False, False, [], 0.6, "inferno", "all", api_name="/analyze_study")
     assert test_study.report in outputs  # ground truth filled from the dataset
     size = Image.open(outputs[0]).size  # the displayed image
 
@@ -132,7 +132,7 @@ def test_one_session_case_heatmap_window_ablation_review(app_url, test_study):
     center, width, shown, *_ = client.predict("lung", False, "lrp:8", 0.6, "inferno", api_name="/window_preset")
     assert width > 0 and Image.open(shown).size == size
 
-    ablated = client.predict(False, True, "", 0.6, "inferno", "all", api_name="/ablate")
+    ablated = client.predict(False, True, [], "", 0.6, "inferno", "all", api_name="/ablate")
     assert any(isinstance(v, str) and "entity prompts (LRP) off" in v for v in ablated)
     table, csv_file, json_file, status = client.predict(["false finding"], "mentions a device that is not there",
                                                         api_name="/save_review")
@@ -150,7 +150,7 @@ def test_dicom_upload_shows_and_logs_no_identifying_text(app_url, iu_root, test_
     path = tmp_path / "ZZLEAKFILENAME.dcm"
     path.write_bytes(make_dicom(pixels=grey * 16, bits_stored=12, view_position="PA", window=(2048, 4096)))
     with caplog.at_level(logging.DEBUG):
-        outputs = Client(app_url, verbose=False).predict(handle_file(str(path)), False, False, 0.6, "inferno", "all",
+        outputs = Client(app_url, verbose=False).predict(handle_file(str(path)), False, False, [], 0.6, "inferno", "all",
                                                          api_name="/analyze_upload")
     assert any(isinstance(v, str) and "view position: **PA**" in v for v in outputs)
     captured = capfd.readouterr()

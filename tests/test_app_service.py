@@ -188,6 +188,23 @@ def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
     assert len(no_grp.grp_maps) == 0 and len(no_grp.lrp_maps) == 75
     assert "switched off" in case.heatmap("grp:0").caption
     assert S.heatmap_choices(case.prediction) == []
+    # the bundled model carries no plug-in: no plug-in switch shown, and asking for one is refused by name
+    assert service.plugin_switches == [] and service.model.ablations == {"grp", "lrp"}
+    with pytest.raises(S.AppInputError, match="can switch off"):
+        service.run(case, "tisr")
+
+
+def test_plugin_switches_follow_the_model():
+    from types import SimpleNamespace
+
+    carries = SimpleNamespace(model=SimpleNamespace(ablations=frozenset({"grp", "lrp", "tisr", "tir"})))
+    assert S.Service.plugin_switches.fget(carries) == [("TISR pseudo words", "tisr"), ("TIR attention mask", "tir")]
+    assert S.ablation_tag(False, False) == "full" and S.ablation_tag(True, True) == "grp+lrp"
+    assert S.ablation_tag(False, True, ["tir", "tisr"]) == "lrp+tisr+tir"  # one tag per set, whatever the order
+    assert S.ablation_label("full") == "full model" and S.ablation_label("tisr") == "TISR pseudo words off"
+    assert S.ablation_label("grp+lrp") == "GRP and LRP off" and S.ablation_label("grp+lrp+tir") == "GRP, LRP and TIR off"
+    with pytest.raises(S.AppInputError, match="unknown switch"):
+        S.ablation_tag(False, False, ["cra"])  # CRA and LSU act in training only: nothing to switch at inference
 
 
 # ------------------------------------------------------------------------------------------- uploads

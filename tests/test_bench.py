@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from revtaf_train.cli import main
-from revtaf_train.speed import train_speed
+from revtaf_train.speed import format_speed, train_speed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,13 @@ def test_gpu_check_script_runs_its_cpu_form(iu_root):
     line = next(s for s in out.stdout.splitlines() if s.startswith("train-speed:"))
     assert "preset cpu on cpu (fp32" in line and "batch 2:" in line and "median of 2 steps" in line
     assert float(re.search(r"([\d.]+) images/s", line).group(1)) > 0
+
+
+def test_train_speed_trains_with_the_plugins_on(iu_root):
+    result = train_speed("cpu", iu_root, device="cpu", batch_size=2, max_steps=1, warmup_steps=0, num_workers=0,
+                         print_line=False, plugins=("tisr.enabled", "uar.cra", "uar.tir"))
+    assert result["plugins"] == ["tisr.enabled", "uar.cra", "uar.tir"] and result["step_s"] > 0
+    assert "preset cpu with tisr.enabled + uar.cra + uar.tir on cpu" in format_speed(result)
 
 
 def test_train_speed_refuses_a_folder_without_a_batch_of_studies(tmp_path):

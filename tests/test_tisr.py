@@ -71,7 +71,19 @@ def test_tisr_switch_off_is_todays_model_and_on_trains_end_to_end(tokenizer):
     losses["loss"].backward()
     assert model.tisr.queries.grad.abs().sum() > 0 and model.tisr.to_text.weight.grad.abs().sum() > 0
     model.eval()
-    assert model.predict(images(1, seed=4)[0]).report.strip()
+    image = images(1, seed=4)[0]
+    assert model.predict(image).report.strip()
+    assert model.ablations == {"grp", "lrp", "tisr"} and plain.ablations == {"grp", "lrp"}
+    # the inference ablation drops the pseudo words: beam search is given none
+    given = []
+    generate = model.decoder.generate
+    model.decoder.generate = lambda *a: given.append(a[-1]) or generate(*a)
+    model.predict(image)
+    ablated = model.predict(image, ablate=frozenset({"tisr"}))
+    assert given[0].shape[1] == 3 and given[1] is None
+    assert ablated.ablation == {"grp": True, "lrp": True, "tisr": False}
+    with pytest.raises(ValueError, match="no tisr to switch off"):
+        plain.predict(image, ablate=frozenset({"tisr"}))
     with pytest.raises(ValueError, match="tisr.heads"):
         tiny_config(tisr=TISRConfig(enabled=True, heads=5))
 

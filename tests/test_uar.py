@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from revtaf.model.config import UARConfig
 from revtaf.model.revtaf import REVTAF
-from revtaf.model.uar import CrossModalAligner, triplet_loss
+from revtaf.model.uar import CrossModalAligner, tir_disabled, triplet_loss
 from test_revtaf import D, images, random_bank, tiny_config, tokenizer, train_batch  # noqa: F401 (fixture)
 
 
@@ -120,7 +121,20 @@ def test_tir_mask_starts_as_todays_decoder_and_changes_the_cross_attention(token
         layer = tir.decoder.lm.bert.encoder.layer[0].crossattention.self
         layer.tir_bias[:, 0] = -30.0  # hide memory position 0 from every head
         assert not torch.allclose(tir.decoder(*args), plain.decoder(*args))
+        # the inference ablation leaves the mask out for this thread only: today's decoder again inside the block
+        with tir_disabled():
+            torch.testing.assert_close(tir.decoder(*args), plain.decoder(*args), rtol=0, atol=1e-5)
+            seen = []
+            worker = threading.Thread(target=lambda: seen.append(tir.decoder(*args)))
+            worker.start()
+            worker.join()
+        assert not torch.allclose(seen[0], plain.decoder(*args))  # another thread kept the mask
     assert tir.predict(images(1, seed=3)[0]).report.strip()  # beam search runs through the masked attention
+    assert tir.ablations == {"grp", "lrp", "tir"} and plain.ablations == {"grp", "lrp"}
+    assert tir.predict(images(1, seed=3)[0], ablate=frozenset({"tir"})).ablation == {"grp": True, "lrp": True,
+                                                                                      "tir": False}
+    with pytest.raises(ValueError, match="no tir to switch off"):
+        plain.predict(images(1, seed=3)[0], ablate=frozenset({"tir"}))
 
 
 def test_two_stages_move_the_gradient_from_cra_to_tir(tokenizer):

@@ -74,7 +74,7 @@ def cmd_bench(args) -> int:
         if not args.data_root:
             raise SystemExit("--train-speed needs --data-root (an IU X-Ray folder: annotation.json + images/)")
         result = train_speed(args.preset, args.data_root, args.device, args.seconds, args.batch_size,
-                             args.max_steps, print_line=not args.json)
+                             args.max_steps, print_line=not args.json, plugins=tuple(args.plugins))
         if args.json:
             print(json.dumps(result))
         return 0
@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--baseline", choices=("constant", "random", "retrieval"))
-    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion"), default=[],
-                   help="switch a part off (repeatable)")
+    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion", "tisr", "tir"), default=[],
+                   help="switch a part off (repeatable): FVTAF's grp / lrp branches, both (fusion), or the "
+                        "pseudo words / mask of a model carrying TISR / TIR")
     p.add_argument("--max-studies", type=int, help="only the first N studies of the split")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--batch-size", type=int, default=16)
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--checkpoint", help="model directory (default: the bundled assets/ model)")
     p.add_argument("--data", help="data root, for the retrieved report's text (else the Open-i archive)")
-    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion"), default=[])
+    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion", "tisr", "tir"), default=[])
     p.add_argument("--json", action="store_true", help="print the full Prediction as JSON")
     p.add_argument("--maps", action="store_true", help="with --json: include the attention maps' values")
     p.set_defaults(func=cmd_generate)

@@ -10,7 +10,8 @@ Baselines, scored with the same code on the same split:
 - `constant`: the constant report of the README's evaluation protocol for every study;
 - `random`: a training report drawn uniformly at random per study (seeded);
 - `retrieval`: the report of the LRE's top-1 training study (its text read from the data root).
-Ablations (`--ablate grp|lrp|fusion`, combinable) switch parts of the model off at inference.
+Ablations (`--ablate grp|lrp|fusion|tisr|tir`, combinable; tisr and tir for a model carrying those plug-ins)
+switch parts of the model off at inference.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from revtaf.metrics import NLG_METRICS
 
 CONSTANT_REPORT = "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear ."
 BASELINES = ("constant", "random", "retrieval")
-ABLATIONS = ("grp", "lrp", "fusion")
+ABLATIONS = ("grp", "lrp", "fusion", "tisr", "tir")
 NO_FINDING = CHEXPERT_14.index("No Finding")
 
 

@@ -35,9 +35,10 @@ def _device(name: str) -> torch.device:
 
 def train_speed(preset: str, data_root: str | Path, device: str = "auto", seconds: float = 60.0,
                 batch_size: int | None = None, max_steps: int | None = None, warmup_steps: int = 2,
-                num_workers: int = 2, print_line: bool = True) -> dict:
+                num_workers: int = 2, print_line: bool = True, plugins: tuple[str, ...] = ()) -> dict:
     """Train for about `seconds` (or `max_steps` steps, whichever comes first) after `warmup_steps` untimed
-    steps; return the median step time, images/s, the device and its peak memory."""
+    steps, with the sibling methods' `plugins` switched on (config.PLUGINS); return the median step time,
+    images/s, the device and its peak memory."""
     dev = _device(device)
     splits = load_annotation(data_root, "iu")
     studies = splits["train"] or [s for split in splits.values() for s in split]
@@ -45,7 +46,7 @@ def train_speed(preset: str, data_root: str | Path, device: str = "auto", second
     cfg = replace(cfg, batch_size=batch_size or cfg.batch_size, num_workers=num_workers, checkpoint_minutes=1e9)
     if len(studies) < cfg.batch_size:
         raise ValueError(f"{data_root} has {len(studies)} studies: fewer than one batch of {cfg.batch_size}")
-    model = random_model(preset)
+    model = random_model(preset, plugins=plugins)
     studies = studies[: len(model.bank_ids)]  # bank_index is the study's row: stay inside the random bank
     n, rng = len(studies), np.random.default_rng(0)
     positions = model.triplet_table.shape[1]
@@ -76,7 +77,7 @@ def train_speed(preset: str, data_root: str | Path, device: str = "auto", second
         wall = time.perf_counter() - start
     median = statistics.median(timed)
     result = {
-        "preset": preset, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "preset": preset, "plugins": list(plugins), "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype
         else "fp32", "batch_size": cfg.batch_size, "steps": len(timed), "warmup_steps": warmup_steps,
         "step_s": round(median, 4), "images_per_s": round(cfg.batch_size / median, 2), "wall_s": round(wall, 1),
@@ -89,6 +90,7 @@ def train_speed(preset: str, data_root: str | Path, device: str = "auto", second
 
 def format_speed(r: dict) -> str:
     memory = f", peak GPU memory {r['peak_memory_mb']} MB" if r["peak_memory_mb"] is not None else ""
-    return (f"train-speed: preset {r['preset']} on {r['device']} ({r['amp']}, {r['threads']} CPU threads), batch "
+    plugins = f" with {' + '.join(r['plugins'])}" if r.get("plugins") else ""
+    return (f"train-speed: preset {r['preset']}{plugins} on {r['device']} ({r['amp']}, {r['threads']} CPU threads), batch "
             f"{r['batch_size']}: {r['images_per_s']} images/s, step {1000 * r['step_s']:.0f} ms (median of "
             f"{r['steps']} steps after {r['warmup_steps']} warm-up){memory}")

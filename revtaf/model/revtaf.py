@@ -48,13 +48,15 @@ from revtaf.model.input_check import InputCheck, InputCheckResult
 from revtaf.model.reference_prompts import gather_grp, gather_lrp
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
 from revtaf.model.tisr import TextualInversion
-from revtaf.model.uar import CrossModalAligner, triplet_loss
+from revtaf.model.uar import CrossModalAligner, tir_disabled, triplet_loss
 from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
 from revtaf.model.tokenizer import load_tokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 BANK_FILE = "bank.json"
-ABLATIONS = frozenset({"grp", "lrp"})
+# FVTAF's two prompt branches, and the plug-ins that act at inference (TISR's pseudo words, TIR's mask): each
+# one can be switched off at inference to see what the trained model takes from it.
+ABLATIONS = frozenset({"grp", "lrp", "tisr", "tir"})
 # Kept in float32 by save_pretrained(fp16=True): hyperbolic geometry near the ball's boundary and the
 # retrieval keys decide which study is retrieved; BatchNorm statistics can underflow half precision.
 _FP32_ONLY = ("lre.", "bank_scores", "base_probs", "running_mean", "running_var")
@@ -356,12 +358,17 @@ class REVTAF(nn.Module):
         """Retrieval -> fusion -> classifier -> beam search for a batch whose entity predictions are known.
 
         images [B,3,224,224] (test transform); entity_scores [B,75]; lrp_position / lrp_exists [B,75];
-        `ablate` ⊆ {"grp", "lrp"} switches FVTAF branches off; `exclude[b]` = bank rows query b may not
+        `ablate` ⊆ {"grp", "lrp", "tisr", "tir"} switches FVTAF branches or the plug-ins' inference parts (TISR's
+        pseudo words, TIR's cross-attention mask) off; `exclude[b]` = bank rows query b may not
         retrieve (e.g. itself when it is a training study); `states` [B,18] replaces the classifier's states
         in the prompt (an oracle prompt, to measure the decoder alone).
         """
         if not ablate <= ABLATIONS:
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
+        missing = ablate - self.ablations
+        if missing:
+            raise ValueError(f"this model has no {' or '.join(sorted(missing))} to switch off; "
+                             f"it has {sorted(self.ablations)}")
         if self.training:
             raise RuntimeError("call .eval() before inference: dropout would make predictions random")
         timings, t = {}, time.perf_counter()
@@ -383,9 +390,10 @@ class REVTAF(nn.Module):
         timings["fusion"], t = _ms(t), time.perf_counter()
 
         g = self.cfg.generation
-        pseudo = self.tisr(patches) if self.tisr is not None else None
-        reports = self.decoder.generate(prompt_ids(self.tokenizer, states, self.decoder.per_disease), fused.fc, g.num_beams,
-                                        g.max_new_tokens, g.min_length, g.no_repeat_ngram_size, pseudo)
+        pseudo = self.tisr(patches) if self.tisr is not None and "tisr" not in ablate else None
+        with tir_disabled("tir" in ablate):
+            reports = self.decoder.generate(prompt_ids(self.tokenizer, states, self.decoder.per_disease), fused.fc,
+                                            g.num_beams, g.max_new_tokens, g.min_length, g.no_repeat_ngram_size, pseudo)
         timings["generation"] = _ms(t)
         return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings, pooled)
 
@@ -494,7 +502,7 @@ class REVTAF(nn.Module):
             grp_maps=grp_maps,
             fcc_similarity=similarity,
             fcc_overlap=overlap,
-            ablation={"grp": "grp" not in ablate, "lrp": "lrp" not in ablate},
+            ablation={name: name not in ablate for name in sorted(self.ablations)},
             timings_ms=dict(timings),
         )
 
@@ -613,6 +621,13 @@ class REVTAF(nn.Module):
         card = directory / "run.json"
         model.preset = json.loads(card.read_text()).get("preset") if card.is_file() else None
         return model
+
+    @property
+    def ablations(self) -> frozenset[str]:
+        """What `infer` / `predict` can switch off for this model: FVTAF's GRP and LRP branches, and TISR's
+        pseudo words and TIR's mask when the model carries them (CRA and LSU act in training only)."""
+        return frozenset({"grp", "lrp"} | ({"tisr"} if self.tisr is not None else set())
+                         | ({"tir"} if self.cfg.uar.tir else set()))
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter count per component (the entity model's are frozen)."""

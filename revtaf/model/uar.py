@@ -19,6 +19,9 @@ decoder selects only when TIR is on.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,13 +113,26 @@ def triplet_loss(image: torch.Tensor, text: torch.Tensor, margin: float) -> torc
 
 
 TIR_ATTENTION = "revtaf_tir"
+# Inference ablation (`ablate={"tir"}`): the mask skipped for the calls of this thread / context only, so a
+# concurrent request on the same model (the demo runs two at a time) keeps its mask.
+TIR_OFF: ContextVar[bool] = ContextVar("revtaf_tir_off", default=False)
+
+
+@contextmanager
+def tir_disabled(off: bool = True):
+    """Within the block, `tir_attention` leaves TIR's mask out (plain SDPA) when `off`."""
+    token = TIR_OFF.set(off)
+    try:
+        yield
+    finally:
+        TIR_OFF.reset(token)
 
 
 def tir_attention(module: nn.Module, query, key, value, attention_mask, **kwargs):
     """SDPA, plus the module's `tir_bias` [heads, L] on the logits when it has one (the cross-attention layers
     of a decoder with TIR on); every other attention call is plain SDPA."""
     bias = getattr(module, "tir_bias", None)
-    if bias is not None:
+    if bias is not None and not TIR_OFF.get():
         if key.shape[-2] != bias.shape[-1]:
             raise ValueError(f"TIR's mask covers {bias.shape[-1]} memory positions, the memory has {key.shape[-2]}")
         mask = bias[None, :, None, :].to(query.dtype).expand(query.shape[0], -1, query.shape[-2], -1)
