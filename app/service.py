@@ -58,7 +58,6 @@ COLORMAPS = ("inferno", "jet", "turbo", "viridis", "magma", "hot")
 # then the plug-ins' inference parts (shown only for a model that carries them: REVTAF.ablations).
 ABLATIONS = {"grp": ("retrieval (GRP)", "GRP"), "lrp": ("entity prompts (LRP)", "LRP"),
              "tisr": ("TISR pseudo words", "TISR"), "tir": ("TIR attention mask", "TIR")}
-PLUGIN_ABLATIONS = ("tisr", "tir")
 CASE_ORDERS = ("dataset", "errors")
 REVIEW_CATEGORIES = ("false finding", "missed finding", "wrong location", "wrong severity", "style", "other")
 GROUPS = ("finding", "device", "normal descriptor")
@@ -680,7 +679,8 @@ class Service:
     @property
     def plugin_switches(self) -> list[tuple[str, str]]:
         """(label, name) of the plug-in parts this model can switch off at inference: none for a plain REVTAF."""
-        return [(ABLATIONS[name][0], name) for name in PLUGIN_ABLATIONS if name in self.model.ablations]
+        return [(label, name) for name, (label, _) in ABLATIONS.items()
+                if name in self.model.ablations and name not in ("grp", "lrp")]
 
     @property
     def identity(self) -> dict:

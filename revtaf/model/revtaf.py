@@ -365,10 +365,10 @@ class REVTAF(nn.Module):
         """
         if not ablate <= ABLATIONS:
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
-        missing = ablate - self.ablations
-        if missing:
-            raise ValueError(f"this model has no {' or '.join(sorted(missing))} to switch off; "
-                             f"it has {sorted(self.ablations)}")
+        switchable = self.ablations
+        if not ablate <= switchable:
+            raise ValueError(f"this model has no {' or '.join(sorted(ablate - switchable))} to switch off; "
+                             f"it has {sorted(switchable)}")
         if self.training:
             raise RuntimeError("call .eval() before inference: dropout would make predictions random")
         timings, t = {}, time.perf_counter()
