@@ -683,6 +683,12 @@ class Service:
                 if name in self.model.ablations and name not in ("grp", "lrp")]
 
     @property
+    def plugin_note(self) -> str:
+        """The sibling methods' parts the model carries and what each does at inference, for the page."""
+        parts = [f"{name} ({what})" for name, what in self.model.plugins.items()]
+        return "Plug-ins: " + ("; ".join(parts) if parts else "none") + "."
+
+    @property
     def identity(self) -> dict:
         """The model's identity, saved with every review."""
         return model_identity(self.model)

@@ -357,7 +357,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             raw_json = gr.JSON()
         ident = service.identity
         gr.Markdown(f"Model: REVTAF (ICCV 2025) re-implementation, `{ident['model_config']}`, weights SHA-256 "
-                    f"`{ident['model_sha256'][:12]}`. Data: {S.IU_ATTRIBUTION}. "
+                    f"`{ident['model_sha256'][:12]}`. {service.plugin_note} Data: {S.IU_ATTRIBUTION}. "
                     "Uploads are processed in memory and not stored. API: see “Use via API” / `gradio_client`, "
                     "endpoint `/generate`.", elem_classes="attribution")
 

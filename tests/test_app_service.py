@@ -188,8 +188,9 @@ def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
     assert len(no_grp.grp_maps) == 0 and len(no_grp.lrp_maps) == 75
     assert "switched off" in case.heatmap("grp:0").caption
     assert S.heatmap_choices(case.prediction) == []
-    # the bundled model carries no plug-in: no plug-in switch shown, and asking for one is refused by name
+    # this model carries no plug-in: no plug-in switch shown, and asking for one is refused by name
     assert service.plugin_switches == [] and service.model.ablations == {"grp", "lrp"}
+    assert service.plugin_note == "Plug-ins: none."
     with pytest.raises(S.AppInputError, match="can switch off"):
         service.run(case, "tisr")
 

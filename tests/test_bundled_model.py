@@ -57,3 +57,18 @@ def test_a_positive_cardiomegaly_prompt_reaches_the_report(predictions):
     assert prompted, "no study of the sample got a positive cardiomegaly prompt"
     written = RuleLabeler()([clean_report(p.report, "iu") for p in prompted])[:, LABEL_NAMES_18.index("Cardiomegaly")]
     assert (written == 1).any(), [p.report for p in prompted]
+
+
+def test_the_bundled_model_states_the_plugins_it_carries(predictions, iu_root):
+    """The bundled model carries UAR (it joined by the ablation's rule, docs/plugins.md): its config says so and
+    its weights hold CRA; the val-chosen epoch lies in UAR's first stage, so TIR's mask is still zero and the
+    demo offers no switch for it, saying why."""
+    from revtaf_app import service as S
+
+    model, _ = predictions
+    assert (model.cfg.uar.cra, model.cfg.uar.lsu, model.cfg.uar.tir, model.cfg.tisr.enabled) == (True, True, True, False)
+    assert model.num_parameters()["uar_cra"] > 0 and model.cra.unifier is not None
+    assert not model.tir_trained and model.ablations == {"grp", "lrp"}
+    service = S.Service(model, None)
+    assert service.plugin_switches == []
+    assert "UAR CRA + LSU (training losses only" in service.plugin_note and "still at zero" in service.plugin_note

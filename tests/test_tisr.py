@@ -74,6 +74,7 @@ def test_tisr_switch_off_is_todays_model_and_on_trains_end_to_end(tokenizer):
     image = images(1, seed=4)[0]
     assert model.predict(image).report.strip()
     assert model.ablations == {"grp", "lrp", "tisr"} and plain.ablations == {"grp", "lrp"}
+    assert list(model.plugins) == ["TISR"]
     # the inference ablation drops the pseudo words: beam search is given none
     given = []
     generate = model.decoder.generate

@@ -84,6 +84,7 @@ def test_cra_switch_off_is_todays_model_and_on_trains_the_visual_encoder(tokeniz
     assert model.cra.modality_gate.grad.abs().sum() > 0 and model.cra.unifier.codebook.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.visual.parameters())
     assert model.num_parameters()["uar_cra"] > 0
+    assert list(model.plugins) == ["UAR CRA + LSU"] and model.ablations == {"grp", "lrp"}  # nothing at inference
 
 
 def test_cra_is_saved_with_the_model(tokenizer, tmp_path):
@@ -118,6 +119,8 @@ def test_tir_mask_starts_as_todays_decoder_and_changes_the_cross_attention(token
     with torch.no_grad():
         # a zero mask computes today's decoder (up to float rounding: SDPA takes another kernel with a mask)
         torch.testing.assert_close(tir.decoder(*args), plain.decoder(*args), rtol=0, atol=1e-5)
+        # ... so a mask still at zero offers no switch, and the model card says why
+        assert not tir.tir_trained and tir.ablations == {"grp", "lrp"} and "zero" in tir.plugins["UAR TIR"]
         layer = tir.decoder.lm.bert.encoder.layer[0].crossattention.self
         layer.tir_bias[:, 0] = -30.0  # hide memory position 0 from every head
         assert not torch.allclose(tir.decoder(*args), plain.decoder(*args))
@@ -133,8 +136,13 @@ def test_tir_mask_starts_as_todays_decoder_and_changes_the_cross_attention(token
     assert tir.ablations == {"grp", "lrp", "tir"} and plain.ablations == {"grp", "lrp"}
     assert tir.predict(images(1, seed=3)[0], ablate=frozenset({"tir"})).ablation == {"grp": True, "lrp": True,
                                                                                       "tir": False}
+    assert tir.plugins == {"UAR TIR": "a learned mask on the decoder's cross-attention"} and plain.plugins == {}
     with pytest.raises(ValueError, match="no tir to switch off"):
         plain.predict(images(1, seed=3)[0], ablate=frozenset({"tir"}))
+    with torch.no_grad():
+        layer.tir_bias.zero_()
+    with pytest.raises(ValueError, match="TIR mask is zero"):
+        tir.predict(images(1, seed=3)[0], ablate=frozenset({"tir"}))
 
 
 def test_two_stages_move_the_gradient_from_cra_to_tir(tokenizer):

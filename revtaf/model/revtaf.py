@@ -367,7 +367,8 @@ class REVTAF(nn.Module):
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
         switchable = self.ablations
         if not ablate <= switchable:
-            raise ValueError(f"this model has no {' or '.join(sorted(ablate - switchable))} to switch off; "
+            why = " (its TIR mask is zero: off would change nothing)" if "tir" in ablate and self.cfg.uar.tir else ""
+            raise ValueError(f"this model has no {' or '.join(sorted(ablate - switchable))} to switch off{why}; "
                              f"it has {sorted(switchable)}")
         if self.training:
             raise RuntimeError("call .eval() before inference: dropout would make predictions random")
@@ -623,11 +624,31 @@ class REVTAF(nn.Module):
         return model
 
     @property
+    def tir_trained(self) -> bool:
+        """Whether TIR's mask has left its zero start. A checkpoint chosen in UAR's first stage (TIR frozen)
+        carries the mask at zero: it computes what the decoder without TIR computes."""
+        return any(bool(p.detach().any()) for n, p in self.decoder.named_parameters() if n.endswith("tir_bias"))
+
+    @property
     def ablations(self) -> frozenset[str]:
         """What `infer` / `predict` can switch off for this model: FVTAF's GRP and LRP branches, and TISR's
-        pseudo words and TIR's mask when the model carries them (CRA and LSU act in training only)."""
+        pseudo words and TIR's mask when the model carries them (CRA and LSU act in training only). A TIR mask
+        still at zero is not offered: switching it off would change nothing."""
         return frozenset({"grp", "lrp"} | ({"tisr"} if self.tisr is not None else set())
-                         | ({"tir"} if self.cfg.uar.tir else set()))
+                         | ({"tir"} if self.tir_trained else set()))
+
+    @property
+    def plugins(self) -> dict[str, str]:
+        """The sibling methods' parts this model carries (docs/plugins.md) -> what each does at inference."""
+        u, out = self.cfg.uar, {}
+        if self.tisr is not None:
+            out["TISR"] = "pseudo words in the decoder input"
+        if self.cra is not None:
+            out["UAR CRA" + (" + LSU" if u.lsu else "")] = "training losses only: nothing of them runs at inference"
+        if u.tir:
+            out["UAR TIR"] = ("a learned mask on the decoder's cross-attention" if self.tir_trained else
+                              "its mask is still at zero (the chosen epoch precedes TIR's stage): no effect")
+        return out
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter count per component (the entity model's are frozen)."""
