@@ -159,6 +159,8 @@ def input_panel(service: S.Service) -> Panel:
     # the plug-ins the model carries (TISR, UAR's TIR): hidden for a model without any
     plugins_off = gr.CheckboxGroup(service.plugin_switches, value=[], label="Plug-ins off",
                                    visible=bool(service.plugin_switches), elem_id="plugins-off")
+    # what each carried plug-in does at inference, so a missing switch is explained, not a mystery
+    gr.Markdown(service.plugin_note, visible=bool(service.model.plugins), elem_id="plugin-note")
     return Panel(upload=upload, split=split, finding=finding, order=order, errors_only=errors_only,
                  case_id=case_id, progress=progress, load_case=load_case,
                  next_case=next_case, image_view=image_view, image_info=image_info, dicom_warning=dicom_warning,
@@ -357,7 +359,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             raw_json = gr.JSON()
         ident = service.identity
         gr.Markdown(f"Model: REVTAF (ICCV 2025) re-implementation, `{ident['model_config']}`, weights SHA-256 "
-                    f"`{ident['model_sha256'][:12]}`. {service.plugin_note} Data: {S.IU_ATTRIBUTION}. "
+                    f"`{ident['model_sha256'][:12]}`. Data: {S.IU_ATTRIBUTION}. "
                     "Uploads are processed in memory and not stored. API: see “Use via API” / `gradio_client`, "
                     "endpoint `/generate`.", elem_classes="attribution")
 
