@@ -428,14 +428,22 @@ def disease_rows(pred: Prediction) -> list[list]:
     return [[d.name, d.state] + [round(float(d.probs.get(s, 0.0)), 3) for s in STATES] for d in pred.diseases]
 
 
-def disease_summary(pred: Prediction) -> str:
-    """Markdown: which prompts the classifier set to positive / uncertain / negative."""
+def disease_summary(pred: Prediction, written: Sequence[int] | None = None) -> str:
+    """Markdown: which prompts the classifier set to positive / uncertain / negative; given the labeler's states
+    of the generated report (`written` [18], LABEL_NAMES_18 order), also the positive prompts the report does not
+    state: the decoder follows few of them (README, honest reading), and a reader should not have to find out."""
     parts = []
     for state in ("positive", "uncertain", "negative"):
         names = [d.name for d in pred.diseases if d.state == state]
         if names:
             parts.append(f"**{state}:** {', '.join(names)}")
-    return " · ".join(parts) if parts else "All 18 prompts are blank (not mentioned)."
+    summary = " · ".join(parts) if parts else "All 18 prompts are blank (not mentioned)."
+    if written is not None:
+        unwritten = [d.name for d in pred.diseases
+                     if d.state == "positive" and STATES[int(written[LABEL_NAMES_18.index(d.name)])] != "positive"]
+        if unwritten:
+            summary += f"\n\n⚠ **Positive here but not stated in the report:** {', '.join(unwritten)}"
+    return summary
 
 
 def entity_rows(pred: Prediction, group: str | None = None) -> list[list]:
@@ -747,6 +755,10 @@ class Service:
                  f"GRP sentence {j + 1}: {_short(grp_sentence(pred, j), 60)}")
                 for j in range(min(k, len(pred.grp_maps)))]
         return out
+
+    def written_states(self, pred: Prediction) -> np.ndarray:
+        """The labeler's states [18] of the generated report (what `disease_summary` checks the prompt against)."""
+        return self.labeler([clean_report(pred.report, "iu")])[0]
 
     # ---- comparison
 

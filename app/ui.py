@@ -197,7 +197,8 @@ def report_panel() -> Panel:
     return Panel(input_warning=input_warning, report=report, status=status, disease_md=disease_md, diseases=diseases)
 
 
-def report_values(p: Panel, case: S.Case) -> dict:
+def report_values(p: Panel, case: S.Case, written) -> dict:
+    """`written`: the labeler's states of the generated report (Service.written_states)."""
     pred = case.prediction
     timings = ", ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
     return {
@@ -205,7 +206,7 @@ def report_values(p: Panel, case: S.Case) -> dict:
         # a report of an input the model does not read is greyed out, under the warning
         p.report: gr.update(value=pred.report, elem_classes=["report", "withheld"] if pred.warning else ["report"]),
         p.status: f"*{S.ablation_label(case.ablation)}*" + (f" · {timings}" if timings else ""),
-        p.disease_md: S.disease_summary(pred),
+        p.disease_md: S.disease_summary(pred, written),
         p.diseases: S.disease_rows(pred),
     }
 
@@ -380,7 +381,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             return {
                 case_state: case,
                 **input_values(inp, case, new_image),
-                **report_values(rep, case),
+                **report_values(rep, case, service.written_states(case.prediction)),
                 **retrieval_values(ret, case),
                 ent.table: S.entity_rows(case.prediction, group),
                 heat.key: gr.update(choices=S.heatmap_choices(case.prediction), value=key),

@@ -195,6 +195,19 @@ def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
         service.run(case, "tisr")
 
 
+def test_the_summary_names_positive_prompts_the_report_leaves_out(service):
+    from types import SimpleNamespace
+
+    diseases = [SimpleNamespace(name=n, state="positive" if n in ("Cardiomegaly", "Lung Opacity") else "blank")
+                for n in LABEL_NAMES_18]
+    heart_only = SimpleNamespace(diseases=diseases, report="the heart is enlarged . the lungs are clear .")
+    summary = S.disease_summary(heart_only, service.written_states(heart_only))
+    assert summary.endswith("not stated in the report:** Lung Opacity")  # cardiomegaly is written: not listed
+    both = SimpleNamespace(diseases=diseases, report="the heart is enlarged . there is a right lower lobe opacity .")
+    assert "not stated" not in S.disease_summary(both, service.written_states(both))
+    assert "not stated" not in S.disease_summary(heart_only)  # without the labeler's reading: the states only
+
+
 def test_plugin_switches_follow_the_model():
     from types import SimpleNamespace
 
