@@ -10,6 +10,7 @@ pixels, window, inversion and view position; nothing here logs or stores a file 
 
 from __future__ import annotations
 
+import atexit
 import csv
 import difflib
 import functools
@@ -592,9 +593,15 @@ class Service:
         self.meteor = java_available()
         self.meteor_problem = "Java is not available" if not self.meteor else None
         self.meteor_ready = threading.Event()
+        warmups = [threading.Thread(target=self.reports.covers, args=(["CXR1_1_IM-0001"],), daemon=True)]  # parse once
         if self.meteor:
-            threading.Thread(target=self._warm_meteor, daemon=True).start()
-        threading.Thread(target=self.reports.covers, args=(["CXR1_1_IM-0001"],), daemon=True).start()  # parse once
+            warmups.append(threading.Thread(target=self._warm_meteor, daemon=True))
+        for thread in warmups:
+            thread.start()
+        # A daemon thread still in native code while the interpreter tears down aborts the process ("terminate
+        # called without an active exception", seen when a script or a test exits within seconds of start-up):
+        # give them a bounded wait at exit instead.
+        atexit.register(lambda: [thread.join(timeout=30) for thread in warmups])
 
     def _warm_meteor(self) -> None:
         try:

@@ -647,7 +647,7 @@ class REVTAF(nn.Module):
             out["UAR CRA" + (" + LSU" if u.lsu else "")] = "training losses only: nothing of them runs at inference"
         if u.tir:
             out["UAR TIR"] = ("a learned mask on the decoder's cross-attention" if self.tir_trained else
-                              "mask still at zero, as the chosen epoch precedes TIR's stage: no effect")
+                              "mask still at zero (a checkpoint from before TIR's training stage): no effect")
         return out
 
     def num_parameters(self) -> dict[str, int]:
