@@ -55,9 +55,10 @@ def test_train_speed_refuses_a_folder_without_a_batch_of_studies(tmp_path):
 
 
 def test_latency_bench_prints_fp32_and_int8_side_by_side(capsys):
-    assert main(["bench", "--preset", "cpu", "--runs", "1", "--json", "--with", "uar.tir"]) == 0
+    assert main(["bench", "--preset", "cpu", "--runs", "1", "--json", "--with", "uar"]) == 0  # all of UAR
     result = json.loads(capsys.readouterr().out)
-    assert result["plugins"] == ["uar.tir"] and result["parameters"]["decoder"] > 4_215_301  # + TIR's mask
+    assert result["plugins"] == ["uar"] and result["parameters"]["decoder"] > 4_215_301  # + TIR's mask
+    assert result["parameters"]["uar_cra"] > 0
     assert set(result["latency_ms"]) == {"fp32", "int8"}
     for path in result["latency_ms"].values():
         assert path["generation"] > 0 and path["total"] >= path["generation"]

@@ -55,6 +55,17 @@ def test_lsu_puts_both_modalities_on_one_codebook_with_a_straight_through_gradie
         tiny_config(uar=UARConfig(lsu=True))
 
 
+def test_a_method_name_switches_on_all_of_it():
+    from revtaf.model.config import with_plugins
+
+    uar = with_plugins(tiny_config(), ["uar"])
+    assert (uar.uar.cra, uar.uar.lsu, uar.uar.tir, uar.uar.two_stage, uar.tisr.enabled) == (True,) * 4 + (False,)
+    assert with_plugins(tiny_config(), ["tisr"]).tisr.enabled and not with_plugins(tiny_config(), ["tisr"]).uar.cra
+    assert with_plugins(tiny_config(), ["uar.cra"]).uar.tir is False  # one module stays one module
+    with pytest.raises(ValueError, match="unknown plug-in 'cra'"):
+        with_plugins(tiny_config(), ["cra"])
+
+
 def test_triplet_loss_is_zero_only_when_the_margin_holds():
     aligned = torch.eye(4, 8)  # pair i: the same unit vector; other pairs orthogonal (similarity 0)
     assert float(triplet_loss(aligned, aligned, margin=0.5)) == 0.0

@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="--train-speed: stop after this many timed steps")
     p.add_argument("--runs", type=int, default=3, help="latency: timed runs per path (median; after a warm-up)")
     p.add_argument("--with", dest="plugins", action="append", default=[], metavar="PLUGIN",
-                   help="latency: the preset with a sibling method's module on (tisr.enabled, uar.cra, uar.lsu, uar.tir; repeatable)")
+                   help="latency: the preset with a sibling method on: tisr or uar (all of it), or one module: tisr.enabled, "
+                   "uar.cra, uar.lsu, uar.tir (repeatable)")
     p.add_argument("--json", action="store_true",
                    help="print the figures as one JSON object instead of the table (--retrieval: one per size)")
     p.set_defaults(func=cmd_bench)
@@ -221,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="stop after this stage")
     p.add_argument("--select-key", help='val metric picking the best epoch; "A+B" sums (default: the preset\'s)')
     p.add_argument("--with", dest="plugins", action="append", default=[], metavar="PLUGIN",
-                   help="switch a sibling method's module on over the preset: tisr.enabled, uar.cra, uar.lsu, uar.tir, uar.two_stage "
-                   "(repeatable; docs/plugins.md)")
+                   help="switch a sibling method on over the preset: tisr or uar (all of it), or one module: tisr.enabled, "
+                   "uar.cra, uar.lsu, uar.tir, uar.two_stage (repeatable; docs/plugins.md)")
     p.add_argument("--val-studies", type=int, help="per-epoch validation on the first N val studies; 0 = all")
     p.set_defaults(func=cmd_train)
 

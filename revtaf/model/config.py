@@ -252,15 +252,18 @@ class TISRConfig:
 
 
 PLUGINS = ("tisr.enabled", "uar.cra", "uar.lsu", "uar.tir", "uar.two_stage")  # switches of the sibling methods
+METHODS = {"tisr": ("tisr.enabled",), "uar": ("uar.cra", "uar.lsu", "uar.tir", "uar.two_stage")}  # all of one
 
 
 def with_plugins(cfg: REVTAFConfig, plugins: Sequence[str]) -> REVTAFConfig:
-    """`cfg` with the named plug-in switches on ("uar.cra", ...): `revtaf train --with`, `revtaf bench --with`."""
+    """`cfg` with the named plug-in switches on ("uar.cra", ...; a method's name, "tisr" or "uar", switches on
+    all of it): `revtaf train --with`, `revtaf bench --with`."""
     for plugin in plugins:
-        if plugin not in PLUGINS:
-            raise ValueError(f"unknown plug-in {plugin!r}: expected one of {PLUGINS}")
-        group, _, switch = plugin.partition(".")
-        cfg = replace(cfg, **{group: replace(getattr(cfg, group), **{switch: True})})
+        if plugin not in PLUGINS and plugin not in METHODS:
+            raise ValueError(f"unknown plug-in {plugin!r}: expected one of {(*METHODS, *PLUGINS)}")
+        for switch in METHODS.get(plugin, (plugin,)):
+            group, _, name = switch.partition(".")
+            cfg = replace(cfg, **{group: replace(getattr(cfg, group), **{name: True})})
     return cfg
 
 
