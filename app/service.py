@@ -440,8 +440,9 @@ def disease_summary(pred: Prediction, written: Sequence[int] | None = None) -> s
             parts.append(f"**{state}:** {', '.join(names)}")
     summary = " · ".join(parts) if parts else "All 18 prompts are blank (not mentioned)."
     if written is not None:
-        unwritten = [d.name for d in pred.diseases
-                     if d.state == "positive" and STATES[int(written[LABEL_NAMES_18.index(d.name)])] != "positive"]
+        # Prediction.diseases come in LABEL_NAMES_18 order, the labeler's order
+        unwritten = [d.name for d, w in zip(pred.diseases, written)
+                     if d.state == "positive" and STATES[int(w)] != "positive"]
         if unwritten:
             summary += f"\n\n⚠ **Positive here but not stated in the report:** {', '.join(unwritten)}"
     return summary

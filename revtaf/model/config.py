@@ -251,8 +251,9 @@ class TISRConfig:
     heads: int = 4
 
 
-PLUGINS = ("tisr.enabled", "uar.cra", "uar.lsu", "uar.tir", "uar.two_stage")  # switches of the sibling methods
-METHODS = {"tisr": ("tisr.enabled",), "uar": ("uar.cra", "uar.lsu", "uar.tir", "uar.two_stage")}  # all of one
+# The sibling methods' switches, by method: a method's name switches on all of its modules.
+METHODS = {"tisr": ("tisr.enabled",), "uar": ("uar.cra", "uar.lsu", "uar.tir", "uar.two_stage")}
+PLUGINS = tuple(switch for switches in METHODS.values() for switch in switches)
 
 
 def with_plugins(cfg: REVTAFConfig, plugins: Sequence[str]) -> REVTAFConfig:
