@@ -210,16 +210,17 @@ def test_prompt_contrast_teaches_the_decoder_to_read_its_prompt(tokenizer):
     labels = lm_labels(ids, mask)
     focus = finding_token_mask(tokenizer, texts, [[False, False], [True, False]], ids.shape)
     memory = torch.randn(1, 5, 24).expand(2, 5, 24)
-    assert dec.prompt_contrast(ids[:1], mask[:1], memory[:1], labels[:1], states[:1], focus[:1], 0.5) == 0  # no focus
-    start = dec.prompt_contrast(ids, mask, memory, labels, states, focus, 0.5)
+    normal = normal_states(states)  # the contrast: the study called normal
+    assert dec.prompt_contrast(ids[:1], mask[:1], memory[:1], labels[:1], normal[:1], focus[:1], 0.5) == 0  # no focus
+    start = dec.prompt_contrast(ids, mask, memory, labels, normal, focus, 0.5)
     assert 0.3 < start < 0.7  # untrained: the prompt barely matters
     opt = torch.optim.Adam(dec.parameters(), lr=3e-3)
     for _ in range(60):
         opt.zero_grad()
-        loss = dec.prompt_contrast(ids, mask, memory, labels, states, focus, 0.5)
+        loss = dec.prompt_contrast(ids, mask, memory, labels, normal, focus, 0.5)
         loss.backward()
         opt.step()
-    assert dec.prompt_contrast(ids, mask, memory, labels, states, focus, 0.5) < 0.05 * start
+    assert dec.prompt_contrast(ids, mask, memory, labels, normal, focus, 0.5) < 0.05 * start
 
 
 def test_beam_search_cache_writes_what_hfs_cache_writes(tokenizer, monkeypatch):

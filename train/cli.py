@@ -117,6 +117,7 @@ def cmd_evaluate(args) -> int:
         args.checkpoint, args.data, args.split, args.out, baseline=args.baseline, ablate=args.ablate,
         max_studies=args.max_studies, seed=args.seed, batch_size=args.batch_size, min_length=args.min_length,
         num_beams=args.num_beams, oracle_prompt=args.oracle_prompt, argmax=args.argmax, int8=args.int8,
+        free=args.free,
     )
     print(headline(metrics))
     return 0
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="argmax disease states, ignoring the checkpoint's val-chosen thresholds (the paper)")
     p.add_argument("--int8", action="store_true",
                    help="the decoder in dynamic int8 (CPU; approximate): compare with the fp32 run to see what it changes")
+    p.add_argument("--free", action="store_true",
+                   help="a sentence-plan decoder proposes its topics freely: the plan switched off (ablation)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("calibrate", help="choose per-disease positive thresholds on val and store them in the model")

@@ -116,11 +116,19 @@ def headline(metrics: dict) -> str:
     if "adherence" in metrics:
         a = metrics["adherence"]
         line += f"  adherence +{_fmt(a['positive'])} (n={a['n_positive']}) -{_fmt(a['non_positive'])}"
+    if "adherence_findings" in metrics:
+        a = metrics["adherence_findings"]
+        line += f"  adherence13 +{_fmt(a['positive'])} (n={a['n_positive']}) -{_fmt(a['non_positive'])}"
+    if "consistency" in metrics:
+        c = metrics["consistency"]
+        line += (f"  clear_beside_positive {c['clear_beside_positive']}  repeated {c['repeated_finding']}"
+                 f" ({_fmt(c['repeated_share'])})  plan_misses {c['plan_misses']}")
     g = metrics.get("grounding") or {}
     if g:
         line += (f"  map_overlap {_fmt(g.get('map_overlap'))} grp {_fmt(g.get('grp_map_overlap'))}"
                  f" border {_fmt(g.get('border_mass'))}"
-                 f" side_pointing {_fmt(g.get('side_pointing'))} (n={g.get('side_pointing_n')})")
+                 f" side_pointing {_fmt(g.get('side_pointing'))} (n={g.get('side_pointing_n')})"
+                 f" zone_pointing {_fmt(g.get('zone_pointing'))} (n={g.get('zone_pointing_n')})")
     return line
 
 
@@ -165,14 +173,16 @@ def ablation_set(ablate: Sequence[str]) -> frozenset[str]:
 
 def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: dict | None = None,
                   batch_size: int = 16, desc: str = "generate", oracle_states: np.ndarray | None = None,
-                  ) -> tuple[list[dict], np.ndarray, dict]:
+                  generation=None) -> tuple[list[dict], np.ndarray, dict]:
     """Generate reports for `studies` -> (rows {"id", "generated", "reference", "retrieved_id", "states"},
     P(positive) [n,18] of the classifier, evidence {"local_maps" [n,75,L], "exists" [n,75], "grp_maps": n
     arrays [N_i,L]} for the grounding measures).
 
     `features` = the pipeline's cached entity predictions for these studies ({"scores", "exists", "position"});
     without it the model's own (frozen) entity model predicts them from the image, as `predict` does.
-    `oracle_states` [n,18] replaces the classifier's states in the prompt (the reference report's labels).
+    `oracle_states` [n,18] replaces the classifier's states in the prompt (the reference report's labels);
+    `generation` the decoding settings (default: the model's). Rows of a sentence-plan decoder carry
+    "sentences": [{"text", "topic", "planned"}].
     """
     import torch
     from torch.utils.data import DataLoader
@@ -198,7 +208,8 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
                 out = model.entity_model(batch["image"].to(device))
                 scores, exists, position = predict_triplets(out, model.cfg.absent_position)
             forced = None if oracle_states is None else torch.from_numpy(oracle_states[idx.numpy()]).long()
-            inf = model.infer(batch["test_image"].to(device), scores, position, exists, ablate, states=forced)
+            inf = model.infer(batch["test_image"].to(device), scores, position, exists, ablate, states=forced,
+                              generation=generation)
             p_pos.append(inf.probs[..., 1].float().cpu().numpy())
             if inf.fused.local_maps is not None:
                 evidence["local_maps"].append(inf.fused.local_maps.half().cpu().numpy())
@@ -214,16 +225,35 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
                     "retrieved_id": model.bank_ids[int(inf.neighbour_index[b, 0])],
                     "states": {n: STATES[int(s)] for n, s in zip(LABEL_NAMES_18, inf.states[b].tolist())},
                 })
+                if inf.planned is not None:
+                    rows[-1]["sentences"] = [{"text": x.text, "topic": x.topic.tokens, "planned": x.planned}
+                                             for x in inf.planned[b].sentences]
     for key in ("local_maps", "exists"):
         evidence[key] = np.concatenate(evidence[key]) if evidence[key] else None
     return rows, np.concatenate(p_pos), evidence
 
 
-def adherence(rows: list[dict]) -> dict:
-    """Prompt adherence of scored model rows (`states` = the prompt, `labels` = the labeler on the report)."""
+def adherence(rows: list[dict], classes: int = len(CHEXPERT_14)) -> dict:
+    """Prompt adherence of scored model rows (`states` = the prompt, `labels` = the labeler on the report), over
+    the first `classes` CheXpert classes (13 = the findings, No Finding excluded)."""
     from revtaf.metrics.evidence import prompt_adherence
 
-    return prompt_adherence(_state_matrix([r["states"] for r in rows]), _state_matrix([r["labels"] for r in rows]))
+    return prompt_adherence(_state_matrix([r["states"] for r in rows]), _state_matrix([r["labels"] for r in rows]),
+                            classes)
+
+
+def consistency(rows: list[dict], dataset: str) -> dict:
+    """How the generated reports read sentence by sentence (labels.topics.report_consistency, the 13 findings):
+    reports with an all-clear sentence beside a positive finding, reports stating one finding in two sentences
+    (and their share), and sentences a plan could not check (a required finding's best try)."""
+    from revtaf.data import clean_report
+    from revtaf.labels.topics import report_consistency
+
+    read = [report_consistency(clean_report(r["generated"], dataset)) for r in rows]
+    repeated = sum(bool(x["repeated"]) for x in read)
+    return {"clear_beside_positive": sum(x["clear_beside_positive"] for x in read), "repeated_finding": repeated,
+            "repeated_share": repeated / len(rows) if rows else None,
+            "plan_misses": sum(not s["planned"] for r in rows for s in r.get("sentences", []))}
 
 
 def _state_matrix(rows: Sequence[dict]) -> np.ndarray:
@@ -236,7 +266,7 @@ def grounding(evidence: dict, studies, dataset: str) -> dict:
     sides the reference reports state (their triplets, read for measuring only)."""
     from revtaf.data import clean_report
     from revtaf.labels.triplets import extract_triplets_batch
-    from revtaf.metrics.evidence import border_mass, map_overlap, side_pointing
+    from revtaf.metrics.evidence import border_mass, map_overlap, side_pointing, zone_pointing
 
     out = {}
     if evidence["local_maps"] is not None:
@@ -246,9 +276,10 @@ def grounding(evidence: dict, studies, dataset: str) -> dict:
         out["border_mass"] = border_mass(np.concatenate(present) if present else maps[:0, 0])["mean"]
         side = int(round(maps.shape[-1] ** 0.5))
         ref_exist, ref_position = extract_triplets_batch([clean_report(s.report, dataset) for s in studies])
-        pointing = side_pointing(maps.reshape(*maps.shape[:2], side, side), ref_exist, ref_position)
-        out["side_pointing"] = pointing["share"]
-        out["side_pointing_n"] = pointing["n"]
+        grid = maps.reshape(*maps.shape[:2], side, side)
+        for name, measure in (("side_pointing", side_pointing), ("zone_pointing", zone_pointing)):
+            pointing = measure(grid, ref_exist, ref_position)
+            out[name], out[name + "_n"] = pointing["share"], pointing["n"]
     if evidence["grp_maps"]:
         out["grp_map_overlap"] = map_overlap(evidence["grp_maps"])["mean"]
     return out
@@ -287,7 +318,8 @@ def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: 
 
 
 def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str] = (), features: dict | None = None,
-                   batch_size: int = 16, checkpoint: str | None = None, oracle_prompt: bool = False) -> dict:
+                   batch_size: int = 16, checkpoint: str | None = None, oracle_prompt: bool = False,
+                   generation=None) -> dict:
     """Generate + score a split with the model; writes metrics.json and predictions.jsonl to `out`.
 
     metrics.json gains `adherence` (prompt adherence, evidence.prompt_adherence) and `grounding` (map_overlap,
@@ -300,13 +332,17 @@ def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str
         from revtaf.labels.chexpert import RuleLabeler
 
         oracle = np.asarray(RuleLabeler()([clean_report(s.report, dataset) for s in studies]), dtype=np.int64)[:, :18]
+    generation = generation or model.cfg.generation
     rows, _, evidence = generate_rows(model, studies, root, ablate, features, batch_size,
-                                      desc=f"evaluate {Path(out).name}", oracle_states=oracle)
+                                      desc=f"evaluate {Path(out).name}", oracle_states=oracle, generation=generation)
     metrics = score_rows(rows, dataset)
     metrics["adherence"] = adherence(rows)
+    metrics["adherence_findings"] = adherence(rows, NO_FINDING)
+    metrics["consistency"] = consistency(rows, dataset)
     metrics["grounding"] = grounding(evidence, studies, dataset)
     metrics["generator"] = {"model": checkpoint or "REVTAF", "ablate": sorted(ablation_set(ablate)),
-                            "generation": asdict(model.cfg.generation), "split_size": len(studies),
+                            "generation": asdict(generation), "split_size": len(studies),
+                            "sentence_plan": model.cfg.decoder.sentence_plan and generation.plan,
                             "prompt": "oracle (reference labels)" if oracle_prompt else "classifier",
                             "positive_thresholds": model.cfg.positive_thresholds, "quantized": model.quantized}
     write_outputs(out, metrics, rows)
@@ -332,11 +368,11 @@ def calibrate_checkpoint(checkpoint, data, split: str = "val", batch_size: int =
     model = REVTAF.from_pretrained(ckpt)
     fp16 = _is_fp16(ckpt)
     labels = np.asarray(RuleLabeler()([clean_report(s.report, dataset) for s in studies]))[:, :18]
-    generation = model.cfg.generation
-    model.cfg.generation = replace(generation, max_new_tokens=1, min_length=0, num_beams=1)  # classifier only
-    _, p_pos, _ = generate_rows(model, studies, data, batch_size=batch_size, desc=f"calibrate on {split}")
+    classifier_only = replace(model.cfg.generation, max_new_tokens=1, min_length=0, num_beams=1)
+    _, p_pos, _ = generate_rows(model, studies, data, batch_size=batch_size, desc=f"calibrate on {split}",
+                                generation=classifier_only)
     thresholds = choose_thresholds(p_pos, labels == 1)  # P(positive) does not depend on the thresholds in force
-    model.cfg.generation, model.cfg.positive_thresholds = generation, thresholds
+    model.cfg.positive_thresholds = thresholds
     run_card = (ckpt / "run.json").read_text() if (ckpt / "run.json").is_file() else None
     model.save_pretrained(ckpt, fp16=fp16)
     if run_card is not None:
@@ -414,13 +450,15 @@ def default_checkpoint() -> Path:
 def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None = None, ablate: Sequence[str] = (),
                         max_studies: int | None = None, seed: int = 0, batch_size: int = 16,
                         min_length: int | None = None, num_beams: int | None = None,
-                        oracle_prompt: bool = False, argmax: bool = False, int8: bool = False) -> dict:
+                        oracle_prompt: bool = False, argmax: bool = False, int8: bool = False,
+                        free: bool = False) -> dict:
     """`revtaf evaluate`: a model (or a baseline) on one split of a data root.
 
     `min_length` (prompt tokens included) and `num_beams` override the checkpoint's beam search, to choose
     generation settings on val; metrics.json records the settings used. `oracle_prompt`: prompt states from the
     reference labels; `argmax`: ignore the checkpoint's val-chosen thresholds (the paper's argmax states);
-    `int8`: the decoder in dynamic int8 (REVTAF.quantize_int8), to measure what the approximation changes.
+    `int8`: the decoder in dynamic int8 (REVTAF.quantize_int8), to measure what the approximation changes;
+    `free`: a sentence-plan decoder chooses its topics freely (the plan switched off: the ablation).
     """
     from revtaf.data import clean_report, detect_dataset, load_annotation, require_data_root
     from revtaf.data.reports import ReportLookup
@@ -429,9 +467,11 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
     data = require_data_root(data)
     if baseline is not None and baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}: choose from {BASELINES}")
-    if baseline is not None and (ablate or oracle_prompt or argmax or int8):
-        raise ValueError("--ablate, --oracle-prompt, --argmax and --int8 apply to the model, not to a baseline")
+    if baseline is not None and (ablate or oracle_prompt or argmax or int8 or free):
+        raise ValueError("--ablate, --oracle-prompt, --argmax, --int8 and --free apply to the model, not to a baseline")
     overrides = {k: v for k, v in (("min_length", min_length), ("num_beams", num_beams)) if v is not None}
+    if free:
+        overrides["plan"] = False
     GenerationSettings(**overrides)  # bad values fail here, before any data is read
     dataset = detect_dataset(data)
     splits = load_annotation(data, dataset)
@@ -447,14 +487,13 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
         if not ckpt.is_dir():
             raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
         model = REVTAF.from_pretrained(ckpt)
-        model.cfg.generation = replace(model.cfg.generation, **overrides)
         if argmax:
             model.cfg.positive_thresholds = None
         if int8:
             model.quantize_int8()
     if baseline is None:
         return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt),
-                              oracle_prompt=oracle_prompt)
+                              oracle_prompt=oracle_prompt, generation=replace(model.cfg.generation, **overrides))
 
     if baseline == "constant":
         rows = [{"id": s.id, "generated": t, "reference": s.report, "retrieved_id": None}

@@ -52,9 +52,11 @@ def train_speed(preset: str, data_root: str | Path, device: str = "auto", second
     positions = model.triplet_table.shape[1]
     features = {"scores": rng.random((n, 75), dtype=np.float32), "position": rng.integers(0, positions, (n, 75)),
                 "exists": rng.random((n, 75)) < 0.3}
+    plan = model.cfg.decoder.sentence_plan
     data = TrainingSet(studies, data_root, features, rng.integers(0, 4, (n, 18)),
-                       [clean_report_iu(s.report) for s in studies], rng.integers(0, len(model.bank_ids), n))
-    collate = Collate(model.tokenizer, model.cfg.decoder.max_positions, model.decoder.per_disease)
+                       [clean_report_iu(s.report) for s in studies], rng.integers(0, len(model.bank_ids), n),
+                       sentence_plan=plan)
+    collate = Collate(model.tokenizer, model.cfg.decoder.max_positions, model.decoder.per_disease, plan)
     with tempfile.TemporaryDirectory(prefix="revtaf-speed-") as out:
         trainer = Trainer(model, data, collate, cfg, out, log=JsonlLog(Path(out) / "log.jsonl", enabled=False),
                           dist_info=Dist(device=dev))

@@ -450,6 +450,15 @@ class RuleLabeler:
             row[NO_FINDING] = POSITIVE
         return row
 
+    def sentence_states(self, sentence: str) -> np.ndarray:
+        """One sentence -> int8 [18]: what it states of each label, BLANK where it says nothing (no No Finding
+        rule: a sentence that states no finding does not say the study is normal)."""
+        row = np.zeros(len(LABEL_NAMES_18), dtype=np.int8)
+        for sent in sentences(sentence):
+            row[_MATCHED_INDEX] = np.maximum(row[_MATCHED_INDEX], _sentence_ranks(sent))
+        row[_MATCHED_INDEX] = np.take(_BY_RANK, row[_MATCHED_INDEX])
+        return row
+
     def finding_sentences(self, text: str) -> list[bool]:
         """For each "."-ended piece of a cleaned report, whether it states a finding: a positive or uncertain
         CheXpert observation other than No Finding (devices included), e.g. "the heart is enlarged"."""

@@ -12,6 +12,8 @@
 - `side_pointing`: for a finding whose reference report states a side, whether more of the entity's map mass
   lies on that side of the image. Radiographs are shown as if facing the patient, so the patient's right is the
   image's left (columns 0 .. W/2 on a frontal view). Chance is 0.5; a map mirrored left-right inverts it.
+- `zone_pointing`: the same for the vertical zone a reference position names (upper / mid / lower third of the
+  grid, labels/regions.py); chance about 1/3.
 
 Maps are min-max normalised per map (as the FCC loss treats them) before IoU or mass; shapes in docstrings.
 """
@@ -22,20 +24,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from revtaf.labels.constants import ANATOMIES_51, CHEXPERT_14
+from revtaf.labels.constants import CHEXPERT_14
+from revtaf.labels.regions import side_of, zone_of
 
 POSITIVE = 1
 
 
-def prompt_adherence(prompt_states: np.ndarray, report_states: np.ndarray) -> dict:
-    """prompt_states, report_states [n, >=14] CheXpert states (0 blank, 1 positive, 2 negative, 3 uncertain).
+def prompt_adherence(prompt_states: np.ndarray, report_states: np.ndarray, classes: int = len(CHEXPERT_14)) -> dict:
+    """prompt_states, report_states [n, >=14] CheXpert states (0 blank, 1 positive, 2 negative, 3 uncertain), over
+    the first `classes` CheXpert classes (13: the findings, No Finding excluded).
 
     Returns {"positive": share of positive prompts written positive, "n_positive",
     "non_positive": share of non-positive prompts not written positive, "n_non_positive",
     "per_class": {name: {"positive", "n_positive"}}}; a share is None when it has no case.
     """
-    prompt = np.asarray(prompt_states)[:, : len(CHEXPERT_14)] == POSITIVE
-    written = np.asarray(report_states)[:, : len(CHEXPERT_14)] == POSITIVE
+    prompt = np.asarray(prompt_states)[:, :classes] == POSITIVE
+    written = np.asarray(report_states)[:, :classes] == POSITIVE
     if prompt.shape != written.shape:
         raise ValueError(f"prompt {prompt.shape} and report {written.shape} states differ in shape")
 
@@ -43,7 +47,7 @@ def prompt_adherence(prompt_states: np.ndarray, report_states: np.ndarray) -> di
         return float(hits[cases].mean()) if cases.any() else None
 
     per_class = {name: {"positive": share(written[:, c], prompt[:, c]), "n_positive": int(prompt[:, c].sum())}
-                 for c, name in enumerate(CHEXPERT_14)}
+                 for c, name in enumerate(CHEXPERT_14[:classes])}
     return {"positive": share(written, prompt), "n_positive": int(prompt.sum()),
             "non_positive": share(~written, ~prompt), "n_non_positive": int((~prompt).sum()),
             "per_class": per_class}
@@ -96,17 +100,6 @@ def border_mass(maps: np.ndarray) -> dict:
     return {"mean": float(share.mean()) if share.size else None, "uniform": float(ring.mean())}
 
 
-def side_of(position: int) -> str | None:
-    """The patient side an anatomy position names ("left" / "right"), else None."""
-    name = ANATOMIES_51[position]
-    parts = set(name.split("_"))
-    if "left" in parts and "right" not in parts:
-        return "left"
-    if "right" in parts and "left" not in parts:
-        return "right"
-    return None
-
-
 def points_to_side(map_2d: np.ndarray, side: str) -> bool:
     """map_2d [H, W] of a frontal view; True when more normalised mass lies on the patient's `side`
     (patient's right = image left). The middle column of an odd width counts for neither side."""
@@ -130,3 +123,24 @@ def side_pointing(entity_maps: np.ndarray, ref_exist: np.ndarray, ref_position: 
         if side is not None:
             hits.append(points_to_side(entity_maps[i, j], side))
     return {"share": float(np.mean(hits)) if hits else None, "n": len(hits)}
+
+
+def points_to_zone(map_2d: np.ndarray, zone: str) -> bool:
+    """map_2d [H, W] of a frontal view; True when, of the three row bands (upper, mid, lower thirds), the stated
+    `zone` holds the most normalised mass. Chance is about 1/3."""
+    m = _minmax(np.asarray(map_2d, dtype=np.float64).reshape(-1)).reshape(np.shape(map_2d))
+    H = m.shape[0]
+    bands = {z: m[int(round(lo * H / 3)): int(round(hi * H / 3))].sum()
+             for z, (lo, hi) in (("upper", (0, 1)), ("mid", (1, 2)), ("lower", (2, 3)))}
+    return max(bands, key=bands.get) == zone
+
+
+def zone_pointing(entity_maps: np.ndarray, ref_exist: np.ndarray, ref_position: np.ndarray) -> dict:
+    """As `side_pointing`, for the vertical zone (upper / mid / lower) a reference position names."""
+    hits = []
+    for i, j in zip(*np.nonzero(np.asarray(ref_exist) == 1)):
+        zone = zone_of(int(ref_position[i, j]))
+        if zone is not None:
+            hits.append(points_to_zone(entity_maps[i, j], zone))
+    return {"share": float(np.mean(hits)) if hits else None, "n": len(hits)}
+

@@ -97,6 +97,9 @@ class DecoderConfig:
     label_smoothing: float = 0.1
     init_dir: str | None = None
     prompt_tokens: str = "shared"  # "shared": [BLA]/[POS]/[NEG]/[UNC] (paper); "disease": one token per disease and state
+    # Ours (sentence_plan.py): every report sentence is preceded by its topic tokens in training, and reports are
+    # written to a plan of topics from the model's states. False = the paper's free decoding.
+    sentence_plan: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt_tokens not in PROMPT_TOKENS:
@@ -190,9 +193,15 @@ class GenerationSettings:
     # Ours, 0 = off (the paper): no n-gram of this many wordpieces twice in a report. 6 covers a repeated short
     # sentence (". there is no pneumothorax .") and leaves the shared openings of different sentences alone.
     no_repeat_ngram_size: int = 0
+    # A decoder trained to a sentence plan (DecoderConfig.sentence_plan): True = its topics are constrained by the
+    # states (every positive finding stated, once; nothing the states do not say), False = it proposes topics
+    # freely (the ablation). Ignored by a decoder without topics.
+    plan: bool = True
+    max_sentences: int = 12
 
     def __post_init__(self) -> None:  # also runs on dataclasses.replace, so overrides are checked here once
-        for name, low in (("num_beams", 1), ("max_new_tokens", 1), ("min_length", 0), ("no_repeat_ngram_size", 0)):
+        for name, low in (("num_beams", 1), ("max_new_tokens", 1), ("min_length", 0), ("no_repeat_ngram_size", 0),
+                          ("max_sentences", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
 
@@ -219,6 +228,11 @@ class LossWeights:
     prompt_contrast: float = 0.0
     prompt_margin: float = 0.5
     prompt_warmup_steps: int = 0
+    # Ours: the share of training prompts built from the classifier's own predicted states instead of the labels
+    # (so the decoder writes well from what it is given at inference), and the weight of the position loss on the
+    # entity maps (fvtaf.position_loss: the map mass inside the region the report states).
+    prompt_predicted: float = 0.0
+    map_position: float = 0.0
     cra: float = 0.5  # UAR's triplet loss, when uar.cra is on
     lsu: float = 1.0  # UAR's VQ loss (codebook + commitment), when uar.lsu is on
     tisr: float = 0.1  # TISR's refinement loss, when tisr.enabled (small: it must not outweigh L_lm)
@@ -334,8 +348,9 @@ class REVTAFConfig:
                                 fcc_mode="anchored", dustbin=True),
             prompts=PromptConfig(d_model=256, nhead=4, dim_feedforward=1024),
             decoder=DecoderConfig(num_layers=3, hidden_size=256, num_heads=4, intermediate_size=1024,
-                                  max_positions=256, prompt_tokens="disease"),
-            loss=LossWeights(finding_tokens=3.0, prompt_contrast=1.0, prompt_warmup_steps=258),  # 2 IU epochs
+                                  max_positions=256, prompt_tokens="disease", sentence_plan=True),
+            loss=LossWeights(finding_tokens=3.0, prompt_contrast=1.0, prompt_warmup_steps=258,  # 2 IU epochs
+                             prompt_predicted=0.3, map_position=0.5),
         )
 
     @classmethod
@@ -349,7 +364,7 @@ class REVTAFConfig:
             entity=EntityModelConfig(backbone="resnet18", text_dim=256),
             text=TextEncoderSpec(dim=256),
             fusion=replace(base.fusion, visual_dim=512, lrp_dim=256, grp_dim=256, fcc_mode="soft", dustbin=False),
-            decoder=replace(base.decoder, prompt_tokens="shared"),
+            decoder=replace(base.decoder, prompt_tokens="shared", sentence_plan=False),
             loss=LossWeights(),
         )
 

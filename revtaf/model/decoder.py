@@ -27,6 +27,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from transformers import (
 )
 
 from revtaf.labels.constants import CHEXPERT_14, NEGATIVE, POSITIVE, STATE_TOKENS, UNCERTAIN
+from revtaf.labels.topics import Topic
 from revtaf.model.config import DecoderConfig
 from revtaf.model.disease_prompts import NUM_DISEASES
 from revtaf.model.tokenizer import disease_state_tokens
@@ -116,6 +118,69 @@ def encode_reports(
     return input_ids, attention_mask
 
 
+def encode_planned_reports(
+    tokenizer: PreTrainedTokenizerFast, states: torch.Tensor, tagged: Sequence[Sequence[tuple[str, Topic]]],
+    max_length: int, per_disease: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[tuple[Topic, int, int]]]]:
+    """Teacher-forcing inputs of a decoder trained to a sentence plan: the prompt, then each sentence behind its
+    topic tokens ("[t:cardiomegaly:pos] the heart is enlarged ."), then [SEP]. Topic tokens are targets: the
+    decoder learns which topic comes next as well as each sentence's words.
+
+    states [B,18]; tagged B lists of (sentence, Topic) (`revtaf.labels.topics.tag_report`) -> (input_ids [B,T],
+    attention_mask [B,T], finding_mask [B,T] (the topic and words of sentences that state a positive finding),
+    spans: per report, (topic, start, end) of each sentence kept, topic tokens included). T <= max_length;
+    sentences that do not fit whole are dropped.
+    """
+    if len(tagged) != states.shape[0]:
+        raise ValueError(f"{len(tagged)} reports for {states.shape[0]} label rows")
+    budget = max_length - PROMPT_LENGTH - 1
+    sentences = [s for report in tagged for s, _ in report]
+    words = iter(tokenizer(sentences, add_special_tokens=False)["input_ids"] if sentences else [])
+    prompts = prompt_ids(tokenizer, states, per_disease).tolist()
+    rows, spans = [], []
+    for prompt, report in zip(prompts, tagged):
+        row, kept = list(prompt), []
+        for _, topic in report:
+            piece = tokenizer.convert_tokens_to_ids(topic.tokens) + next(words)
+            if len(row) - PROMPT_LENGTH + len(piece) <= budget:
+                kept.append((topic, len(row), len(row) + len(piece)))
+                row += piece
+        rows.append(row + [tokenizer.sep_token_id])
+        spans.append(kept)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    finding = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+        for topic, start, end in spans[i]:
+            if topic.positives:
+                finding[i, start:end] = True
+    return input_ids, attention_mask, finding, spans
+
+
+def one_finding_contrast(
+    states: torch.Tensor, spans: Sequence[Sequence[tuple[Topic, int, int]]], shape: torch.Size, seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-disease prompt contrast's inputs: per study one finding its report states positive, chosen at
+    random, flipped to negative in the prompt (everything else, No Finding included, as it is), and the tokens of
+    the sentences stating it. states [B,18] -> (contrast states [B,18], focus [B,T] bool; all False for a study
+    whose report states no finding)."""
+    rng = np.random.default_rng(seed)
+    out, focus = states.clone(), torch.zeros(shape, dtype=torch.bool)
+    for b, report in enumerate(spans):
+        positives = sorted({i for topic, _, _ in report for i in topic.positives})
+        if not positives:
+            continue
+        label = positives[rng.integers(len(positives))]
+        out[b, label] = NEGATIVE
+        for topic, start, end in report:
+            if label in topic.positives:
+                focus[b, start:end] = True
+    return out, focus
+
+
 def finding_token_mask(
     tokenizer: PreTrainedTokenizerFast, reports: Sequence[str], finding: Sequence[Sequence[bool]], shape: torch.Size,
 ) -> torch.Tensor:
@@ -166,6 +231,8 @@ class ReportDecoder(nn.Module):
         self.per_disease = cfg.prompt_tokens == "disease"
         # Prompt tokens are inputs only: never generated into a report.
         self._prompt_token_ids = sorted(set(prompt_table(tokenizer, self.per_disease).flatten().tolist()))
+        if cfg.sentence_plan:
+            self._init_topics(tokenizer)
         bert_config = cfg.bert_config(len(tokenizer), tokenizer)
         if cfg.init_dir is None:
             self.lm = BertLMHeadModel(bert_config)
@@ -176,6 +243,22 @@ class ReportDecoder(nn.Module):
             from revtaf.model.uar import add_text_to_image_refiner
 
             add_text_to_image_refiner(self.lm, tir_memory_length)
+
+    def _init_topics(self, tokenizer: PreTrainedTokenizerFast) -> None:
+        """Ids the sentence-plan loop needs: each topic token's, the sentence end ".", and `not_words` [V] bool,
+        every token a sentence may not contain (prompt, topic and special tokens)."""
+        from revtaf.labels.topics import TOPIC_TOKENS
+
+        ids = tokenizer.convert_tokens_to_ids(list(TOPIC_TOKENS))
+        end = tokenizer.convert_tokens_to_ids(".")
+        if tokenizer.unk_token_id in ids or end == tokenizer.unk_token_id:
+            raise ValueError("decoder.sentence_plan needs the topic tokens and '.' in the tokenizer "
+                             "(revtaf.model.tokenizer.add_topic_tokens)")
+        self.topic_token_ids = dict(zip(TOPIC_TOKENS, ids))
+        self.sentence_end_id = end
+        not_words = torch.zeros(len(tokenizer), dtype=torch.bool)
+        not_words[self._prompt_token_ids + ids + tokenizer.all_special_ids] = True
+        self.register_buffer("not_words", not_words, persistent=False)
 
     @staticmethod
     def _from_bert_dir(path: Path, target: BertConfig) -> BertLMHeadModel:
@@ -233,12 +316,13 @@ class ReportDecoder(nn.Module):
 
     def prompt_contrast(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: torch.Tensor, labels: torch.Tensor,
-        states: torch.Tensor, focus: torch.Tensor, margin: float, pseudo_words: torch.Tensor | None = None,
+        contrast: torch.Tensor, focus: torch.Tensor, margin: float, pseudo_words: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hinge on how much less likely the finding tokens become when the prompt calls the study normal.
+        """Hinge on how much less likely the focus tokens become under the `contrast` prompt [B,18]: the study
+        called normal (`normal_states`), or one finding flipped (`one_finding_contrast`).
 
-        input_ids / attention_mask / labels [B,T] under the true `states` [B,18]; focus [B,T] bool (the finding
-        tokens). Per study with focus tokens: relu(margin − mean_focus (NLL_normal − NLL_true)), `margin` in nats
+        input_ids / attention_mask / labels [B,T] under the true states; focus [B,T] bool (the tokens that
+        should depend on the flipped states). Per study with focus tokens: relu(margin − mean_focus (NLL_normal − NLL_true)), `margin` in nats
         per token, mean over those studies; 0 when the batch has none. A mean, not a sum, over the tokens: summed,
         the hinge's gradient outweighed the token-averaged LM loss tenfold and slowed language learning (probe
         NLL 6.69 against 4.97 after 60 steps).
@@ -249,7 +333,7 @@ class ReportDecoder(nn.Module):
         ids, mask, lab, mem, foc = input_ids[rows], attention_mask[rows], labels[rows], memory[rows], focus[rows]
         pseudo = pseudo_words[rows] if pseudo_words is not None else None
         normal = ids.clone()
-        normal[:, :PROMPT_LENGTH] = prompt_ids(self.tokenizer, normal_states(states[rows]), self.per_disease)
+        normal[:, :PROMPT_LENGTH] = prompt_ids(self.tokenizer, contrast[rows], self.per_disease)
 
         def nll(x: torch.Tensor) -> torch.Tensor:
             logits = self(x, mask, mem, pseudo)

@@ -110,3 +110,20 @@ class FVTAF(nn.Module):
             tau=self.config.fcc_tau,
             tau_overlap=self.config.fcc_tau_overlap,
         )
+
+
+def position_loss(maps: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Weak supervision of the entity maps by the position the report states (ours, docs/method.md §13.6):
+    −log of the share of a map's mass inside the stated region (labels/regions.py), mean over the (study,
+    entity) pairs that have one. Maps are min-max normalised first, as the grounding metrics and the demo read
+    them (MPSA's maps are cosine-weighted and can be negative). maps [B,M,L], cells [B,M,L] bool -> scalar; 0
+    without pairs."""
+    rows = cells.any(-1)
+    if not rows.any():
+        return maps.sum() * 0
+    m = maps[rows].float()
+    lo, hi = m.min(-1, keepdim=True).values, m.max(-1, keepdim=True).values
+    m = (m - lo) / (hi - lo).clamp_min(1e-6)
+    inside = (m * cells[rows]).sum(-1) / m.sum(-1).clamp_min(1e-8)
+    return -inside.clamp_min(1e-6).log().mean()
+

@@ -14,7 +14,7 @@ import torch
 
 from revtaf.model.config import REVTAFConfig, with_plugins
 from revtaf.model.revtaf import REVTAF
-from revtaf.model.tokenizer import add_disease_state_tokens, load_tokenizer
+from revtaf.model.tokenizer import add_disease_state_tokens, add_topic_tokens, load_tokenizer
 
 PRESETS = ("cpu", "paper")
 BERT_VOCAB = 30522  # bert-base-uncased, the paper's tokenizer
@@ -22,9 +22,10 @@ CPU_VOCAB = 3000  # the offline WordPiece of the cpu preset
 
 
 def synthetic_tokenizer(vocab_size: int, directory: str | Path):
-    """A BERT-layout tokenizer with `vocab_size` placeholder wordpieces (+ [DEC] and the 4 state tokens)."""
+    """A BERT-layout tokenizer with "." and placeholder wordpieces, `vocab_size` in all (+ [DEC] and the 4 state
+    tokens)."""
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = [f"w{i}" for i in range(vocab_size - len(specials))]
+    words = ["."] + [f"w{i}" for i in range(vocab_size - len(specials) - 1)]  # "." ends a planned sentence
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(specials + words) + "\n")
@@ -44,6 +45,8 @@ def random_model(preset: str, bank_size: int = 2069, max_sentences: int = 18, se
         tokenizer = synthetic_tokenizer(CPU_VOCAB if preset == "cpu" else BERT_VOCAB, tmp)
     if cfg.decoder.prompt_tokens == "disease":
         add_disease_state_tokens(tokenizer)
+    if cfg.decoder.sentence_plan:
+        add_topic_tokens(tokenizer)
     d = cfg.text.dim
     model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))
     g = torch.Generator().manual_seed(seed)

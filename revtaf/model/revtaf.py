@@ -37,15 +37,17 @@ from revtaf.integrity import MANIFEST, read_manifest, verify_manifest, write_man
 from revtaf.labels import (ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict,
                            triplet_sentence)
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
-from revtaf.model.config import REVTAFConfig
-from revtaf.model.decoder import ReportDecoder, lm_labels, prompt_ids
+from revtaf.model.config import GenerationSettings, REVTAFConfig
+from revtaf.labels.regions import position_cells
+from revtaf.model.decoder import PROMPT_LENGTH, ReportDecoder, lm_labels, normal_states, prompt_ids
 from revtaf.model.encoder import build_visual_encoder
 from revtaf.model.entity import EntityModel, predict_triplets
 from revtaf.model.fcc import FCCOutput
-from revtaf.model.fvtaf import FVTAF, FVTAFOutput
+from revtaf.model.fvtaf import FVTAF, FVTAFOutput, position_loss
 from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase, rank_loss
 from revtaf.model.input_check import InputCheck, InputCheckResult
 from revtaf.model.reference_prompts import gather_grp, gather_lrp
+from revtaf.model.sentence_plan import PlannedReport, write_planned
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
 from revtaf.model.tisr import TextualInversion
 from revtaf.model.uar import CrossModalAligner, tir_disabled, triplet_loss
@@ -83,6 +85,7 @@ class Inference:
     fcc: FCCOutput | None
     timings_ms: dict[str, float]
     pooled: torch.Tensor | None = None  # [B,C] pooled visual features (the input check reads them)
+    planned: list[PlannedReport] | None = None  # each report's sentences and topics (a sentence-plan decoder)
 
 
 class REVTAF(nn.Module):
@@ -319,10 +322,21 @@ class REVTAF(nn.Module):
         loss_fcc = self.fvtaf.loss(fused, grp_mask).loss
         ids, mask, w = batch["input_ids"], batch["attention_mask"], self.cfg.loss
         targets, finding = lm_labels(ids, mask), batch["finding_mask"]
+        contrast, focus = batch.get("contrast_states"), batch.get("contrast_mask", finding)
+        if contrast is None:  # the study called normal (the earlier contrast)
+            contrast = normal_states(labels)
+        if w.prompt_predicted > 0 and self.training:
+            # Some prompts from the classifier's own states, as at inference; those rows leave the contrast,
+            # whose flipped prompt is built from the labels.
+            mixed = torch.rand(labels.shape[0], device=labels.device) < w.prompt_predicted
+            predicted = predict_states(logits.detach())[1]
+            ids = ids.clone()
+            ids[mixed, :PROMPT_LENGTH] = prompt_ids(self.tokenizer, predicted[mixed], self.decoder.per_disease)
+            focus = focus & ~mixed[:, None]
         weights = 1.0 + (w.finding_tokens - 1.0) * finding.float()
         pseudo = self.tisr(patches) if self.tisr is not None else None
         loss_lm = self.decoder.loss(ids, mask, fused.fc, targets, weights, pseudo)
-        loss_prompt = (self.decoder.prompt_contrast(ids, mask, fused.fc, targets, labels, finding, w.prompt_margin,
+        loss_prompt = (self.decoder.prompt_contrast(ids, mask, fused.fc, targets, contrast, focus, w.prompt_margin,
                                                     pseudo) if w.prompt_contrast > 0 else loss_lm.new_zeros(()))
         # ramped in over the training steps since the bank was set (a resumed run ramps in again: harmless)
         ramp = min(1.0, self._train_steps / w.prompt_warmup_steps) if w.prompt_warmup_steps else 1.0
@@ -330,6 +344,10 @@ class REVTAF(nn.Module):
                 + ramp * w.prompt_contrast * loss_prompt)
         out = {"loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
                "loss_prompt": loss_prompt}
+        if w.map_position > 0 and "report_position" in batch and fused.local_maps is not None:
+            cells = position_cells(batch["report_position"].cpu().numpy(), _map_side(fused))
+            out["loss_position"] = position_loss(fused.local_maps, torch.from_numpy(cells).to(fused.local_maps.device))
+            loss = loss + w.map_position * out["loss_position"]
         report_emb = self.bank_report_emb[batch["bank_index"]]  # the plug-ins' text side: the study's own report
         if self.tisr is not None:  # TISR: the pseudo words against it
             out["loss_tisr"] = self.tisr.refinement_loss(pseudo, report_emb)
@@ -354,6 +372,7 @@ class REVTAF(nn.Module):
         ablate: frozenset[str] = frozenset(),
         exclude: list[set[int]] | None = None,
         states: torch.Tensor | None = None,
+        generation: GenerationSettings | None = None,
     ) -> Inference:
         """Retrieval -> fusion -> classifier -> beam search for a batch whose entity predictions are known.
 
@@ -361,7 +380,8 @@ class REVTAF(nn.Module):
         `ablate` ⊆ {"grp", "lrp", "tisr", "tir"} switches FVTAF branches or the plug-ins' inference parts (TISR's
         pseudo words, TIR's cross-attention mask) off; `exclude[b]` = bank rows query b may not
         retrieve (e.g. itself when it is a training study); `states` [B,18] replaces the classifier's states
-        in the prompt (an oracle prompt, to measure the decoder alone).
+        in the prompt (an oracle prompt, to measure the decoder alone); `generation` the decoding settings of this
+        call (default: the model's own, `cfg.generation`, which is never changed here).
         """
         if not ablate <= ABLATIONS:
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
@@ -390,13 +410,21 @@ class REVTAF(nn.Module):
         states = predicted if states is None else states.to(predicted)
         timings["fusion"], t = _ms(t), time.perf_counter()
 
-        g = self.cfg.generation
+        g = generation or self.cfg.generation
         pseudo = self.tisr(patches) if self.tisr is not None and "tisr" not in ablate else None
+        prompt = prompt_ids(self.tokenizer, states, self.decoder.per_disease)
+        planned = None
         with tir_disabled("tir" in ablate):
-            reports = self.decoder.generate(prompt_ids(self.tokenizer, states, self.decoder.per_disease), fused.fc,
-                                            g.num_beams, g.max_new_tokens, g.min_length, g.no_repeat_ngram_size, pseudo)
+            if self.decoder.cfg.sentence_plan:  # one study at a time, sentence by sentence (sentence_plan.py)
+                rows = states.cpu().numpy()
+                planned = [write_planned(self.decoder, prompt[b:b + 1], fused.fc[b:b + 1], rows[b], g,
+                                         None if pseudo is None else pseudo[b:b + 1]) for b in range(len(rows))]
+                reports = [p.text for p in planned]
+            else:
+                reports = self.decoder.generate(prompt, fused.fc, g.num_beams, g.max_new_tokens, g.min_length,
+                                                g.no_repeat_ngram_size, pseudo)
         timings["generation"] = _ms(t)
-        return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings, pooled)
+        return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings, pooled, planned)
 
     @torch.no_grad()
     def predict_batch(

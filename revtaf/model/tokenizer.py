@@ -46,6 +46,16 @@ def disease_state_tokens() -> list[list[str]]:
     return [[f"[{name.lower().replace(' ', '_')}:{token[1:-1]}]" for token in STATE_TOKENS] for name in LABEL_NAMES_18]
 
 
+def add_topic_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """Append the sentence-topic tokens ("[t:cardiomegaly:pos]", "[t:other]", revtaf.labels.topics) that are not
+    there yet: regular tokens matched on the raw text, read and written by a decoder trained to a sentence plan."""
+    from revtaf.labels.topics import TOPIC_TOKENS
+
+    missing = [t for t in TOPIC_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in missing])
+    return tokenizer
+
+
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000, disease_tokens: bool = True) -> PreTrainedTokenizerFast:
     """Train a lowercase WordPiece (BERT normaliser, whitespace pre-tokeniser) on `texts` (cleaned training
     reports) and add the REVTAF prompt tokens.

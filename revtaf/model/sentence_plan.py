@@ -1,0 +1,211 @@
+"""Writing a report to a plan of sentence topics (ours, not in REVTAF; docs/method.md §13.6).
+
+A decoder trained with `DecoderConfig.sentence_plan` reads every training sentence behind its topic tokens
+("[t:cardiomegaly:pos] the heart is enlarged ."). At inference this loop writes one sentence at a time:
+
+1. **Topic.** The decoder proposes the next topic tokens; with the plan on, only those the study's states allow
+   (`labels.topics.TopicPlan`: a positive finding's topic until it has its sentence, a negative topic only for a
+   negative state, each label once, no all-clear topic beside a positive finding), and [SEP] only once every
+   positive finding has had its sentence. The order is the decoder's, learned from the reports.
+2. **Words.** Beam search inside the sentence, from the image (the fused memory Fc), until ".".
+3. **Check.** The best beam whose words state exactly its topic (the labeler on the sentence alone) is kept; a
+   sentence that would state something else, repeat an earlier one or sit as an all-clear beside a positive
+   finding is not. If no beam passes, a wider search is tried; an optional topic with no passing sentence is
+   dropped; a required one keeps its best sentence and is marked `planned=False` (counted in evaluation).
+
+With the plan off (`GenerationSettings.plan = False`) the decoder chooses topics freely and nothing is
+checked: the ablation. The loop keeps transformers' two-part KV cache (self-attention grown a token at a time,
+the cross-attention K/V of Fc computed once) and a beam's cache is a copy of the committed one; a test holds
+the beam search to `generate` where both apply.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache, EncoderDecoderCache
+
+from revtaf.labels.topics import PLAIN_TOPICS, TOPIC_TOKENS, Topic, TopicPlan, topic_from_tokens, topic_token
+from revtaf.model.config import GenerationSettings
+from revtaf.model.decoder import ReportDecoder
+
+WIDE_BEAMS = 8  # the second, wider search for a sentence no beam of the first wrote to its topic
+SENTENCE_TOKENS = 40  # longest sentence searched
+PLAIN_TOKENS = frozenset(topic_token(t) for t in PLAIN_TOPICS)
+
+
+@dataclass
+class PlannedSentence:
+    """One written sentence: its text ("the heart is enlarged ."), the topic it was written to, its mean
+    log-probability per token, and whether it passed the plan's check (False: a required topic's best try)."""
+
+    text: str
+    topic: Topic
+    log_prob: float
+    planned: bool = True
+
+
+@dataclass
+class PlannedReport:
+    sentences: list[PlannedSentence]
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.sentences)
+
+
+class _Writer:
+    """One study's decoding state: the committed tokens' cache and the next-token log-probabilities."""
+
+    def __init__(self, decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor,
+                 pseudo_words: torch.Tensor | None):
+        self.decoder, self.lm, self.tok = decoder, decoder.lm, decoder.tokenizer
+        self.enc = decoder.memory_proj(memory)  # [1,L,H]
+        # Beams of a sentence leave the batch as they finish, so the cross-attention K/V are reordered with the
+        # self-attention (a plain EncoderDecoderCache; 49 memory rows, cheap).
+        self.cache = EncoderDecoderCache(DynamicCache(config=self.lm.config), DynamicCache(config=self.lm.config))
+        if pseudo_words is None:
+            self.logp = self._step(prompt, self.cache, self.enc)[0]
+        else:
+            start = decoder._with_pseudo_words(prompt, torch.ones_like(prompt), pseudo_words)
+            out = self.lm(inputs_embeds=start["inputs_embeds"], encoder_hidden_states=self.enc, cache=self.cache,
+                          use_cache=True)
+            self.logp = out.logits[0, -1].float().log_softmax(-1)
+        self.length = self.cache.get_seq_length()
+
+    def _step(self, ids: torch.Tensor, cache, enc: torch.Tensor) -> torch.Tensor:
+        """ids [n,t] appended to `cache` -> log-probabilities of the next token [n,V]."""
+        out = self.lm(input_ids=ids, encoder_hidden_states=enc, cache=cache, use_cache=True)
+        return out.logits[:, -1].float().log_softmax(-1)
+
+    def commit(self, ids: list[int]) -> None:
+        self.logp = self._step(torch.tensor([ids], device=self.enc.device), self.cache, self.enc)[0]
+        self.length += len(ids)
+
+    def rollback(self, length: int, logp: torch.Tensor) -> None:
+        if self.length > length:
+            self.cache.crop(length - self.length)  # transformers: a negative count of tokens to remove
+        self.length, self.logp = length, logp
+
+    def beams(self, k: int, banned: torch.Tensor, end_id: int, max_tokens: int) -> list[tuple[list[int], float]]:
+        """Beam search of one sentence from the committed state -> up to k finished (tokens ending in `end_id`, or
+        cut at `max_tokens`; score = log-probability / length), best first. `banned` [V] bool are never written.
+
+        The search is `generate`'s (length penalty 1, early_stopping False): each step keeps the top 2k
+        continuations, those among the top k that end the sentence finish, the best k others run on; it stops
+        when k have finished and the best running beam, at its current length, cannot beat the worst of them."""
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(k)
+        enc = self.enc.expand(k, -1, -1)
+        seqs: list[list[int]] = [[] for _ in range(k)]
+        scores = torch.full((k,), -1e9, device=self.logp.device)
+        scores[0] = 0.0  # every row starts from the same state: the first step expands row 0 only
+        logp = self.logp.masked_fill(banned, -float("inf"))[None].expand(k, -1)
+        finished: list[tuple[list[int], float]] = []
+        V = logp.shape[1]
+        for n in range(1, max_tokens + 1):  # n tokens written after this step
+            top, index = (scores[:, None] + logp).flatten().topk(min(2 * k, k * V))
+            rows, cols = (index // V).tolist(), (index % V).tolist()
+            last = n == max_tokens
+            running = []
+            for rank, (total, r, c) in enumerate(zip(top.tolist(), rows, cols)):
+                if total == -float("inf"):
+                    break
+                if c == end_id or last:
+                    if rank < k:
+                        finished.append((seqs[r] + [c], total / n))
+                elif len(running) < k:
+                    running.append((r, c, total))
+            finished = sorted(finished, key=lambda f: -f[1])[:k]
+            if last or not running:
+                break
+            if len(finished) == k and running[0][2] / n <= finished[-1][1]:
+                break
+            running += [running[-1][:2] + (-1e9,)] * (k - len(running))  # keep k rows (a tiny vocabulary)
+            cache.reorder_cache(torch.tensor([r for r, _, _ in running], device=enc.device))
+            seqs = [seqs[r] + [c] for r, c, _ in running]
+            scores = torch.tensor([t for _, _, t in running], device=enc.device)
+            ids = torch.tensor([[c] for _, c, _ in running], device=enc.device)
+            logp = self._step(ids, cache, enc).masked_fill(banned, -float("inf"))
+        return finished
+
+
+@torch.no_grad()
+def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, states: np.ndarray,
+                  settings: GenerationSettings, pseudo_words: torch.Tensor | None = None) -> PlannedReport:
+    """One study's report, sentence by sentence. prompt [1,19]; memory [1,L,C] (Fc); states [18] (the prompt's);
+    `settings.plan` switches the plan's constraints and check on; `settings.num_beams` beams per sentence."""
+    tok = decoder.tokenizer
+    topic_ids = decoder.topic_token_ids
+    writer = _Writer(decoder, prompt, memory, pseudo_words)
+    plan = TopicPlan(np.asarray(states)) if settings.plan else None
+    end_id, sep_id = decoder.sentence_end_id, tok.sep_token_id
+    budget = min(settings.max_new_tokens, decoder.cfg.max_positions - writer.length)
+    start = writer.length
+    sentences: list[PlannedSentence] = []
+    written: set[str] = set()
+    while len(sentences) < settings.max_sentences:
+        left = budget - (writer.length - start)
+        if left < 3:
+            break
+        mark, mark_logp = writer.length, writer.logp
+        chosen: list[str] = []
+        while True:  # the topic: one or more topic tokens, then the first word
+            if plan is None:
+                after = max((TOPIC_TOKENS.index(t) for t in chosen), default=-1)
+                options = [t for t in TOPIC_TOKENS[after + 1:] if not chosen or t not in PLAIN_TOKENS]
+            else:
+                options = plan.allowed_tokens(chosen)
+                short = left < 12 * len(plan.missing) or len(sentences) + len(plan.missing) >= settings.max_sentences
+                if short and not chosen:
+                    options = plan.required_tokens()
+            ids = [topic_ids[t] for t in options]
+            can_end = not chosen and (plan is None or plan.can_end())
+            if can_end:
+                ids.append(sep_id)
+            best = max(ids, key=lambda i: writer.logp[i]) if ids else None
+            if chosen:
+                words = writer.logp.masked_fill(decoder.not_words, -float("inf"))
+                if best is None or words.max() > writer.logp[best]:
+                    break
+            if best is None or best == sep_id:
+                return PlannedReport(sentences)
+            chosen.append(tok.convert_ids_to_tokens(best))
+            writer.commit([best])
+        topic = topic_from_tokens(chosen)
+        sentence = _write_sentence(writer, decoder, topic, plan, written, settings.num_beams, end_id,
+                                   min(SENTENCE_TOKENS, budget - (writer.length - start)))
+        if sentence is None:  # an optional topic no beam wrote to: dropped, and not proposed again
+            writer.rollback(mark, mark_logp)
+            if plan is None:
+                break
+            plan.commit(topic)
+            continue
+        if plan is not None:
+            plan.commit(topic)
+        sentences.append(sentence)
+        written.add(sentence.text)
+    return PlannedReport(sentences)
+
+
+def _write_sentence(writer: _Writer, decoder: ReportDecoder, topic: Topic, plan: TopicPlan | None,
+                    written: set[str], k: int, end_id: int, max_tokens: int) -> PlannedSentence | None:
+    """The sentence after the committed topic tokens, committed too; None for an optional topic without one."""
+    tok = decoder.tokenizer
+    best = None
+    for width in [k] + ([WIDE_BEAMS] if plan is not None and WIDE_BEAMS > k else []):
+        for ids, score in writer.beams(width, decoder.not_words, end_id, max_tokens):
+            text = tok.decode(ids, skip_special_tokens=True).strip()
+            if best is None:
+                best = (ids, score, text)
+            if plan is None or (text not in written and plan.accepts(topic, text)):
+                writer.commit(ids)
+                return PlannedSentence(text, topic, score, True)
+    if best is None or (plan is not None and not (topic.positives & plan.missing)):
+        return None
+    ids, score, text = best  # a required finding: its best try, marked as not passing the check
+    writer.commit(ids)
+    return PlannedSentence(text, topic, score, False)
