@@ -45,12 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
 
+    from revtaf.paths import resolve_model
     from revtaf_app import service, ui
 
     torch.set_num_threads(args.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or ui.default_threads())
 
     try:
-        path = service.resolve_checkpoint(args.checkpoint, args.hf_repo, args.hf_revision)
+        path = resolve_model(args.checkpoint, args.hf_repo, args.hf_revision)
         data_root = resolve_data_root(args.data_root)
     except FileNotFoundError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -24,6 +24,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from revtaf_app import errors, panels, render, review, uploads
+from revtaf_app.case import Case
 from revtaf_app import service as S
 from revtaf.data import ImageReadError
 from revtaf.labels import LABEL_NAMES_18
@@ -67,7 +69,7 @@ def default_threads() -> int:
 def _message(exc: Exception, where: str) -> str:
     """The user-facing sentence for an exception: typed input errors speak for themselves; anything else is
     logged (type and traceback only: a message could quote user data) and replaced by a generic sentence."""
-    if isinstance(exc, (ImageReadError, S.AppInputError)):
+    if isinstance(exc, (ImageReadError, errors.AppInputError)):
         return str(exc)
     if isinstance(exc, MemoryError):
         return "Not enough memory for this image; try a smaller one."
@@ -145,9 +147,9 @@ def input_panel(service: S.Service) -> Panel:
     image_view = gr.Image(label="Image (as displayed)", type="numpy", image_mode="L", interactive=False,
                           height=360, buttons=["fullscreen"], elem_id="image-view", format="png")
     image_info = gr.Markdown("")
-    dicom_warning = gr.HTML(f'<div class="dicom-warning">{S.BURNED_IN_WARNING}</div>', visible=False)
+    dicom_warning = gr.HTML(f'<div class="dicom-warning">{errors.BURNED_IN_WARNING}</div>', visible=False)
     with gr.Accordion("Display window (the model always sees the file's own window)", open=False):
-        preset = gr.Radio(["file", *S.WINDOW_PRESETS], value="file", label="Preset (percentile windows: "
+        preset = gr.Radio(["file", *uploads.WINDOW_PRESETS], value="file", label="Preset (percentile windows: "
                           "radiograph values are not Hounsfield units)")
         center = gr.Slider(0, 255, value=127.5, step=0.5, label="Window center (level)")
         width = gr.Slider(1, 510, value=255, step=0.5, label="Window width")
@@ -168,13 +170,13 @@ def input_panel(service: S.Service) -> Panel:
                  plugins_off=plugins_off)
 
 
-def input_values(p: Panel, case: S.Case, new_image: bool) -> dict:
+def input_values(p: Panel, case: Case, new_image: bool) -> dict:
     image, pred = case.image, case.prediction
-    lo, hi, max_w = S.window_range(image)
+    lo, hi, max_w = uploads.window_range(image)
     keep = gr.update()
     return {
         p.image_view: case.gray(),
-        p.image_info: S.describe_image(image, case.original_size, pred)
+        p.image_info: panels.describe_image(image, case.original_size, pred)
         + (f" · study `{case.study_id}`" if case.study_id else ""),
         p.dicom_warning: gr.update(visible=image.source_format == "dicom"),
         p.center: gr.update(minimum=lo, maximum=hi, value=float(image.window[0])) if new_image else keep,
@@ -191,23 +193,23 @@ def report_panel() -> Panel:
                         buttons=["copy"], elem_id="report")
     status = gr.Markdown("Upload an image or load a dataset case.")
     disease_md = gr.Markdown("")
-    diseases = gr.Dataframe(headers=S.DISEASE_HEADERS, interactive=False, max_height=330, wrap=True,
+    diseases = gr.Dataframe(headers=panels.DISEASE_HEADERS, interactive=False, max_height=330, wrap=True,
                             label="18 disease prompts: chosen state and the 4 state probabilities",
                             elem_id="diseases")
     return Panel(input_warning=input_warning, report=report, status=status, disease_md=disease_md, diseases=diseases)
 
 
-def report_values(p: Panel, case: S.Case, written) -> dict:
+def report_values(p: Panel, case: Case, written) -> dict:
     """`written`: the labeler's states of the generated report (Service.written_states)."""
     pred = case.prediction
     timings = ", ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
     return {
-        p.input_warning: gr.update(value=S.warning_html(pred), visible=pred.warning is not None),
+        p.input_warning: gr.update(value=panels.warning_html(pred), visible=pred.warning is not None),
         # a report of an input the model does not read is greyed out, under the warning
         p.report: gr.update(value=pred.report, elem_classes=["report", "withheld"] if pred.warning else ["report"]),
         p.status: f"*{S.ablation_label(case.ablation)}*" + (f" · {timings}" if timings else ""),
-        p.disease_md: S.disease_summary(pred, written),
-        p.diseases: S.disease_rows(pred),
+        p.disease_md: panels.disease_summary(pred, written),
+        p.diseases: panels.disease_rows(pred),
     }
 
 
@@ -216,7 +218,7 @@ def heatmap_panel() -> Panel:
     key = gr.Dropdown([], label="Map of (entity prompt = LRP, retrieved sentence = GRP)")
     with gr.Row():
         opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Opacity")
-        cmap = gr.Dropdown(list(S.COLORMAPS), value=S.COLORMAPS[0], label="Colormap")
+        cmap = gr.Dropdown(list(render.COLORMAPS), value=render.COLORMAPS[0], label="Colormap")
     with gr.Row():
         main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300, format="png",
                         elem_id="heat-main")
@@ -226,7 +228,7 @@ def heatmap_panel() -> Panel:
     return Panel(key=key, opacity=opacity, cmap=cmap, main=main, partner=partner, caption=caption)
 
 
-def heatmap_values(p: Panel, case: S.Case | None, key: str | None, opacity: float, cmap: str) -> dict:
+def heatmap_values(p: Panel, case: Case | None, key: str | None, opacity: float, cmap: str) -> dict:
     if case is None:
         return {p.main: None, p.partner: None, p.caption: ""}
     hm = case.heatmap(key, opacity, cmap)
@@ -238,22 +240,22 @@ def retrieval_panel() -> Panel:
     retrieved = gr.Textbox(label="Nearest training study in the Poincaré ball (its sentences are the GRPs)", lines=5,
                            interactive=False, elem_id="retrieved")
     facts = gr.Markdown("")
-    neighbours = gr.Dataframe(headers=S.NEIGHBOUR_HEADERS, label="Runner-up neighbours", interactive=False,
+    neighbours = gr.Dataframe(headers=panels.NEIGHBOUR_HEADERS, label="Runner-up neighbours", interactive=False,
                               max_height=300, wrap=True, column_widths=["8%", "20%", "12%", "28%", "32%"],
                               elem_id="neighbours")
     gr.Markdown(f"Retrieved reports: {S.IU_ATTRIBUTION}.", elem_classes="attribution")
     return Panel(retrieved=retrieved, facts=facts, neighbours=neighbours)
 
 
-def retrieval_values(p: Panel, case: S.Case) -> dict:
-    text, facts = S.retrieved_summary(case.prediction)
-    return {p.retrieved: text, p.facts: facts, p.neighbours: S.neighbour_rows(case.prediction)[1:]}
+def retrieval_values(p: Panel, case: Case) -> dict:
+    text, facts = panels.retrieved_summary(case.prediction)
+    return {p.retrieved: text, p.facts: facts, p.neighbours: panels.neighbour_rows(case.prediction)[1:]}
 
 
 def entity_panel() -> Panel:
     with gr.Accordion("5 · Entity-level prompts: 75 LRP triplets (click a row to see its map)", open=True):
-        group = gr.Radio(["all", *S.GROUPS], value="all", label="Group", container=False)
-        table = gr.Dataframe(headers=S.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True,
+        group = gr.Radio(["all", *panels.GROUPS], value="all", label="Group", container=False)
+        table = gr.Dataframe(headers=panels.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True,
                              column_widths=["5%", "12%", "12%", "9%", "7%", "15%", "40%"], elem_id="entities")
     return Panel(group=group, table=table)
 
@@ -266,17 +268,17 @@ def ground_truth_panel() -> Panel:
     compare = gr.Button("Compare with ground truth")
     diff = gr.HTML("", elem_id="word-diff")
     with gr.Row(equal_height=False):
-        findings = gr.Dataframe(headers=S.FINDING_HEADERS, interactive=False, wrap=True, scale=3,
+        findings = gr.Dataframe(headers=panels.FINDING_HEADERS, interactive=False, wrap=True, scale=3,
                                 label="Finding-level diff (rule labeler states; verdicts by the CE rule: only "
                                 "positive counts)", column_widths=["26%", "13%", "14%", "16%", "14%", "17%"],
                                 elem_id="findings")
-        metrics = gr.Dataframe(headers=S.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
+        metrics = gr.Dataframe(headers=panels.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
                                scale=2, column_widths=["14%", "14%", "14%", "58%"], elem_id="metrics")
     return Panel(gt_text=gt_text, generated=generated, compare=compare, diff=diff, findings=findings,
                  metrics=metrics)
 
 
-def comparison_values(p: Panel, service: S.Service, gt: str | None, case: S.Case) -> dict:
+def comparison_values(p: Panel, service: S.Service, gt: str | None, case: Case) -> dict:
     comparison = service.compare(gt, case.prediction) if gt and gt.strip() else None
     return {
         p.gt_text: gt or "",
@@ -292,14 +294,14 @@ def review_panel() -> Panel:
                       open=True):
         case = gr.Markdown("No case yet.")
         with gr.Row(equal_height=False):
-            categories = gr.CheckboxGroup(list(S.REVIEW_CATEGORIES), label="Error type", elem_id="review-categories")
+            categories = gr.CheckboxGroup(list(review.REVIEW_CATEGORIES), label="Error type", elem_id="review-categories")
             note = gr.Textbox(label="Note", lines=2, scale=2, elem_id="review-note")
         with gr.Row():
             save = gr.Button("Save review for this case", variant="primary", scale=2, elem_id="save-review")
             csv_file = gr.DownloadButton("Download CSV", scale=1)
             json_file = gr.DownloadButton("Download JSON", scale=1, elem_id="download-json")
         status = gr.Markdown("", elem_id="review-status")
-        table = gr.Dataframe(headers=S.REVIEW_HEADERS, label="Reviews in this browser", interactive=False, wrap=True,
+        table = gr.Dataframe(headers=review.REVIEW_HEADERS, label="Reviews in this browser", interactive=False, wrap=True,
                              elem_id="reviews")
         with gr.Row(equal_height=False):
             import_file = gr.File(label="Continue a review: import a JSON exported earlier (merged; the newer "
@@ -313,7 +315,7 @@ def review_panel() -> Panel:
                  confirm=confirm, cancel=cancel)
 
 
-def review_values(p: Panel, case: S.Case, new_image: bool) -> dict:
+def review_values(p: Panel, case: Case, new_image: bool) -> dict:
     keep = gr.update()
     return {p.case: f"Reviewing **{case.study_id or case.key}** ({S.ablation_label(case.ablation)}).",
             p.categories: [] if new_image else keep, p.note: "" if new_image else keep}
@@ -342,7 +344,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         browser_reviews = gr.BrowserState({}, storage_key="revtaf-reviews", secret=REVIEW_SECRET)
 
         gr.Markdown(f"## {TITLE}")
-        gr.HTML(f'<div class="notice">⚠ {S.NOTICE}</div>')
+        gr.HTML(f'<div class="notice">⚠ {errors.NOTICE}</div>')
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
                 inp = input_panel(service)
@@ -375,16 +377,16 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         switches = [inp.grp_off, inp.lrp_off, inp.plugins_off]
         heat_outputs = [heat.main, heat.partner, heat.caption]
 
-        def show(case: S.Case, gt_value: str | None, opacity: float, cmap: str, group: str, new_image: bool) -> dict:
+        def show(case: Case, gt_value: str | None, opacity: float, cmap: str, group: str, new_image: bool) -> dict:
             """Every panel's values for `case` (a fresh one when `new_image`, else a re-run or new ablation)."""
-            key = S.default_heatmap(case.prediction)
+            key = render.default_heatmap(case.prediction)
             return {
                 case_state: case,
                 **input_values(inp, case, new_image),
                 **report_values(rep, case, service.written_states(case.prediction)),
                 **retrieval_values(ret, case),
-                ent.table: S.entity_rows(case.prediction, group),
-                heat.key: gr.update(choices=S.heatmap_choices(case.prediction), value=key),
+                ent.table: panels.entity_rows(case.prediction, group),
+                heat.key: gr.update(choices=render.heatmap_choices(case.prediction), value=key),
                 **heatmap_values(heat, case, key, opacity, cmap),
                 **comparison_values(gt, service, case.ground_truth if new_image else gt_value, case),
                 raw_json: case.prediction.to_json(),
@@ -392,8 +394,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             }
 
         def analyze_upload(path, grp, lrp, plugins, opacity, cmap, group):
-            data = S.consume_upload(path, upload_root)
-            S.prune_upload_folders(upload_root)
+            data = uploads.consume_upload(path, upload_root)
+            uploads.prune_upload_folders(upload_root)
             case = service.open_upload(data, S.ablation_tag(grp, lrp, plugins))
             # the file box is emptied: ready for the next image (the upload itself is already deleted)
             return {inp.upload: None, **show(case, None, opacity, cmap, group, new_image=True)}
@@ -421,7 +423,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
 
         def ablate(case, grp, lrp, plugins, gt_value, opacity, cmap, group):
             if case is None:
-                raise S.AppInputError("Analyse an image first, then switch a branch off to see what it contributes.")
+                raise errors.AppInputError("Analyse an image first, then switch a branch off to see what it contributes.")
             return show(service.run(case, S.ablation_tag(grp, lrp, plugins)), gt_value, opacity, cmap, group,
                         new_image=False)
 
@@ -441,21 +443,21 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             # the sliders' 0.5 step may round the file's window: within half a step it is still the file's own
             # (which may be a VOI LUT rather than a linear window)
             default = abs(c - c0) <= 0.25 and abs(w - w0) <= 0.25 and bool(inv) == bool(case.image.invert)
-            case.display = S.Display() if default else S.Display(float(c), float(w), bool(inv))
+            case.display = uploads.Display() if default else uploads.Display(float(c), float(w), bool(inv))
             return {case_state: case, inp.image_view: case.gray(), **heatmap_values(heat, case, key, opacity, cmap)}
 
         def apply_preset(case, name, inv, key, opacity, cmap):
             if case is None:
                 return {inp.image_view: None, **heatmap_values(heat, None, None, opacity, cmap)}
-            c, w = S.window_presets(case.image)[name]
+            c, w = uploads.window_presets(case.image)[name]
             return {inp.center: c, inp.width: w, **set_window(case, c, w, inv, key, opacity, cmap)}
 
         def filter_entities(case, group):
-            return {ent.table: S.entity_rows(case.prediction, group) if case is not None else []}
+            return {ent.table: panels.entity_rows(case.prediction, group) if case is not None else []}
 
         def compare(case, gt_value):
             if case is None:
-                raise S.AppInputError("Analyse an image first.")
+                raise errors.AppInputError("Analyse an image first.")
             comparison = service.compare(gt_value, case.prediction)
             return {gt.diff: comparison.diff_html, gt.findings: comparison.findings, gt.metrics: comparison.metrics}
 
@@ -463,13 +465,13 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             """The review panel for `store`: table, fresh export files (none when empty), status line."""
             files = {rev.csv_file: None, rev.json_file: None}
             if store:
-                S.prune(export_dir)
-                csv_path, json_path = S.export_reviews(store, export_dir)
+                review.prune(export_dir)
+                csv_path, json_path = review.export_reviews(store, export_dir)
                 files = {rev.csv_file: str(csv_path), rev.json_file: str(json_path)}
-            return {review_state: store, rev.table: S.review_rows(store), **files, rev.status: message}
+            return {review_state: store, rev.table: review.review_rows(store), **files, rev.status: message}
 
         def save(store, case, categories, note):
-            store = S.save_review(store or {}, case, categories, note, service.identity)
+            store = review.save_review(store or {}, case, categories, note, service.identity)
             return reviews(store, f"Saved. {len(store)} review(s) in this browser.")
 
         def restore(store):
@@ -477,7 +479,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             return reviews(store, f"{len(store)} review(s) kept in this browser." if store else "")
 
         def import_reviews(store, path):
-            store, counts = S.merge_reviews(store or {}, S.read_reviews(path))
+            store, counts = review.merge_reviews(store or {}, review.read_reviews(path))
             return {**reviews(store, f"Imported: {counts['added']} added, {counts['replaced']} replaced an older "
                                      f"review, {counts['kept']} older than the one here left out. "
                                      f"{len(store)} review(s) in this browser."),
@@ -485,7 +487,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
 
         def ask_clear(store):
             if not store:
-                raise S.AppInputError("There is no review to clear.")
+                raise errors.AppInputError("There is no review to clear.")
             return {rev.confirm_row: gr.update(visible=True),
                     rev.status: f"Delete all {len(store)} review(s) kept in this browser? Export them first to keep them."}
 
@@ -549,13 +551,13 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             displayed, overlays [{"image", "caption"}] of the most probable entities and the retrieved sentences).
             `plugins_off`: plug-in parts the model carries to switch off ("tisr", "tir")."""
             path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
-            data = S.consume_upload(path, upload_root, uploads_only=True)
-            S.prune_upload_folders(upload_root)
+            data = uploads.consume_upload(path, upload_root, uploads_only=True)
+            uploads.prune_upload_folders(upload_root)
             case = service.open_upload(data, S.ablation_tag(retrieval_off, entity_prompts_off, plugins_off))
             out = case.prediction.to_json()
             out["input"] = {"format": case.image.source_format, "size": list(case.original_size),
                             "view_position": case.image.view_position, "bits": case.image.bits}
-            S.prune(export_dir)
+            review.prune(export_dir)
             folder = Path(tempfile.mkdtemp(prefix="generate-", dir=export_dir))
             gallery = [{"image": _png(folder / f"overlay-{i}.png", im), "caption": caption}
                        for i, (im, caption) in enumerate(service.overlay_gallery(case))]

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from revtaf_bench.harness import free_port, model_dir_or_random
 from revtaf_app import service as S
 
 
@@ -50,7 +51,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
     root = resolve_data_root(data_root)
     if root is None:
         raise FileNotFoundError("the app benchmark needs IU X-Ray: pass --data-root or set REVTAF_DATA")
-    path, description = S.model_dir_or_random(checkpoint, tempfile.mkdtemp(prefix="revtaf-bench-"))
+    path, description = model_dir_or_random(checkpoint, tempfile.mkdtemp(prefix="revtaf-bench-"))
     model = S.load_model(path)
     service = S.Service(model, root)
     study_id = study_id or service.case_ids("test")[0]
@@ -58,7 +59,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
     service.meteor_ready.wait(timeout=300)  # the jar's start-up is paid once per server, not per request
 
     demo, launch_kwargs = build(service)
-    port = S.free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)

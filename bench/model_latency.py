@@ -3,7 +3,8 @@ default fp32 path and with the decoder in int8, side by side.
 
 Random initialisation has the preset's exact shapes, so latency is what a trained model of that size costs,
 with one caveat that makes the figure an upper bound: an untrained decoder never emits [SEP] early, so
-generation always runs to max_new_tokens. The bank holds ~2,000 random rows (IU X-Ray's training split size).
+generation always runs to max_new_tokens (a sentence-plan decoder is timed with free topics; `generation_bench`
+times the plan of a trained model). The bank holds ~2,000 random rows (IU X-Ray's training split size).
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ def _png_bytes(seed: int = 0, size: int = 512) -> bytes:
 
 
 def _time_path(model, data: bytes, runs: int) -> dict[str, float]:
-    """Median per-stage ms of `runs` runs of one study after a warm-up run (first-call allocations)."""
+    """Median per-stage ms of `runs` runs of one study after a warm-up run (first-call allocations). A random
+    decoder writes to no plan: its topics are free (a plan would try every topic, with wide beams, in vain)."""
+    from dataclasses import replace
+
+    generation = replace(model.cfg.generation, plan=False)
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     for i in range(runs + 1):
         t = time.perf_counter()
         image = read_image(data)
         decode = 1000 * (time.perf_counter() - t)
-        pred = model.predict(image)
+        pred = model.predict(image, generation=generation)
         if i == 0:
             continue
         samples["decode"].append(decode)
@@ -92,6 +97,73 @@ def format_table(result: dict) -> str:
     lines += ["", "fp32: the default path (exact). int8: REVTAF.quantize_int8(), the decoder's Linear layers in "
               "dynamic int8 (approximate; opt-in)", "", f"{'component':<14}{'parameters':>14}"]
     lines += [f"{name:<14}{n:>14,}" for name, n in result["parameters"].items()]
+    return "\n".join(lines)
+
+
+def generation_bench(checkpoint, data_root, studies: int = 20, runs: int = 3, print_table: bool = True) -> dict:
+    """Report generation of a trained sentence-plan model on `studies` test images, three paths in one run: the
+    plan loop (sentence_plan.write_planned, the default), the same loop with topics chosen freely (plan off),
+    and transformers' `generate` over the same prompt and memory (the path before the plan: one beam search of
+    the whole report, topic tokens written as words). Median ms per study of `runs` passes after a warm-up, the
+    mean generated length, and the ratio generate / plan.
+
+    A trained model is needed: a random decoder never ends a sentence, so it would time the worst case."""
+    from dataclasses import replace
+
+    from revtaf.data import image_file, load_annotation, require_data_root
+    from revtaf.data.transforms import entity_transform, test_transform
+    from revtaf.model.decoder import prompt_ids
+    from revtaf.model.entity import predict_triplets
+    from revtaf.model.revtaf import REVTAF
+    from revtaf.model.sentence_plan import write_planned
+
+    model = REVTAF.from_pretrained(checkpoint)
+    if not model.cfg.decoder.sentence_plan:
+        raise ValueError(f"{checkpoint}: its decoder was not trained to a sentence plan")
+    root = require_data_root(data_root)
+    chosen = load_annotation(root)["test"][:studies]
+    g = model.cfg.generation
+    inputs = []
+    with torch.no_grad():  # everything before the decoder, once per study
+        for study in chosen:
+            pil = read_image(image_file(root, study)).to_pil()
+            exist, exists, position = predict_triplets(
+                model.entity_model(entity_transform(model.cfg.image_size)(pil)[None]), model.cfg.absent_position)
+            out = model.infer(test_transform(model.cfg.image_size)(pil)[None], exist, position, exists,
+                              generation=replace(g, max_new_tokens=1))
+            inputs.append((prompt_ids(model.tokenizer, out.states, model.decoder.per_disease), out.fused.fc,
+                           out.states[0].numpy()))
+    paths = {
+        "plan": lambda p, m, s: write_planned(model.decoder, p, m, s, g).text,
+        "free": lambda p, m, s: write_planned(model.decoder, p, m, s, replace(g, plan=False)).text,
+        "generate": lambda p, m, s: model.decoder.generate(p, m, g.num_beams, g.max_new_tokens, g.min_length,
+                                                           g.no_repeat_ngram_size)[0],
+    }
+    result = {"checkpoint": str(checkpoint), "studies": len(inputs), "runs": runs, "threads": torch.get_num_threads(),
+              "ms_per_study": {}, "words_per_report": {}}
+    with torch.no_grad():
+        for name, path in paths.items():
+            times = []
+            for i in range(runs + 1):
+                t = time.perf_counter()
+                texts = [path(*x) for x in inputs]
+                if i:
+                    times.append(1000 * (time.perf_counter() - t) / len(inputs))
+            result["ms_per_study"][name] = round(statistics.median(times), 1)
+            result["words_per_report"][name] = round(float(np.mean([len(t.split()) for t in texts])), 1)
+    result["ratio_generate_over_plan"] = round(result["ms_per_study"]["generate"] / result["ms_per_study"]["plan"], 2)
+    if print_table:
+        print(format_generation(result))
+    return result
+
+
+def format_generation(result: dict) -> str:
+    lines = [f"Report generation, {result['checkpoint']} ({result['studies']} test studies, {result['threads']} threads,"
+             f" median of {result['runs']} passes)", "", f"{'path':<10}{'ms / study':>12}{'words':>8}"]
+    lines += [f"{name:<10}{ms:>12.1f}{result['words_per_report'][name]:>8.1f}"
+              for name, ms in result["ms_per_study"].items()]
+    lines += ["", "plan: the sentence-plan loop (default); free: the same loop, topics unconstrained; generate: "
+              f"transformers' beam search of the whole report. generate / plan = {result['ratio_generate_over_plan']}"]
     return "\n".join(lines)
 
 

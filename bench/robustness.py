@@ -241,7 +241,7 @@ class AppServer:
         self.workdir = Path(workdir)
         self.java, self.threads, self.extra_env = java, threads, env or {}
         self.startup_timeout_s = startup_timeout_s
-        from revtaf_app.service import free_port
+        from revtaf_bench.harness import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -844,7 +844,7 @@ def soak_bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.
                minutes: float = 30.0, clients: int = 4, timeout_s: float = 300.0, print_line: bool = True) -> dict:
     """`revtaf bench --robustness --soak MINUTES`: `python -m app` with the given (else bundled, else random)
     model under `soak` traffic; prints the `soak:` line and returns every figure."""
-    from revtaf_app.service import model_dir_or_random
+    from revtaf_bench.harness import model_dir_or_random
     from revtaf.paths import resolve_data_root
 
     from revtaf_bench import hostile_corpus as helpers
@@ -894,7 +894,7 @@ def bench(checkpoint: str | os.PathLike | None = None, data_root: str | os.PathL
     summary and return every figure."""
     if clients < 1 or requests < 1:
         raise ValueError(f"clients and requests must be >= 1, got {clients}, {requests}")
-    from revtaf_app.service import model_dir_or_random
+    from revtaf_bench.harness import model_dir_or_random
     from revtaf.paths import resolve_data_root
 
     from revtaf_bench import hostile_corpus as helpers

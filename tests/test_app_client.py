@@ -23,6 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from revtaf_bench.harness import free_port  # noqa: E402
 from revtaf_app import service as S  # noqa: E402
 from revtaf_bench.dicom_factory import MARKERS, make_dicom  # noqa: E402
 from revtaf_app import ui  # noqa: E402
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning"
 def running_app(service: S.Service):
     """Launch the demo on 127.0.0.1:<free port> in a background thread; yield its URL; close it."""
     demo, launch_kwargs = ui.build(service)
-    port = S.free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
     try:
         yield f"http://127.0.0.1:{port}/"

@@ -22,6 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
+from revtaf_app import errors, panels, render, review, uploads
+from revtaf_app.case import Case
+from revtaf.paths import resolve_model
 from revtaf_app import service as S
 from revtaf_bench.dicom_factory import MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
 from revtaf.data import (
@@ -55,7 +58,7 @@ def make_model_dir(directory: Path, iu_root: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     train = load_annotation(iu_root, "iu")["train"]
     cfg = replace(REVTAFConfig.cpu(), generation=GenerationSettings(num_beams=2, max_new_tokens=24, min_length=12))
-    tokenizer = build_tokenizer([clean_report(s.report, "iu") for s in train], vocab_size=1000)
+    tokenizer = build_tokenizer([clean_report(s.report, "iu") for s in train], vocab_size=1000, topic_tokens=True)
     d = cfg.text.dim
     model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))
     bank = train[:BANK_SIZE]
@@ -84,7 +87,7 @@ def shared_model_dir(tmp_path_factory, iu_root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, iu_root) -> S.Service:
-    return S.Service(S.load_model(S.resolve_checkpoint(shared_model_dir(tmp_path_factory, iu_root))), iu_root)
+    return S.Service(S.load_model(resolve_model(shared_model_dir(tmp_path_factory, iu_root))), iu_root)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +96,7 @@ def test_ids(iu_root) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def study_case(service, test_ids) -> S.Case:
+def study_case(service, test_ids) -> Case:
     return service.open_study(test_ids[0])
 
 
@@ -111,33 +114,33 @@ def test_dataset_case_fills_every_panel(service, study_case, iu_root, test_ids):
     assert case.study_id == study.id and case.ground_truth == study.report
     assert isinstance(pred.report, str) and pred.report.strip()
 
-    diseases = S.disease_rows(pred)
+    diseases = panels.disease_rows(pred)
     assert [r[0] for r in diseases] == list(LABEL_NAMES_18)
     assert all(r[1] in ("blank", "positive", "negative", "uncertain") for r in diseases)
     assert all(abs(sum(r[2:]) - 1) < 0.01 for r in diseases)
 
-    entities = S.entity_rows(pred)
+    entities = panels.entity_rows(pred)
     assert len(entities) == 75 and sorted(r[6] for r in entities) == sorted(ENTITIES_75)
     # readable names and locations for the radiologist; the internal id stays in its own column
     assert all("_" not in r[2] and "_" not in r[5] for r in entities)
     assert any(r[6] == "tail_abnorm_obs" and r[2] == "other abnormality (rare)" for r in entities)
-    groups = [S.GROUPS.index(r[1]) for r in entities]
+    groups = [panels.GROUPS.index(r[1]) for r in entities]
     assert groups == sorted(groups)  # grouped: findings, then devices, then normal descriptors
-    only = S.entity_rows(pred, "device")
+    only = panels.entity_rows(pred, "device")
     assert only and {r[1] for r in only} == {"device"}
 
     # retrieval: the nearest bank study, its report from the data root, never the query itself
-    text, facts = S.retrieved_summary(pred)
+    text, facts = panels.retrieved_summary(pred)
     top = pred.neighbours[0]
     assert top.study_id != study.id and text == service.report_lookup(top.study_id)
     assert top.study_id in facts and f"{top.distance:.4f}" in facts
-    runners = S.neighbour_rows(pred)[1:]
+    runners = panels.neighbour_rows(pred)[1:]
     assert runners and all(r[2] >= top.distance for r in runners)
 
     # heatmaps: the default entity map and its FCC partner, at the displayed image's size
-    choices = [key for _, key in S.heatmap_choices(pred)]
+    choices = [key for _, key in render.heatmap_choices(pred)]
     assert sum(k.startswith("lrp:") for k in choices) == 75 and any(k.startswith("grp:") for k in choices)
-    hm = case.heatmap(S.default_heatmap(pred))
+    hm = case.heatmap(render.default_heatmap(pred))
     assert hm.image.shape == hm.partner.shape == (*case.gray().shape, 3) and hm.image.dtype == np.uint8
     assert "S =" in hm.caption and "O =" in hm.caption
 
@@ -162,13 +165,13 @@ def test_fcc_partner_is_the_most_similar(service, study_case):
     assert f"S = {sim[m, j]:.3f}" in hm.caption and f"O = {ovl[m, j]:.3f}" in hm.caption
     i = int(np.argmax(sim[:, 0]))
     assert f"entity {pred.entities[i].label}" in study_case.heatmap("grp:0").caption
-    with pytest.raises(S.AppInputError):
+    with pytest.raises(errors.AppInputError):
         study_case.heatmap("xyz:1")
     # a retrieved study whose text no source has: its sentence maps are still shown, labelled as such
     bare = replace(pred, grp_sentences=[])
-    labels = [label for label, key in S.heatmap_choices(bare) if key.startswith("grp:")]
+    labels = [label for label, key in render.heatmap_choices(bare) if key.startswith("grp:")]
     assert len(labels) == len(pred.grp_maps) and "text not available" in labels[0]
-    assert "text not available" in S.heatmap(bare, study_case.gray(), "lrp:10").caption
+    assert "text not available" in render.heatmap(bare, study_case.gray(), "lrp:10").caption
 
 
 def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
@@ -187,11 +190,11 @@ def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
     no_grp = case.predictions["grp"]
     assert len(no_grp.grp_maps) == 0 and len(no_grp.lrp_maps) == 75
     assert "switched off" in case.heatmap("grp:0").caption
-    assert S.heatmap_choices(case.prediction) == []
+    assert render.heatmap_choices(case.prediction) == []
     # this model carries no plug-in: no plug-in switch shown, and asking for one is refused by name
     assert service.plugin_switches == [] and service.model.ablations == {"grp", "lrp"}
     assert service.plugin_note == "Plug-ins: none."
-    with pytest.raises(S.AppInputError, match="can switch off"):
+    with pytest.raises(errors.AppInputError, match="can switch off"):
         service.run(case, "tisr")
 
 
@@ -201,11 +204,11 @@ def test_the_summary_names_positive_prompts_the_report_leaves_out(service):
     diseases = [SimpleNamespace(name=n, state="positive" if n in ("Cardiomegaly", "Lung Opacity") else "blank")
                 for n in LABEL_NAMES_18]
     heart_only = SimpleNamespace(diseases=diseases, report="the heart is enlarged . the lungs are clear .")
-    summary = S.disease_summary(heart_only, service.written_states(heart_only))
+    summary = panels.disease_summary(heart_only, service.written_states(heart_only))
     assert summary.endswith("not stated in the report:** Lung Opacity")  # cardiomegaly is written: not listed
     both = SimpleNamespace(diseases=diseases, report="the heart is enlarged . there is a right lower lobe opacity .")
-    assert "not stated" not in S.disease_summary(both, service.written_states(both))
-    assert "not stated" not in S.disease_summary(heart_only)  # without the labeler's reading: the states only
+    assert "not stated" not in panels.disease_summary(both, service.written_states(both))
+    assert "not stated" not in panels.disease_summary(heart_only)  # without the labeler's reading: the states only
 
 
 def test_plugin_switches_follow_the_model():
@@ -217,7 +220,7 @@ def test_plugin_switches_follow_the_model():
     assert S.ablation_tag(False, True, ["tir", "tisr"]) == "lrp+tisr+tir"  # one tag per set, whatever the order
     assert S.ablation_label("full") == "full model" and S.ablation_label("tisr") == "TISR pseudo words off"
     assert S.ablation_label("grp+lrp") == "GRP and LRP off" and S.ablation_label("grp+lrp+tir") == "GRP, LRP and TIR off"
-    with pytest.raises(S.AppInputError, match="unknown switch"):
+    with pytest.raises(errors.AppInputError, match="unknown switch"):
         S.ablation_tag(False, False, ["cra"])  # CRA and LSU act in training only: nothing to switch at inference
 
 
@@ -235,11 +238,11 @@ def test_upload_of_16bit_png_and_dicom(service, iu_root, test_ids):
     dicom = make_dicom(pixels=grey * 16, bits_stored=12, view_position="AP", window=(2048, 4096))
     case = service.open_upload(dicom)
     assert case.image.source_format == "dicom" and case.image.view_position == "AP"
-    info = S.describe_image(case.image, case.original_size)
+    info = panels.describe_image(case.image, case.original_size)
     assert "DICOM" in info and "AP" in info and "12-bit" in info
     # no identifying tag value anywhere the page shows
     pred = case.prediction
-    shown = json.dumps([info, pred.to_json(), S.entity_rows(pred), S.retrieved_summary(pred), S.neighbour_rows(pred)])
+    shown = json.dumps([info, pred.to_json(), panels.entity_rows(pred), panels.retrieved_summary(pred), panels.neighbour_rows(pred)])
     assert not any(marker in shown for marker in MARKERS)
 
 
@@ -281,7 +284,7 @@ def test_consume_upload_deletes_only_inside_the_upload_root(tmp_path):
     inside.write_bytes(b"pixels")
     outside = tmp_path / "mine.png"
     outside.write_bytes(b"keep")
-    assert S.consume_upload(inside, root) == b"pixels"
+    assert uploads.consume_upload(inside, root) == b"pixels"
     # the file goes at once; its folder stays (Gradio may be renaming the next same-bytes upload into it)
     assert not inside.exists() and (root / "abc123").is_dir()
     (root / "fresh").mkdir()
@@ -290,18 +293,18 @@ def test_consume_upload_deletes_only_inside_the_upload_root(tmp_path):
     old = time.time() - 3600
     for name in ("abc123", "busy"):
         os.utime(root / name, (old, old))
-    S.prune_upload_folders(root, max_age_s=600)
+    uploads.prune_upload_folders(root, max_age_s=600)
     assert sorted(p.name for p in root.iterdir()) == ["busy", "fresh"]  # only the old empty folder went
-    assert S.consume_upload(outside, root) == b"keep" and outside.exists()
-    with pytest.raises(S.AppInputError):
-        S.consume_upload(None, root)
-    with pytest.raises(S.AppInputError):
-        S.consume_upload(tmp_path / "gone.png", root)
+    assert uploads.consume_upload(outside, root) == b"keep" and outside.exists()
+    with pytest.raises(errors.AppInputError):
+        uploads.consume_upload(None, root)
+    with pytest.raises(errors.AppInputError):
+        uploads.consume_upload(tmp_path / "gone.png", root)
     # an API payload names its own path: a file the app did not receive is never read
-    with pytest.raises(S.AppInputError, match="uploaded to this app"):
-        S.consume_upload(outside, root, uploads_only=True)
-    with pytest.raises(S.AppInputError, match="uploaded to this app"):
-        S.consume_upload(root / ".." / "mine.png", root, uploads_only=True)
+    with pytest.raises(errors.AppInputError, match="uploaded to this app"):
+        uploads.consume_upload(outside, root, uploads_only=True)
+    with pytest.raises(errors.AppInputError, match="uploaded to this app"):
+        uploads.consume_upload(root / ".." / "mine.png", root, uploads_only=True)
 
 
 # ------------------------------------------------------------------------------------------- pure functions
@@ -309,23 +312,23 @@ def test_consume_upload_deletes_only_inside_the_upload_root(tmp_path):
 
 def test_overlay_lands_on_the_model_crop():
     gray = np.full((200, 300), 100, np.uint8)  # landscape: the model sees a centred square crop
-    box = S.model_box(200, 300)
+    box = render.model_box(200, 300)
     side = 200 * 224 / 256
     assert box == (round((300 - side) / 2), round((200 - side) / 2), round((300 + side) / 2), round((200 + side) / 2))
     heat = np.zeros((7, 7), np.float32)
     heat[0, 6] = 1.0  # top-right patch of the crop
-    out = S.overlay(gray, heat, opacity=1.0, cmap="jet", box=box)
+    out = render.overlay(gray, heat, opacity=1.0, cmap="jet", box=box)
     assert out.shape == (200, 300, 3) and out.dtype == np.uint8
     x0, y0, x1, y1 = box
     assert (out[5:y0 - 1, 5:x0 - 1] == 100).all()  # outside the crop: the radiograph untouched
     diff = np.abs(out.astype(int) - 100).sum(-1)
     peak = np.unravel_index(np.argmax(diff[y0 + 2:y1 - 2, x0 + 2:x1 - 2]), (y1 - y0 - 4, x1 - x0 - 4))
     assert peak[0] < (y1 - y0) / 4 and peak[1] > 3 * (x1 - x0) / 4
-    assert (S.overlay(gray, heat, opacity=0.0) == 100).all()
-    with pytest.raises(S.AppInputError):
-        S.overlay(gray, heat, cmap="rainbow-unicorn")
-    with pytest.raises(S.AppInputError):
-        S.overlay(gray, heat, opacity=1.5)
+    assert (render.overlay(gray, heat, opacity=0.0) == 100).all()
+    with pytest.raises(errors.AppInputError):
+        render.overlay(gray, heat, cmap="rainbow-unicorn")
+    with pytest.raises(errors.AppInputError):
+        render.overlay(gray, heat, opacity=1.5)
 
 
 def test_overlay_colours_are_matplotlibs():
@@ -334,8 +337,8 @@ def test_overlay_colours_are_matplotlibs():
 
     gray = np.zeros((64, 64), np.uint8)
     heat = np.random.default_rng(0).random((7, 7)).astype(np.float32)
-    for cmap in S.COLORMAPS:
-        out = S.overlay(gray, heat, opacity=1.0, cmap=cmap)
+    for cmap in render.COLORMAPS:
+        out = render.overlay(gray, heat, opacity=1.0, cmap=cmap)
         span = heat.max() - heat.min()
         full = cv2.resize((heat - heat.min()) / span, (64, 64), interpolation=cv2.INTER_LINEAR)
         expected = np.rint(colormaps[cmap](full)[..., :3].astype(np.float32) * full[..., None] * 255)
@@ -346,15 +349,15 @@ def test_window_presets_and_working_copy(service, iu_root, test_ids):
     from revtaf.data import read_image
 
     image = read_image(iu_bytes(iu_root, test_ids[0]))
-    presets = S.window_presets(image)
+    presets = uploads.window_presets(image)
     assert presets["file"] == image.window
     assert presets["lung"][0] < presets["mediastinum"][0] < presets["bone"][0]
     big = replace(image, raw=np.kron(image.raw, np.ones((6, 6), np.float32)))  # 1536 px
-    small = S.working_copy(big)
-    assert max(small.raw.shape) == S.WORKING_MAX_SIDE and small.window == big.window
-    assert S.working_copy(image) is image
-    lung = S.Display(*presets["lung"]).render(image)
-    assert lung.dtype == np.uint8 and lung.mean() > S.Display().render(image).mean()  # dark lungs brightened
+    small = uploads.working_copy(big)
+    assert max(small.raw.shape) == uploads.WORKING_MAX_SIDE and small.window == big.window
+    assert uploads.working_copy(image) is image
+    lung = uploads.Display(*presets["lung"]).render(image)
+    assert lung.dtype == np.uint8 and lung.mean() > uploads.Display().render(image).mean()  # dark lungs brightened
 
 
 def test_word_and_finding_diff(service, study_case):
@@ -369,9 +372,9 @@ def test_word_and_finding_diff(service, study_case):
     assert labels[LABEL_NAMES_18.index("Cardiomegaly")] == 1
     ce = {row[0]: row[1] for row in comparison.metrics}
     assert ce["CE recall"] == "0.0000"  # the only positive of the ground truth is missed
-    with pytest.raises(S.AppInputError):
+    with pytest.raises(errors.AppInputError):
         service.compare("   ", pred)
-    html_diff = S.word_diff_html("a <b> c", "a c")
+    html_diff = panels.word_diff_html("a <b> c", "a c")
     assert "&lt;b&gt;" in html_diff and "<b>" not in html_diff
 
 
@@ -383,9 +386,9 @@ def test_case_browser_filters_by_ground_truth_finding(service):
     assert (labels[:, LABEL_NAMES_18.index("Cardiomegaly")] == 1).all()
     assert service.next_case("test", "Cardiomegaly", cardio[-1]) == cardio[0]
     assert service.next_case("test", "Cardiomegaly", None) == cardio[0]
-    with pytest.raises(S.AppInputError):
+    with pytest.raises(errors.AppInputError):
         service.case_ids("nonsense")
-    with pytest.raises(S.AppInputError):
+    with pytest.raises(errors.AppInputError):
         service.open_study("CXR-does-not-exist")
 
 
@@ -393,24 +396,24 @@ def test_case_browser_filters_by_ground_truth_finding(service):
 
 
 def test_review_store_and_exports(service, study_case, tmp_path):
-    with pytest.raises(S.AppInputError):
-        S.save_review({}, None, ["style"], "x")
-    with pytest.raises(S.AppInputError):
-        S.save_review({}, study_case, [], "  ")
-    with pytest.raises(S.AppInputError):
-        S.save_review({}, study_case, ["typo"], "")
-    store = S.save_review({}, study_case, ["missed finding", "wrong location"], "misses the effusion, says “left”")
-    again = S.save_review(store, study_case, ["style"], "replaced")  # one review per case and ablation
+    with pytest.raises(errors.AppInputError):
+        review.save_review({}, None, ["style"], "x")
+    with pytest.raises(errors.AppInputError):
+        review.save_review({}, study_case, [], "  ")
+    with pytest.raises(errors.AppInputError):
+        review.save_review({}, study_case, ["typo"], "")
+    store = review.save_review({}, study_case, ["missed finding", "wrong location"], "misses the effusion, says “left”")
+    again = review.save_review(store, study_case, ["style"], "replaced")  # one review per case and ablation
     assert len(store) == 1 and len(again) == 1 and store != again  # the input store is not mutated
-    csv_path, json_path = S.export_reviews(store, tmp_path)
+    csv_path, json_path = review.export_reviews(store, tmp_path)
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
     assert rows[0]["note"] == "misses the effusion, says “left”"
     assert rows[0]["categories"] == "missed finding; wrong location" and rows[0]["study_id"] == study_case.study_id
     records = json.loads(json_path.read_text(encoding="utf-8"))
     assert records[0]["categories"] == ["missed finding", "wrong location"]
     assert records[0]["generated_report"] == study_case.prediction.report
-    with pytest.raises(S.AppInputError):
-        S.export_reviews({}, tmp_path)
+    with pytest.raises(errors.AppInputError):
+        review.export_reviews({}, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
@@ -421,9 +424,9 @@ def test_checkpoint_resolution(tmp_path, monkeypatch):
 
     bundled = tmp_path / "bundled"
     bundled.mkdir()
-    assert S.resolve_checkpoint(tmp_path, default=bundled) == tmp_path
+    assert resolve_model(tmp_path, default=bundled) == tmp_path
     with pytest.raises(FileNotFoundError):
-        S.resolve_checkpoint(tmp_path / "missing", default=bundled)
+        resolve_model(tmp_path / "missing", default=bundled)
 
     asked = {}
 
@@ -434,29 +437,29 @@ def test_checkpoint_resolution(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert S.resolve_checkpoint(hf_repo="someone/revtaf", hf_revision="abc123", default=bundled) == bundled
+        assert resolve_model(hf_repo="someone/revtaf", hf_revision="abc123", default=bundled) == bundled
     assert asked == {"repo_id": "someone/revtaf", "revision": "abc123"}
     assert any("using the bundled model" in str(w.message) for w in caught)
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
-        S.resolve_checkpoint(default=tmp_path / "nothing")
+        resolve_model(default=tmp_path / "nothing")
 
 
 def test_reviews_carry_the_model_and_merge_newer_wins(service, study_case, tmp_path):
     identity = service.identity
     assert set(identity) == {"model_sha256", "model_config"} and len(identity["model_sha256"]) == 64
-    store = S.save_review({}, study_case, ["missed finding"], "first look", identity)
+    store = review.save_review({}, study_case, ["missed finding"], "first look", identity)
     record = next(iter(store.values()))
-    assert record["model_sha256"] == identity["model_sha256"] and record["protocol"] == S.REVIEW_PROTOCOL
-    _, json_path = S.export_reviews(store, tmp_path)
-    exported = S.read_reviews(json_path)
+    assert record["model_sha256"] == identity["model_sha256"] and record["protocol"] == review.REVIEW_PROTOCOL
+    _, json_path = review.export_reviews(store, tmp_path)
+    exported = review.read_reviews(json_path)
     # a later review of the same case and model replaces the older one; an older one is left out
     newer = [{**exported[0], "note": "second look", "saved_at": "2999-01-01T00:00:00+00:00"}]
-    merged, counts = S.merge_reviews(store, newer)
+    merged, counts = review.merge_reviews(store, newer)
     assert counts == {"added": 0, "replaced": 1, "kept": 0} and next(iter(merged.values()))["note"] == "second look"
-    again, counts = S.merge_reviews(merged, exported)
+    again, counts = review.merge_reviews(merged, exported)
     assert counts == {"added": 0, "replaced": 0, "kept": 1} and again == merged
     # another model's review of the same case is its own entry
-    other, counts = S.merge_reviews(store, [{**exported[0], "model_sha256": "0" * 64}])
+    other, counts = review.merge_reviews(store, [{**exported[0], "model_sha256": "0" * 64}])
     assert counts["added"] == 1 and len(other) == 2
 
 
@@ -470,8 +473,8 @@ def test_reviews_carry_the_model_and_merge_newer_wins(service, study_case, tmp_p
 def test_importing_a_wrong_file_says_why_and_imports_nothing(tmp_path, content, message):
     path = tmp_path / "review.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(S.AppInputError, match=message):
-        S.read_reviews(path)
+    with pytest.raises(errors.AppInputError, match=message):
+        review.read_reviews(path)
 
 
 class NormalReportWriter:
@@ -516,9 +519,9 @@ def test_errors_first_order_puts_missed_findings_before_agreeing_cases(tmp_path,
     n = model.batches
     service.case_ids("test", "Cardiomegaly", order="errors")
     assert model.batches == n  # cached for this model and split
-    case = S.Case(key=f"iu-{sick[0].id}", image=None, original_size=(1, 1), study_id=sick[0].id,
+    case = Case(key=f"iu-{sick[0].id}", image=None, original_size=(1, 1), study_id=sick[0].id,
                   predictions={"full": SimpleNamespace(report="the heart is normal .")})
-    store = S.save_review({}, case, ["missed finding"], "", service.identity)
+    store = review.save_review({}, case, ["missed finding"], "", service.identity)
     assert service.review_progress(ordered, store).startswith("**1 of 5**")
     assert service.review_progress(ordered, {**store, "x": {**next(iter(store.values())), "model_sha256": "1" * 64,
                                                             "study_id": sick[1].id}}).startswith("**1 of 5**")

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
 from revtaf_train.trainer import TrainConfig, Trainer, init_distributed
-from revtaf_app.service import free_port
+from revtaf_bench.harness import free_port
 
 
 class TinyModel(torch.nn.Module):

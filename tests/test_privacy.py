@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 
-from revtaf_app.service import BURNED_IN_WARNING
+from revtaf_app.errors import BURNED_IN_WARNING
 from revtaf_bench.dicom_factory import IDENTIFYING, MARKERS
 from revtaf_bench.hostile_corpus import ALL_MARKERS, FILE_MARKER, MALFORMED, marker_dicoms
 from reliability_support import app_server

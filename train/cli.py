@@ -78,6 +78,16 @@ def cmd_bench(args) -> int:
         if args.json:
             print(json.dumps(result))
         return 0
+    if args.generation:
+        from revtaf_bench.model_latency import generation_bench
+
+        if not args.data_root:
+            raise SystemExit("--generation needs --data-root (an IU X-Ray folder: its test images are the input)")
+        result = generation_bench(args.checkpoint or _bundled(), args.data_root, runs=args.runs,
+                                  print_table=not args.json)
+        if args.json:
+            print(json.dumps(result))
+        return 0
     if args.retrieval is not None:
         from revtaf_bench.model_latency import RETRIEVAL_SIZES, retrieval_bench
 
@@ -91,6 +101,12 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def _bundled() -> Path:
+    from revtaf.paths import BUNDLED_MODEL
+
+    return BUNDLED_MODEL
 
 
 def cmd_train(args) -> int:
@@ -195,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="--robustness: also write every figure as JSON")
     p.add_argument("--retrieval", type=int, nargs="*", metavar="N",
                    help="time the LRE's top-k search on a synthetic bank of N rows (default: 2955 and 270790)")
+    p.add_argument("--generation", action="store_true",
+                   help="report generation of a trained sentence-plan model (--checkpoint, default bundled) on "
+                        "--data-root's test images: the plan loop, free topics and transformers' generate")
     p.add_argument("--train-speed", action="store_true",
                    help="time training steps of --preset (random init) on the images of --data-root: images/s and "
                    "step time, on --device (the check scripts/gpu_check.sh runs)")
@@ -260,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("compare", help="CE F1 of two evaluate outputs: difference and paired-bootstrap 95% interval")
+    p = sub.add_parser("compare", help="CE F1 of two evaluate outputs: difference and paired-bootstrap 95 %% interval")
     p.add_argument("a", help="an evaluate --out directory (or its predictions.jsonl)")
     p.add_argument("b", help="the other one, on the same studies (e.g. --baseline constant)")
     p.add_argument("--resamples", type=int, default=2000)

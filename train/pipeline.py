@@ -306,8 +306,9 @@ class Pipeline:
     def stage_tokenizer(self) -> dict:
         from revtaf.model.tokenizer import build_tokenizer
 
+        decoder = self.model_cfg.decoder
         tok = build_tokenizer(self.clean("train"), self.prep_cfg.vocab_size,
-                              disease_tokens=self.model_cfg.decoder.prompt_tokens == "disease")
+                              disease_tokens=decoder.prompt_tokens == "disease", topic_tokens=decoder.sentence_plan)
         tok.save_pretrained(str(self.dir("tokenizer")))
         return {"vocab_size": len(tok)}
 

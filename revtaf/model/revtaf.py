@@ -433,12 +433,14 @@ class REVTAF(nn.Module):
         ablate: frozenset[str] = frozenset(),
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_ids: Sequence[str | None] | None = None,
+        generation: GenerationSettings | None = None,
     ) -> list[Prediction]:
         """Full inference for decoded images (PIL or XrayImage) -> one Prediction each.
 
         `report_lookup(study_id)` returns a bank study's report text (raw or cleaned) when the caller has it;
         it fills Neighbour.report and the GRP sentences. `exclude_ids[b]` = a bank study that image b may not
-        retrieve (e.g. the image's own study when it comes from the training split).
+        retrieve (e.g. the image's own study when it comes from the training split); `generation` this call's
+        decoding settings (default: the model's).
         """
         if len(images) == 0:
             raise ValueError("predict_batch needs at least one image")
@@ -457,7 +459,7 @@ class REVTAF(nn.Module):
             groups = self.bank_group.tolist()
             exclude = [{r for r, g in enumerate(groups) if sid in row and g == groups[row[sid]]} for sid in exclude_ids]
         images_in = torch.stack([test_transform(self.cfg.image_size)(p) for p in pils]).to(device)
-        out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude)
+        out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude, generation=generation)
         timings = {"entity": t_entity, **out.timings_ms}
         checks: list[InputCheckResult | None] = [None] * len(pils)
         if self.input_check is not None:
@@ -481,9 +483,10 @@ class REVTAF(nn.Module):
         ablate: frozenset[str] = frozenset(),
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_id: str | None = None,
+        generation: GenerationSettings | None = None,
     ) -> Prediction:
         """One study's Prediction (see predict_batch)."""
-        return self.predict_batch([image], ablate, report_lookup, [exclude_id])[0]
+        return self.predict_batch([image], ablate, report_lookup, [exclude_id], generation)[0]
 
     def _prediction(self, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
                     position: torch.Tensor, ablate: frozenset[str],
@@ -532,6 +535,10 @@ class REVTAF(nn.Module):
             fcc_similarity=similarity,
             fcc_overlap=overlap,
             ablation={name: name not in ablate for name in sorted(self.ablations)},
+            sentences=[] if out.planned is None else [
+                {"text": x.text, "topic": x.topic.tokens, "planned": x.planned,
+                 "findings": {LABEL_NAMES_18[i]: "positive" if p else "negative" for i, p in x.topic.labels}}
+                for x in out.planned[b].sentences],
             timings_ms=dict(timings),
         )
 

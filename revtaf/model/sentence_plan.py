@@ -11,7 +11,8 @@ A decoder trained with `DecoderConfig.sentence_plan` reads every training senten
 3. **Check.** The best beam whose words state exactly its topic (the labeler on the sentence alone) is kept; a
    sentence that would state something else, repeat an earlier one or sit as an all-clear beside a positive
    finding is not. If no beam passes, a wider search is tried; an optional topic with no passing sentence is
-   dropped; a required one keeps its best sentence and is marked `planned=False` (counted in evaluation).
+   dropped (after 3 in a row only required topics are tried: a decoder that cannot write them is not searched in
+vain); a required one keeps its best sentence and is marked `planned=False` (counted in evaluation).
 
 With the plan off (`GenerationSettings.plan = False`) the decoder chooses topics freely and nothing is
 checked: the ablation. The loop keeps transformers' two-part KV cache (self-attention grown a token at a time,
@@ -34,6 +35,7 @@ from revtaf.model.decoder import ReportDecoder
 
 WIDE_BEAMS = 8  # the second, wider search for a sentence no beam of the first wrote to its topic
 SENTENCE_TOKENS = 40  # longest sentence searched
+MAX_DROPPED = 3  # optional topics dropped in a row before the plan tries only its required ones
 PLAIN_TOKENS = frozenset(topic_token(t) for t in PLAIN_TOPICS)
 
 
@@ -147,6 +149,7 @@ def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Te
     start = writer.length
     sentences: list[PlannedSentence] = []
     written: set[str] = set()
+    dropped = 0  # optional topics in a row that no beam wrote to: after MAX_DROPPED only required ones are tried
     while len(sentences) < settings.max_sentences:
         left = budget - (writer.length - start)
         if left < 3:
@@ -159,7 +162,8 @@ def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Te
                 options = [t for t in TOPIC_TOKENS[after + 1:] if not chosen or t not in PLAIN_TOKENS]
             else:
                 options = plan.allowed_tokens(chosen)
-                short = left < 12 * len(plan.missing) or len(sentences) + len(plan.missing) >= settings.max_sentences
+                short = (left < 12 * len(plan.missing) or dropped >= MAX_DROPPED
+                         or len(sentences) + len(plan.missing) >= settings.max_sentences)
                 if short and not chosen:
                     options = plan.required_tokens()
             ids = [topic_ids[t] for t in options]
@@ -183,7 +187,9 @@ def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Te
             if plan is None:
                 break
             plan.commit(topic)
+            dropped += 1
             continue
+        dropped = 0
         if plan is not None:
             plan.commit(topic)
         sentences.append(sentence)

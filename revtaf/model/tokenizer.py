@@ -56,12 +56,14 @@ def add_topic_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerF
     return tokenizer
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000, disease_tokens: bool = True) -> PreTrainedTokenizerFast:
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000, disease_tokens: bool = True,
+                    topic_tokens: bool = False) -> PreTrainedTokenizerFast:
     """Train a lowercase WordPiece (BERT normaliser, whitespace pre-tokeniser) on `texts` (cleaned training
     reports) and add the REVTAF prompt tokens.
 
     Ids: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4, [DEC]=5, then the learned vocabulary, then
-    [BLA] [POS] [NEG] [UNC], then the 72 disease-state tokens. Encoding wraps text as "[CLS] ... [SEP]".
+    [BLA] [POS] [NEG] [UNC], then the 72 disease-state tokens (and the sentence-topic tokens with `topic_tokens`).
+    Encoding wraps text as "[CLS] ... [SEP]".
     """
     if vocab_size < len(SPECIAL_TOKENS) + 1 + 100:
         raise ValueError(f"vocab_size={vocab_size} is too small for a WordPiece vocabulary")
@@ -92,7 +94,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 3000, disease_tokens
         model_max_length=512,
     )
     tokenizer = _finish(tokenizer)
-    return add_disease_state_tokens(tokenizer) if disease_tokens else tokenizer
+    if disease_tokens:
+        add_disease_state_tokens(tokenizer)
+    return add_topic_tokens(tokenizer) if topic_tokens else tokenizer
 
 
 def add_disease_state_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:

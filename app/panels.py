@@ -1,0 +1,138 @@
+"""The text and table panels of a prediction: image line, input warning, disease / entity / neighbour tables, the
+word- and finding-level comparison with the ground truth and its per-case protocol."""
+
+from __future__ import annotations
+
+import difflib
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from revtaf.data import XrayImage
+from revtaf.labels.constants import STATES
+from revtaf.model.prediction import Prediction
+from revtaf_app.errors import AppInputError
+
+
+GROUPS = ("finding", "device", "normal descriptor")
+
+CASE_PROTOCOL = {
+    "BLEU_4": "pycocoevalcap BLEU-4, this case alone (sentence level), R2Gen IU-cleaned text, whitespace tokens",
+    "ROUGE_L": "pycocoevalcap ROUGE-L (LCS F, beta 1.2), R2Gen IU-cleaned text",
+    "METEOR": "METEOR 1.5 jar (-l en -norm), R2Gen IU-cleaned text",
+    "CE": "CheXpert-14 example-based P/R/F1 of this case, positive = state 1 only, rule labeler",
+}
+
+def describe_image(image: XrayImage, original_size: tuple[int, int], pred: Prediction | None = None) -> str:
+    """One markdown line: format, size, bit depth, view position (the file's tag, else the model's call)."""
+    fmt = {"dicom": "DICOM", "png": "PNG", "jpeg": "JPEG"}.get(image.source_format, image.source_format.upper())
+    if image.view_position:
+        view = f"**{image.view_position}** (from the file)"
+    elif pred is not None and pred.view is not None:
+        view = f"**{pred.view}** (predicted from the pixels, P(lateral) {pred.p_lateral:.2f}; not stated in the file)"
+    else:
+        view = "**not stated in the file**"
+    return f"**{fmt}**, {original_size[0]} × {original_size[1]} px, {image.bits}-bit · view position: {view}"
+
+
+def warning_html(pred: Prediction) -> str:
+    """The input check's warning above the report (empty when there is none)."""
+    return f'<div class="input-warning">⚠ {html.escape(pred.warning)}</div>' if pred.warning else ""
+
+DISEASE_HEADERS = ["disease prompt", "state", "P blank", "P pos", "P neg", "P unc"]
+ENTITY_HEADERS = ["#", "group", "finding", "exist prob", "present", "location", "entity id", "triplet sentence"]
+NEIGHBOUR_HEADERS = ["rank", "study id", "distance", "labels (+ / ?)", "report"]
+
+
+def disease_rows(pred: Prediction) -> list[list]:
+    """One row per disease prompt, in the classifier's fixed order."""
+    return [[d.name, d.state] + [round(float(d.probs.get(s, 0.0)), 3) for s in STATES] for d in pred.diseases]
+
+
+def disease_summary(pred: Prediction, written: Sequence[int] | None = None) -> str:
+    """Markdown: which prompts the classifier set to positive / uncertain / negative; given the labeler's states
+    of the generated report (`written` [18], LABEL_NAMES_18 order), also the positive prompts the report does not
+    state: the decoder follows few of them (README, honest reading), and a reader should not have to find out."""
+    parts = []
+    for state in ("positive", "uncertain", "negative"):
+        names = [d.name for d in pred.diseases if d.state == state]
+        if names:
+            parts.append(f"**{state}:** {', '.join(names)}")
+    summary = " · ".join(parts) if parts else "All 18 prompts are blank (not mentioned)."
+    if written is not None:
+        # Prediction.diseases come in LABEL_NAMES_18 order, the labeler's order
+        unwritten = [d.name for d, w in zip(pred.diseases, written)
+                     if d.state == "positive" and STATES[int(w)] != "positive"]
+        if unwritten:
+            summary += f"\n\n⚠ **Positive here but not stated in the report:** {', '.join(unwritten)}"
+    return summary
+
+
+def entity_rows(pred: Prediction, group: str | None = None) -> list[list]:
+    """The 75 LRPs, grouped (findings, devices, normal descriptors), most probable first in each group."""
+    if group and group != "all" and group not in GROUPS:
+        raise AppInputError(f"unknown entity group {group!r}; choose all, {', '.join(GROUPS)}")
+    order = {g: k for k, g in enumerate(GROUPS)}
+    rows = [e for e in pred.entities if not group or group == "all" or e.group == group]
+    rows.sort(key=lambda e: (order.get(e.group, len(GROUPS)), -e.exist_prob))
+    return [[e.index, e.group, e.label or e.entity, round(float(e.exist_prob), 3), "✓" if e.exists else "",
+             e.position_label or e.position, e.entity, e.sentence] for e in rows]
+
+
+def _labels_text(labels: dict[str, str], states: tuple[str, ...] = ("positive", "uncertain", "negative")) -> str:
+    """'Cardiomegaly +, Edema ?, Effusion −' style summary of the given states."""
+    mark = {"positive": "+", "negative": "−", "uncertain": "?"}
+    return ", ".join(f"{name} {mark[s]}" for name, s in labels.items() if s in states) or "—"
+
+
+def neighbour_rows(pred: Prediction) -> list[list]:
+    return [[k + 1, n.study_id, round(float(n.distance), 4), _labels_text(n.labels, ("positive", "uncertain")),
+             shorten(n.report or "(text not available)", 90)] for k, n in enumerate(pred.neighbours)]
+
+
+def retrieved_summary(pred: Prediction) -> tuple[str, str]:
+    """(report text, markdown facts) of the nearest neighbour, the study whose sentences became the GRPs."""
+    if not pred.neighbours:
+        return "", "No study was retrieved."
+    n = pred.neighbours[0]
+    facts = (f"**Study** `{n.study_id}` · **Poincaré distance** {n.distance:.4f}  \n"
+             f"**Labels** (+ positive, ? uncertain): {_labels_text(n.labels, ('positive', 'uncertain'))}")
+    return n.report or "(Report text not available: neither the data root nor the Open-i archive has it.)", facts
+
+
+def shorten(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+def word_diff_html(reference: str, hypothesis: str) -> str:
+    """Word-level diff (difflib) of two cleaned reports as HTML: red struck = only in the reference, green =
+    only in the hypothesis."""
+    a, b = reference.split(), hypothesis.split()
+    out = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(html.escape(" ".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append('<del style="background:#fde2e1;color:#9b1c1c;text-decoration:line-through">'
+                       f"{html.escape(' '.join(a[i1:i2]))}</del>")
+        if j2 > j1:
+            out.append('<ins style="background:#dcf5e3;color:#14532d;text-decoration:none">'
+                       f"{html.escape(' '.join(b[j1:j2]))}</ins>")
+    ratio = difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio()
+    legend = ('<div style="font-size:0.85em;opacity:0.8;margin-bottom:6px">'
+              '<del style="background:#fde2e1;color:#9b1c1c">ground truth only</del> · '
+              '<ins style="background:#dcf5e3;color:#14532d;text-decoration:none">generated only</ins> · '
+              f"word match ratio {ratio:.2f} (cleaned text)</div>")
+    return f'{legend}<div style="line-height:1.7">{" ".join(out)}</div>'
+
+
+FINDING_HEADERS = ["finding", "GT", "generated", "verdict", "retrieved", "verdict (retrieved)"]
+METRIC_HEADERS = ["metric", "generated vs GT", "retrieved vs GT", "protocol"]
+
+
+@dataclass
+class Comparison:
+    diff_html: str
+    findings: list[list]
+    metrics: list[list]
