@@ -16,7 +16,7 @@ from pathlib import Path
 from revtaf.data import image_file, load_annotation
 from revtaf.integrity import MANIFEST, read_manifest, write_manifest
 from test_app_service import shared_model_dir
-from revtaf_bench.robustness import AppServer
+from revtaf_bench.harness import AppServer
 
 _SERVER: AppServer | None = None
 

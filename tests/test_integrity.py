@@ -12,7 +12,9 @@ import pytest
 
 from revtaf.integrity import MANIFEST, IntegrityError, read_manifest, sha256_file, verify_manifest, write_manifest
 from test_app_service import shared_model_dir
-from revtaf_bench.robustness import REPO, integrity_checks, unsafe_weight_loads
+from revtaf_bench.check_integrity import integrity_checks
+from revtaf_bench.check_privacy import unsafe_weight_loads
+from revtaf_bench.harness import REPO
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from revtaf_bench.dicom_factory import IDENTIFYING, MARKERS
 from revtaf_bench.hostile_corpus import ALL_MARKERS, FILE_MARKER, MALFORMED, marker_dicoms
 from reliability_support import app_server
 from revtaf.data.imageio import ImageReadError, read_image
-from revtaf_bench.robustness import privacy_probe
+from revtaf_bench.check_privacy import privacy_probe
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
 

@@ -10,7 +10,8 @@ from revtaf_bench.dicom_factory import MARKERS
 from revtaf_bench.hostile_corpus import corpus
 from reliability_support import app_server, good_images, model_dir
 from revtaf.data.imageio import ImageReadError
-from revtaf_bench.robustness import message_problems, run_app_corpus, run_library
+from revtaf_bench.check_inputs import run_app_corpus
+from revtaf_bench.harness import message_problems, run_library
 
 # gradio's own queue code uses pandas options that pandas 3 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
@@ -80,7 +81,7 @@ def test_app_every_input_gets_a_report_or_a_readable_refusal(items, tmp_path_fac
 def test_the_page_shows_each_refusal_in_the_status_line(items, tmp_path_factory, iu_root, tmp_path):
     from gradio_client import handle_file
 
-    from revtaf_bench.robustness import call, client
+    from revtaf_bench.harness import call, client
 
     server = app_server(tmp_path_factory, iu_root)
     c = client(server.url)

@@ -8,7 +8,8 @@ import pytest
 
 from revtaf_bench.hostile_corpus import corpus
 from reliability_support import app_server, good_images
-from revtaf_bench.robustness import burst, message_problems, run_load, session_isolation
+from revtaf_bench.check_load import burst, run_load, session_isolation
+from revtaf_bench.harness import message_problems
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:Warning")
 
@@ -65,7 +66,7 @@ def test_a_full_queue_answers_busy_and_the_app_recovers(server, iu_root):
 
 def test_soak_short_form_serves_mixed_traffic_without_errors(server, iu_root, bad_files):
     """`revtaf bench --robustness --soak MINUTES`, for 15 s: every call answered as it should, figures per window."""
-    from revtaf_bench.robustness import format_soak, soak
+    from revtaf_bench.check_load import format_soak, soak
 
     result = soak(server, good_images(iu_root, 2), bad_files, minutes=0.25, clients=4, windows=2)
     assert result["errors"] == 0, result["error_detail"]
