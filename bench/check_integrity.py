@@ -38,7 +38,8 @@ def integrity_checks(model_dir: str | os.PathLike, workdir: str | os.PathLike) -
     names the damaged file; the intact one must load.
     """
     from revtaf.integrity import IntegrityError, MANIFEST
-    from revtaf.model.revtaf import REVTAF, WEIGHTS_FILE
+    from revtaf.model.persistence import WEIGHTS_FILE
+    from revtaf.model.revtaf import REVTAF
 
     source, root = Path(model_dir), Path(workdir)
     root.mkdir(parents=True, exist_ok=True)

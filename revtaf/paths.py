@@ -40,9 +40,7 @@ def resolve_model(
         if not hf_revision:
             warnings.warn(f"--hf-repo {hf_repo} without --hf-revision: the weights are not pinned to a commit")
         try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(repo_id=hf_repo, revision=hf_revision))
+            return download_model(hf_repo, hf_revision)
         except Exception as exc:  # network, auth, unknown repo or revision: all mean "use the bundled model"
             warnings.warn(f"could not fetch {hf_repo}@{hf_revision or 'main'} ({type(exc).__name__}); "
                           f"using the bundled model at {default}")
@@ -53,3 +51,10 @@ def resolve_model(
             "or --hf-repo ID --hf-revision SHA."
         )
     return path
+
+
+def download_model(repo_id: str, revision: str | None = None) -> Path:
+    """A model repository from the Hugging Face Hub at `revision`, through huggingface_hub's cache."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=repo_id, revision=revision))

