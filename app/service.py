@@ -22,6 +22,7 @@ from revtaf.labels.constants import STATES
 from revtaf.metrics import case_scores, ce_scores, finding_diff
 from revtaf.metrics.nlg import java_available
 from revtaf.model.prediction import Prediction
+from revtaf.switches import ABLATIONS, BY_NAME
 from revtaf_app.case import Case
 from revtaf_app.errors import AppInputError
 from revtaf_app.panels import CASE_PROTOCOL, Comparison, shorten, word_diff_html
@@ -32,10 +33,6 @@ from revtaf_app.uploads import Display, upload_key, working_copy
 
 IU_ATTRIBUTION = OPENI_ATTRIBUTION
 
-# What the page can switch off, in tag order, with its long and short names: FVTAF's two branches (every model),
-# then the plug-ins' inference parts (shown only for a model that carries them: REVTAF.ablations).
-ABLATIONS = {"grp": ("retrieval (GRP)", "GRP"), "lrp": ("entity prompts (LRP)", "LRP"),
-             "tisr": ("TISR pseudo words", "TISR"), "tir": ("TIR attention mask", "TIR")}
 CASE_ORDERS = ("dataset", "errors")
 
 def load_model(path: str | os.PathLike):
@@ -51,7 +48,7 @@ def ablation_tag(grp_off: bool, lrp_off: bool, plugins_off: Sequence[str] | None
     unknown = set(off) - set(ABLATIONS)
     if unknown:
         raise AppInputError(f"unknown switch {sorted(unknown)}: choose from {list(ABLATIONS)}")
-    return "+".join(name for name in ABLATIONS if off.get(name)) or "full"
+    return "+".join(name for name in ABLATIONS if off.get(name)) or "full"  # the registry's order
 
 
 def ablation_label(tag: str) -> str:
@@ -60,8 +57,8 @@ def ablation_label(tag: str) -> str:
     if not names:
         return "full model"
     if len(names) == 1:
-        return f"{ABLATIONS[names[0]][0]} off"
-    short = [ABLATIONS[n][1] for n in names]
+        return f"{BY_NAME[names[0]].label} off"
+    short = [BY_NAME[n].short for n in names]
     return f"{', '.join(short[:-1])} and {short[-1]} off"
 
 
@@ -187,8 +184,8 @@ class Service:
     @property
     def plugin_switches(self) -> list[tuple[str, str]]:
         """(label, name) of the plug-in parts this model can switch off at inference: none for a plain REVTAF."""
-        return [(label, name) for name, (label, _) in ABLATIONS.items()
-                if name in self.model.ablations and name not in ("grp", "lrp")]
+        return [(BY_NAME[name].label, name) for name in ABLATIONS
+                if name in self.model.ablations and BY_NAME[name].needs is not None]
 
     @property
     def plugin_note(self) -> str:

@@ -57,7 +57,7 @@ def bench(preset: str, runs: int = 3, print_table: bool = True, threads: int | N
     the decoder in int8 (`REVTAF.quantize_int8`), measured in the same run, their ratio, and parameter counts.
 
     `threads` sets torch's intra-op threads for the run (default: leave as is); `plugins` switches sibling
-    methods' modules on (config.PLUGINS).
+    methods' modules on (revtaf.switches.PLUGINS).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")

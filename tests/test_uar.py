@@ -183,7 +183,7 @@ def test_two_stages_move_the_gradient_from_cra_to_tir(tokenizer):
 
 @pytest.mark.parametrize("preset", ["cpu", "paper"])
 def test_both_presets_build_with_every_plugin_on(preset):
-    from revtaf.model.config import PLUGINS
+    from revtaf.switches import PLUGINS
     from revtaf.model.random_init import random_model
 
     model = random_model(preset, bank_size=64, plugins=PLUGINS)

@@ -173,6 +173,9 @@ def cmd_generate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from revtaf.switches import ABLATIONS, ALIASES  # pure Python: --help stays instant
+
+    ablation_names = (*ABLATIONS, *ALIASES)
     parser = argparse.ArgumentParser(prog="revtaf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -253,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--baseline", choices=("constant", "random", "retrieval"))
-    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion", "tisr", "tir"), default=[],
+    p.add_argument("--ablate", action="append", choices=ablation_names, default=[],
                    help="switch a part off (repeatable): FVTAF's grp / lrp branches, both (fusion), or the "
                         "pseudo words / mask of a model carrying TISR / TIR")
     p.add_argument("--max-studies", type=int, help="only the first N studies of the split")
@@ -296,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--checkpoint", help="model directory (default: the bundled assets/ model)")
     p.add_argument("--data", help="data root, for the retrieved report's text (else the Open-i archive)")
-    p.add_argument("--ablate", action="append", choices=("grp", "lrp", "fusion", "tisr", "tir"), default=[])
+    p.add_argument("--ablate", action="append", choices=ablation_names, default=[])
     p.add_argument("--json", action="store_true", help="print the full Prediction as JSON")
     p.add_argument("--maps", action="store_true", help="with --json: include the attention maps' values")
     p.set_defaults(func=cmd_generate)

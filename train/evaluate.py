@@ -25,10 +25,10 @@ import numpy as np
 
 from revtaf.labels.constants import CHEXPERT_14, STATES
 from revtaf.metrics import NLG_METRICS
+from revtaf.switches import ablation_set
 
 CONSTANT_REPORT = "the heart is normal in size . the mediastinum is unremarkable . the lungs are clear ."
 BASELINES = ("constant", "random", "retrieval")
-ABLATIONS = ("grp", "lrp", "fusion", "tisr", "tir")
 NO_FINDING = CHEXPERT_14.index("No Finding")
 
 
@@ -158,17 +158,6 @@ class _PairDataset:
         item = self.entity[i]
         item["test_image"] = self.test(read_image(image_file(self.entity.root, study)).to_pil())
         return item
-
-
-def ablation_set(ablate: Sequence[str]) -> frozenset[str]:
-    """CLI ablation names -> the model's: `fusion` switches both FVTAF prompt branches (GRP and LRP) off."""
-    unknown = set(ablate) - set(ABLATIONS)
-    if unknown:
-        raise ValueError(f"unknown ablation(s) {sorted(unknown)}: choose from {ABLATIONS}")
-    names = set(ablate)
-    if "fusion" in names:
-        names = (names - {"fusion"}) | {"grp", "lrp"}
-    return frozenset(names)
 
 
 def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: dict | None = None,

@@ -97,7 +97,7 @@ class RunOptions:
     until: str | None = None  # stop after this stage
     select_key: str | None = None  # TrainConfig.select_key override
     val_studies: int | None = None  # per-epoch validation prefix; 0 = the whole val split
-    plugins: tuple[str, ...] = ()  # switched on over the preset (config.PLUGINS, docs/plugins.md)
+    plugins: tuple[str, ...] = ()  # switched on over the preset (revtaf.switches.PLUGINS, docs/plugins.md)
 
 
 def data_fingerprint(root: Path, sizes: dict[str, int]) -> dict:

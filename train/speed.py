@@ -37,7 +37,7 @@ def train_speed(preset: str, data_root: str | Path, device: str = "auto", second
                 batch_size: int | None = None, max_steps: int | None = None, warmup_steps: int = 2,
                 num_workers: int = 2, print_line: bool = True, plugins: tuple[str, ...] = ()) -> dict:
     """Train for about `seconds` (or `max_steps` steps, whichever comes first) after `warmup_steps` untimed
-    steps, with the sibling methods' `plugins` switched on (config.PLUGINS); return the median step time,
+    steps, with the sibling methods' `plugins` switched on (revtaf.switches.PLUGINS); return the median step time,
     images/s, the device and its peak memory."""
     dev = _device(device)
     splits = load_annotation(data_root, "iu")

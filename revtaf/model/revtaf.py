@@ -48,11 +48,11 @@ from revtaf.model.sentence_plan import PlannedReport, write_planned
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
 from revtaf.model.tisr import TextualInversion
 from revtaf.model.uar import CrossModalAligner, tir_disabled, triplet_loss
+from revtaf.switches import ABLATION_SWITCHES
+from revtaf.switches import ABLATIONS as SWITCHABLE
 from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
 
-# FVTAF's two prompt branches, and the plug-ins that act at inference (TISR's pseudo words, TIR's mask): each
-# one can be switched off at inference to see what the trained model takes from it.
-ABLATIONS = frozenset({"grp", "lrp", "tisr", "tir"})
+ABLATIONS = frozenset(SWITCHABLE)  # what `infer` can switch off, by name (revtaf/switches.py)
 
 
 
@@ -468,8 +468,8 @@ class REVTAF(ReferenceBank, nn.Module):
         """What `infer` / `predict` can switch off for this model: FVTAF's GRP and LRP branches, and TISR's
         pseudo words and TIR's mask when the model carries them (CRA and LSU act in training only). A TIR mask
         still at zero is not offered: switching it off would change nothing."""
-        return frozenset({"grp", "lrp"} | ({"tisr"} if self.tisr is not None else set())
-                         | ({"tir"} if self.tir_trained else set()))
+        carried = {None: True, "tisr.enabled": self.tisr is not None, "uar.tir": self.tir_trained}
+        return frozenset(s.name for s in ABLATION_SWITCHES if carried[s.needs])
 
     @property
     def plugins(self) -> dict[str, str]:
