@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 cuda=$("$py" -c 'import torch; print(int(torch.cuda.is_available()))')
 "$py" -c 'import torch; print("torch", torch.__version__, "·", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device")'
-speed() { "$py" -m revtaf_train.cli bench --train-speed --data-root "$data" "$@"; }
+speed() { "$py" -m revtaf_cli bench --train-speed --data-root "$data" "$@"; }
 
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
     speed --preset cpu --device cpu --batch-size 2 --max-steps 2

@@ -9,8 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # installed package name -> its folder in the checkout (pyproject's package-dir)
-PACKAGES = {"revtaf": "revtaf", "revtaf_train": "train", "revtaf_app": "app", "revtaf_bench": "bench"}
-DRIVERS = ("revtaf_train", "revtaf_app", "revtaf_bench")
+PACKAGES = {"revtaf": "revtaf", "revtaf_train": "train", "revtaf_app": "app", "revtaf_bench": "bench", "revtaf_cli": "cli"}
+DRIVERS = ("revtaf_train", "revtaf_app", "revtaf_bench", "revtaf_cli")
 
 
 def _module_name(package: str, path: Path) -> str:
@@ -92,6 +92,9 @@ def test_library_imports_no_driver_and_layers_point_one_way():
     edges = _package_edges(import_graph())
     assert not {(a, b) for a, b in edges if a == "revtaf" and b in DRIVERS}
     assert not {(a, b) for a, b in edges if (b, a) in edges}, "two layers import each other"
+    # training and QA are siblings under the command line: neither imports the other, nothing imports the CLI
+    assert not {(a, b) for a, b in edges if {a, b} == {"revtaf_train", "revtaf_bench"}}
+    assert not {(a, b) for a, b in edges if b == "revtaf_cli"}
 
 
 def test_no_generic_top_level_package_is_installed():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from revtaf_train.cli import main
+from revtaf_cli.main import main
 from revtaf_train.speed import format_speed, train_speed
 
 REPO = Path(__file__).resolve().parents[1]

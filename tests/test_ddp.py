@@ -1,6 +1,6 @@
 """Two CPU processes with gloo train a tiny model for a few steps; their weights must stay identical.
 
-This exercises the same path as `torchrun --nproc_per_node 2 -m train.cli train ...`: `init_distributed`
+This exercises the same path as `torchrun --nproc_per_node 2 -m revtaf_cli train ...`: `init_distributed`
 reads the torchrun environment, the Trainer wraps the model in DistributedDataParallel and every rank reads
 its own shard of the epoch permutation (so the ranks see different batches and only gradient averaging can
 keep them in sync).

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from revtaf_train.cli import main
+from revtaf_cli.main import main
 from revtaf_train.pipeline import STAGES
 
 N = 24  # the classifier's memory needs a bank larger than k_memory; the pipeline shrinks k for tiny banks

@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from revtaf.model.config import PromptConfig
+
 from revtaf.model.disease_prompts import (
     DiseasePromptClassifier,
     cls_loss,
@@ -16,8 +18,8 @@ from revtaf.model.disease_prompts import (
 
 def small_classifier(memory_dim=32):
     torch.manual_seed(0)
-    return DiseasePromptClassifier(visual_dim=24, memory_dim=memory_dim, d_model=32, nhead=4,
-                                   dim_feedforward=64)
+    return DiseasePromptClassifier(PromptConfig(d_model=32, nhead=4, dim_feedforward=64), visual_dim=24,
+                                   memory_dim=memory_dim)
 
 
 def test_shapes_init_and_memory_dependence():

@@ -14,7 +14,7 @@ from test_revtaf import D, images, random_bank, tiny_config, tokenizer, train_ba
 
 def test_refinement_loss_falls_when_aligned_and_rises_when_shuffled():
     torch.manual_seed(0)
-    tisr = TextualInversion(visual_dim=24, hidden=32, text_dim=16, num_words=4, heads=4)
+    tisr = TextualInversion(TISRConfig(num_words=4, heads=4), visual_dim=24, hidden=32, text_dim=16)
     patches, reports = torch.randn(16, 9, 24), torch.randn(16, 16)
     optimizer = torch.optim.AdamW(tisr.parameters(), lr=1e-2)
     start = float(tisr.refinement_loss(tisr(patches), reports))

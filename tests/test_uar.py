@@ -16,7 +16,7 @@ from test_revtaf import D, images, random_bank, tiny_config, tokenizer, train_ba
 
 def test_the_basis_stays_orthonormal_through_training_steps():
     torch.manual_seed(0)
-    cra = CrossModalAligner(image_dim=24, text_dim=16, width=32, num_basis=8)
+    cra = CrossModalAligner(UARConfig(cra_width=32, cra_basis=8), image_dim=24, text_dim=16)
     optimizer = torch.optim.AdamW(cra.parameters(), lr=5e-2)
     image, text = torch.randn(12, 24), torch.randn(12, 16)
     first = None
@@ -46,7 +46,7 @@ def test_lsu_puts_both_modalities_on_one_codebook_with_a_straight_through_gradie
     exact = lsu.codebook.weight[[3, 7]].detach()
     q, index, loss = lsu(exact)
     assert index.tolist() == [3, 7] and float(loss) == 0.0
-    cra = CrossModalAligner(image_dim=24, text_dim=16, width=8, num_basis=4, num_codes=16)
+    cra = CrossModalAligner(UARConfig(cra_width=8, cra_basis=4, lsu=True, lsu_codes=16), image_dim=24, text_dim=16)
     image_codes = cra.unifier(cra.inputs[0](torch.randn(6, 24)))[1]
     text_codes = cra.unifier(cra.inputs[1](torch.randn(6, 16)))[1]
     assert image_codes.max() < 16 and text_codes.max() < 16  # one shared token space

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from revtaf.labels.constants import POSITIVE, STATE_TOKENS
+from revtaf.model.config import PromptConfig
 
 NUM_DISEASES = 18
 NUM_STATES = 4
@@ -30,18 +31,14 @@ class DiseasePromptClassifier(nn.Module):
     so it still reaches every layer through the residual stream, and stock nn.Transformer layers suffice.
     """
 
-    def __init__(
-        self,
-        visual_dim: int,
-        memory_dim: int,
-        d_model: int = 512,
-        nhead: int = 8,
-        num_encoder_layers: int = 2,
-        num_decoder_layers: int = 2,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-    ):
+    def __init__(self, config: PromptConfig, visual_dim: int, memory_dim: int):
+        """`config` sizes the memory transformer; `visual_dim` is the pooled image width, `memory_dim` the retrieved
+        report embeddings' (the text encoder's)."""
         super().__init__()
+        self.config = config
+        c = config
+        d_model, nhead, dim_feedforward, dropout = c.d_model, c.nhead, c.dim_feedforward, c.dropout
+        num_encoder_layers, num_decoder_layers = c.num_encoder_layers, c.num_decoder_layers
         self.query_proj = nn.Linear(visual_dim, d_model)
         # PromptMRG's memory is already d_model wide (512); other text encoders need a projection.
         self.memory_proj = nn.Linear(memory_dim, d_model) if memory_dim != d_model else nn.Identity()

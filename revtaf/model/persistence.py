@@ -127,7 +127,6 @@ def from_pretrained(cls: type, directory: str | Path, map_location: str | torch.
     model.to(map_location).eval()
     model.refresh_bank()
     # Provenance, for whatever the model's outputs are saved with (e.g. the demo's review exports).
-    model.name_or_path = str(directory)
     manifest = read_manifest(directory) if (directory / MANIFEST).is_file() else {}
     model.weights_sha256 = manifest.get(WEIGHTS_FILE, {}).get("sha256")
     card = directory / "run.json"

@@ -108,20 +108,14 @@ class REVTAF(ReferenceBank, nn.Module):
             self._init_visual_from_entity()
         self.lre = LearnableRetrievalEnhancer(**asdict(cfg.lre))
         self.fvtaf = FVTAF(cfg.fusion)
-        p = cfg.prompts
-        self.classifier = DiseasePromptClassifier(
-            self.visual.out_dim, d_text, p.d_model, p.nhead, p.num_encoder_layers, p.num_decoder_layers,
-            p.dim_feedforward, p.dropout,
-        )
+        self.classifier = DiseasePromptClassifier(cfg.prompts, self.visual.out_dim, d_text)
         u = cfg.uar
         # TIR's mask has one entry per memory position: the visual encoder's patches at the model's input size
         memory_length = (cfg.image_size // self.visual.stride) ** 2 if u.tir else None
         self.decoder = ReportDecoder(cfg.decoder, tokenizer, 2 * cfg.fusion.d_model, tir_memory_length=memory_length)
-        self.cra = (CrossModalAligner(self.visual.out_dim, d_text, u.cra_width, u.cra_basis,
-                                      u.lsu_codes if u.lsu else None) if u.cra else None)
-        t = cfg.tisr
-        self.tisr = (TextualInversion(self.visual.out_dim, cfg.decoder.hidden_size, d_text, t.num_words, t.heads)
-                     if t.enabled else None)
+        self.cra = CrossModalAligner(u, self.visual.out_dim, d_text) if u.cra else None
+        self.tisr = (TextualInversion(cfg.tisr, self.visual.out_dim, cfg.decoder.hidden_size, d_text)
+                     if cfg.tisr.enabled else None)
 
         table_shape = (len(ENTITIES_75), len(ANATOMIES_51), 2, d_text)
         if triplet_table is None:
@@ -136,7 +130,6 @@ class REVTAF(ReferenceBank, nn.Module):
         # View / out-of-distribution check (input_check.py): fitted after training, saved in its own file.
         self.input_check: InputCheck | None = None
         # Where the weights came from (set by from_pretrained): directory, SHA-256 of the weights, preset name.
-        self.name_or_path: str | None = None
         self.weights_sha256: str | None = None
         self.preset: str | None = None
         self.quantized: str | None = None  # "int8" after quantize_int8()

@@ -15,13 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revtaf.model.config import TISRConfig
+
 
 class TextualInversion(nn.Module):
     """patches [B, L, visual_dim] -> pseudo words [B, num_words, hidden] (hidden = the decoder's word-embedding
     width), and the refinement loss against report embeddings [B, text_dim]."""
 
-    def __init__(self, visual_dim: int, hidden: int, text_dim: int, num_words: int = 8, heads: int = 4):
+    def __init__(self, config: TISRConfig, visual_dim: int, hidden: int, text_dim: int):
+        """`config`: the number of pseudo words and attention heads; `hidden` is the decoder's embedding width."""
         super().__init__()
+        self.config = config
+        num_words, heads = config.num_words, config.heads
         self.queries = nn.Parameter(torch.randn(num_words, hidden) * 0.02)
         self.attend = nn.MultiheadAttention(hidden, heads, kdim=visual_dim, vdim=visual_dim, batch_first=True)
         self.norm = nn.LayerNorm(hidden)

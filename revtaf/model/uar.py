@@ -29,6 +29,7 @@ from torch.nn.utils.parametrizations import orthogonal
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from revtaf.model.config import UARConfig
 
 IMAGE, TEXT = 0, 1
 
@@ -63,9 +64,12 @@ class CrossModalAligner(nn.Module):
     both modalities are first quantised to one shared codebook, and forward's third output is LSU's VQ loss.
     """
 
-    def __init__(self, image_dim: int, text_dim: int, width: int = 256, num_basis: int = 32,
-                 num_codes: int | None = None):
+    def __init__(self, config: UARConfig, image_dim: int, text_dim: int):
+        """`config`: CRA's width and basis size, and LSU's codebook when `config.lsu` is on."""
         super().__init__()
+        self.config = config
+        width, num_basis = config.cra_width, config.cra_basis
+        num_codes = config.lsu_codes if config.lsu else None
         if not 1 <= num_basis <= width:
             raise ValueError(f"num_basis must lie in 1..width ({width}), got {num_basis}")
         self.inputs = nn.ModuleList([nn.Linear(image_dim, width), nn.Linear(text_dim, width)])
