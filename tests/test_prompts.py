@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from revtaf.model.config import PromptConfig
-
 from revtaf.model.disease_prompts import (
     DiseasePromptClassifier,
     cls_loss,

@@ -388,14 +388,15 @@ def test_visual_encoder_starts_from_entity_trunk(model):
 
 def test_cpu_preset_shapes_224():
     m = random_model("cpu", bank_size=40)
-    m.cfg.generation = GenerationSettings(num_beams=3, max_new_tokens=4, min_length=19)
     counts = m.num_parameters()
     assert 15e6 < counts["total"] < 40e6
     out = m(train_batch(m, B=2, size=224))
     assert all(torch.isfinite(v) for v in out.values())
-    pred = m.predict(images(1, size=256)[0])
+    short = GenerationSettings(num_beams=3, max_new_tokens=4, min_length=19)
+    pred = m.predict(images(1, size=256)[0], generation=short)
     assert pred.lrp_maps.shape == (75, 7, 7) and pred.grp_maps.shape[1:] == (7, 7)
     assert len(pred.report.split()) <= 4
+    assert m.cfg.generation == GenerationSettings()  # settings of a call never change the model's
 
 
 def test_paper_preset_shapes_batch1():
@@ -412,8 +413,7 @@ def test_paper_preset_shapes_batch1():
         assert patches.shape == (1, 49, 2048) and pooled.shape == (1, 2048)
         out = m(train_batch(m, B=1, size=224))
     assert all(torch.isfinite(v) for v in out.values())
-    m.cfg.generation = GenerationSettings(num_beams=3, max_new_tokens=2, min_length=19)
-    pred = m.predict(images(1, size=256)[0])
+    pred = m.predict(images(1, size=256)[0], generation=GenerationSettings(num_beams=3, max_new_tokens=2, min_length=19))
     assert pred.lrp_maps.shape == (75, 7, 7) and pred.fcc_similarity.shape[0] == 75
 
 
