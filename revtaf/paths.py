@@ -8,8 +8,10 @@ import warnings
 from pathlib import Path
 
 DATA_ENV = "REVTAF_DATA"
-# The default model trained by this project (weights only), in the checkout beside the library.
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "revtaf-iu"
+# The default model trained by this project (weights only): the checkout's assets/ beside the library, or, in an
+# installed wheel, the same files as package data of `revtaf.assets` (pyproject's package-data).
+_CHECKOUT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "revtaf-iu"
+BUNDLED_MODEL = _CHECKOUT_MODEL if _CHECKOUT_MODEL.is_dir() else Path(__file__).resolve().parent / "assets" / "revtaf-iu"
 
 
 def resolve_data_root(path: str | os.PathLike | None = None) -> Path | None:

@@ -68,12 +68,8 @@ class PipelineConfig:
     @classmethod
     def cpu(cls) -> PipelineConfig:
         """Sized for ~2 h on two idle cores (measured: docs/training.md)."""
-        # min_length 19 (no forced length), chosen on the whole val split: the small model ends most reports
-        # after ~35 tokens, and forcing 41 made it repeat sentences (val CIDEr 0.107 at 60, 0.180 at 50, 0.302 at 19).
-        # 20 entity epochs: val existence AUROC 0.674 after 8, 0.694 after 20, and the chosen REVTAF epoch on top
-        # scored a higher selection sum on val (2.124 vs 2.058). Per-epoch validation on all of val (the default
-        # val_max_studies) costs ~35 s an epoch; 64 studies were too few to pick an epoch by.
-        # no_repeat_ngram_size 6: the v5 model repeated a sentence in 72 of 590 test reports without it.
+        # Each setting's reason, measured, is in docs/training.md ("Why the cpu recipe's settings"): no forced
+        # length, 20 entity epochs, validation on all of val, no repeated 6-wordpiece n-gram in free decoding.
         return cls(text_encoder_steps=2000, entity_epochs=20, eval_batch=64, min_length=19, no_repeat_ngram_size=6)
 
     @classmethod

@@ -66,10 +66,8 @@ class TrainConfig:
     @classmethod
     def cpu(cls) -> TrainConfig:
         """~2,069 IU training studies per epoch on two cores: a short warmup fits inside epoch 1."""
-        # Selects on the sum of the figures the quality bar names (CE F1 alone barely moved over 16 epochs, so it
-        # chose the last one), but never an epoch that writes one report for all of val: the sum chose such an
-        # epoch once (docs/training.md). Abnormal-study CE and positive-prompt adherence are in the sum since the
-        # NLG figures alone chose an early epoch whose decoder wrote the normal template whatever its prompt.
+        # Selects on the sum of the figures the quality bar names, never on an epoch that writes one report for
+        # all of val (why each term is there: docs/training.md, "Why the cpu recipe's settings").
         return cls(epochs=16, batch_size=16, lr=3e-4, min_lr=1e-5, warmup_start_lr=3e-6, warmup_steps=50,
                    checkpoint_minutes=5.0,
                    select_key="BLEU_1+BLEU_4+METEOR+ROUGE_L+CIDEr+CE_f1+CE_f1_abnormal+adherence_positive",

