@@ -81,7 +81,8 @@ def test_bundled_model_tells_views_apart_on_real_iu_images(bundled, iu_root):
 
 
 def test_bundled_model_flags_non_radiographs(bundled):
-    from revtaf_bench.hostile_corpus import NON_RADIOGRAPHS, corpus
+    from revtaf.data.synthetic import NON_RADIOGRAPHS
+    from revtaf_bench.hostile_corpus import corpus
     from revtaf.data import read_image
 
     items = {h.name: h for h in corpus()}

@@ -43,7 +43,7 @@ def _view_images(root: Path, studies) -> tuple[list, list[str]]:
 
 def fit_input_check(checkpoint, data, batch_size: int = 32, max_studies: int | None = None) -> dict:
     """Fit, save (manifest rewritten) and measure the input check of the model in `checkpoint`."""
-    from revtaf_bench.hostile_corpus import NON_RADIOGRAPHS, corpus
+    from revtaf.data.synthetic import NON_RADIOGRAPHS, non_radiographs
     from revtaf.data import detect_dataset, load_annotation, read_image, require_data_root
     from revtaf.integrity import read_manifest, write_manifest
     from revtaf.model.input_check import InputCheck
@@ -65,8 +65,8 @@ def fit_input_check(checkpoint, data, batch_size: int = 32, max_studies: int | N
 
     test_lateral = check.p_lateral(feats["test"]) > 0.5
     truth = torch.from_numpy(views["test"] == "lateral")
-    hostile = {h.name: h for h in corpus()}
-    odd = pooled_features(model, [read_image(hostile[name].data) for name in NON_RADIOGRAPHS])
+    odd_images = non_radiographs()
+    odd = pooled_features(model, [read_image(odd_images[name][1]) for name in NON_RADIOGRAPHS])
     odd_pass = (check.ood_score(odd) <= check.ood_threshold).tolist()
     report = {
         "view_accuracy_test": float((test_lateral == truth).float().mean()),
