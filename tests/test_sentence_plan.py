@@ -145,3 +145,20 @@ def test_plan_states_must_be_18():
     with pytest.raises(ValueError, match="18"):
         TopicPlan(np.zeros(14))
     assert BLANK == 0
+
+
+def test_static_cache_step_is_berts_forward():
+    """The loop's lean step (decoding.py) gives transformers' logits, a prompt at once or a token at a time."""
+    from revtaf.model.decoding import DecoderStep, StaticCache
+
+    model = random_model("cpu", bank_size=32)
+    lm = model.decoder.lm
+    memory = model.decoder.memory_proj(torch.randn(1, 49, 512, generator=torch.Generator().manual_seed(3)))
+    ids = torch.cat([prompt_ids(model.tokenizer, torch.zeros(1, 18, dtype=torch.long), per_disease=True),
+                     torch.randint(10, 500, (1, 6), generator=torch.Generator().manual_seed(4))], 1)
+    with torch.no_grad():
+        reference = lm(input_ids=ids, encoder_hidden_states=memory).logits[0, 18:]
+        step, cache = DecoderStep(lm, memory), StaticCache.empty(lm, 1, 64, memory)
+        ours = [step(cache, ids=ids[:, :19])[0]] + [step(cache, ids=ids[:, j:j + 1])[0] for j in range(19, ids.shape[1])]
+    assert cache.length == ids.shape[1]
+    assert torch.allclose(torch.stack(ours), reference, atol=1e-5)

@@ -15,23 +15,21 @@ A decoder trained with `DecoderConfig.sentence_plan` reads every training senten
 vain); a required one keeps its best sentence and is marked `planned=False` (counted in evaluation).
 
 With the plan off (`GenerationSettings.plan = False`) the decoder chooses topics freely and nothing is
-checked: the ablation. The loop keeps transformers' two-part KV cache (self-attention grown a token at a time,
-the cross-attention K/V of Fc computed once) and a beam's cache is a copy of the committed one; a test holds
-the beam search to `generate` where both apply.
+checked: the ablation. Steps run on a static KV cache (decoding.py: the self-attention K/V grown in place, the
+cross-attention K/V of Fc computed once); a sentence's beams copy the committed cache; a test holds the beam
+search to `generate` where both apply.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import DynamicCache, EncoderDecoderCache
-
 from revtaf.labels.topics import PLAIN_TOPICS, TOPIC_TOKENS, Topic, TopicPlan, topic_from_tokens, topic_token
 from revtaf.model.config import GenerationSettings
 from revtaf.model.decoder import ReportDecoder
+from revtaf.model.decoding import DecoderStep, StaticCache
 
 WIDE_BEAMS = 8  # the second, wider search for a sentence no beam of the first wrote to its topic
 SENTENCE_TOKENS = 40  # longest sentence searched
@@ -60,37 +58,33 @@ class PlannedReport:
 
 
 class _Writer:
-    """One study's decoding state: the committed tokens' cache and the next-token log-probabilities."""
+    """One study's decoding state: the committed tokens' static cache and the next-token log-probabilities."""
 
     def __init__(self, decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor,
                  pseudo_words: torch.Tensor | None):
-        self.decoder, self.lm, self.tok = decoder, decoder.lm, decoder.tokenizer
-        self.enc = decoder.memory_proj(memory)  # [1,L,H]
-        # Beams of a sentence leave the batch as they finish, so the cross-attention K/V are reordered with the
-        # self-attention (a plain EncoderDecoderCache; 49 memory rows, cheap).
-        self.cache = EncoderDecoderCache(DynamicCache(config=self.lm.config), DynamicCache(config=self.lm.config))
+        self.decoder, self.lm = decoder, decoder.lm
+        enc = decoder.memory_proj(memory)  # [1,L,H]
+        self.step = DecoderStep(self.lm, enc)
+        self.max_len = decoder.cfg.max_positions
+        self.cache = StaticCache.empty(self.lm, 1, self.max_len, enc)
         if pseudo_words is None:
-            self.logp = self._step(prompt, self.cache, self.enc)[0]
+            self.logp = self._logp(self.cache, ids=prompt)[0]
         else:
             start = decoder._with_pseudo_words(prompt, torch.ones_like(prompt), pseudo_words)
-            out = self.lm(inputs_embeds=start["inputs_embeds"], encoder_hidden_states=self.enc, cache=self.cache,
-                          use_cache=True)
-            self.logp = out.logits[0, -1].float().log_softmax(-1)
-        self.length = self.cache.get_seq_length()
+            self.logp = self._logp(self.cache, embeds=start["inputs_embeds"])[0]
 
-    def _step(self, ids: torch.Tensor, cache, enc: torch.Tensor) -> torch.Tensor:
-        """ids [n,t] appended to `cache` -> log-probabilities of the next token [n,V]."""
-        out = self.lm(input_ids=ids, encoder_hidden_states=enc, cache=cache, use_cache=True)
-        return out.logits[:, -1].float().log_softmax(-1)
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    def _logp(self, cache: StaticCache, **inputs) -> torch.Tensor:
+        return self.step(cache, **inputs).float().log_softmax(-1)
 
     def commit(self, ids: list[int]) -> None:
-        self.logp = self._step(torch.tensor([ids], device=self.enc.device), self.cache, self.enc)[0]
-        self.length += len(ids)
+        self.logp = self._logp(self.cache, ids=torch.tensor([ids], device=self.logp.device))[0]
 
     def rollback(self, length: int, logp: torch.Tensor) -> None:
-        if self.length > length:
-            self.cache.crop(length - self.length)  # transformers: a negative count of tokens to remove
-        self.length, self.logp = length, logp
+        self.cache.length, self.logp = length, logp  # what lies beyond `length` is overwritten as it grows
 
     def beams(self, k: int, banned: torch.Tensor, end_id: int, max_tokens: int) -> list[tuple[list[int], float]]:
         """Beam search of one sentence from the committed state -> up to k finished (tokens ending in `end_id`, or
@@ -99,9 +93,8 @@ class _Writer:
         The search is `generate`'s (length penalty 1, early_stopping False): each step keeps the top 2k
         continuations, those among the top k that end the sentence finish, the best k others run on; it stops
         when k have finished and the best running beam, at its current length, cannot beat the worst of them."""
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(k)
-        enc = self.enc.expand(k, -1, -1)
+        cache = self.cache.repeat(k)
+        device = self.logp.device
         seqs: list[list[int]] = [[] for _ in range(k)]
         scores = torch.full((k,), -1e9, device=self.logp.device)
         scores[0] = 0.0  # every row starts from the same state: the first step expands row 0 only
@@ -127,11 +120,14 @@ class _Writer:
             if len(finished) == k and running[0][2] / n <= finished[-1][1]:
                 break
             running += [running[-1][:2] + (-1e9,)] * (k - len(running))  # keep k rows (a tiny vocabulary)
-            cache.reorder_cache(torch.tensor([r for r, _, _ in running], device=enc.device))
+            if cache.length + 1 >= self.max_len:  # no position left for another token
+                finished += [(seqs[r] + [c], t / n) for r, c, t in running[:k] if t > -1e9]
+                break
+            cache.select(torch.tensor([r for r, _, _ in running], device=device))
             seqs = [seqs[r] + [c] for r, c, _ in running]
-            scores = torch.tensor([t for _, _, t in running], device=enc.device)
-            ids = torch.tensor([[c] for _, c, _ in running], device=enc.device)
-            logp = self._step(ids, cache, enc).masked_fill(banned, -float("inf"))
+            scores = torch.tensor([t for _, _, t in running], device=device)
+            ids = torch.tensor([[c] for _, c, _ in running], device=device)
+            logp = self._logp(cache, ids=ids).masked_fill(banned, -float("inf"))
         return finished
 
 
