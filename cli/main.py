@@ -79,11 +79,12 @@ def cmd_bench(args) -> int:
             print(json.dumps(result))
         return 0
     if args.generation:
+        from revtaf.paths import resolve_model
         from revtaf_bench.model_latency import generation_bench
 
         if not args.data_root:
             raise SystemExit("--generation needs --data-root (an IU X-Ray folder: its test images are the input)")
-        result = generation_bench(args.checkpoint or _bundled(), args.data_root, runs=args.runs,
+        result = generation_bench(resolve_model(args.checkpoint), args.data_root, runs=args.runs,
                                   print_table=not args.json)
         if args.json:
             print(json.dumps(result))
@@ -101,12 +102,6 @@ def cmd_bench(args) -> int:
     if args.json:
         print(json.dumps(result))
     return 0
-
-
-def _bundled() -> Path:
-    from revtaf.paths import BUNDLED_MODEL
-
-    return BUNDLED_MODEL
 
 
 def cmd_train(args) -> int:
@@ -162,9 +157,15 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from revtaf_train.evaluate import generate_one
+    from revtaf.data import read_image
+    from revtaf.data.reports import ReportLookup
+    from revtaf.model.revtaf import REVTAF
+    from revtaf.paths import resolve_model
+    from revtaf.switches import ablation_set
 
-    prediction = generate_one(args.image, checkpoint=args.checkpoint, data=args.data, ablate=args.ablate)
+    model = REVTAF.from_pretrained(resolve_model(args.checkpoint))
+    prediction = model.predict(read_image(args.image), ablate=ablation_set(args.ablate),
+                               report_lookup=ReportLookup(args.data))
     if args.json:
         print(json.dumps(prediction.to_json(with_maps=args.maps), indent=2))
     else:

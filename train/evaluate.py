@@ -429,13 +429,6 @@ def retrieval_rows(model, studies, root, lookup, batch_size: int = 16) -> list[d
     return rows
 
 
-def default_checkpoint() -> Path:
-    """The bundled default model (assets/revtaf-iu)."""
-    from revtaf.paths import BUNDLED_MODEL
-
-    return BUNDLED_MODEL
-
-
 def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None = None, ablate: Sequence[str] = (),
                         max_studies: int | None = None, seed: int = 0, batch_size: int = 16,
                         min_length: int | None = None, num_beams: int | None = None,
@@ -452,6 +445,7 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
     from revtaf.data import clean_report, detect_dataset, load_annotation, require_data_root
     from revtaf.data.reports import ReportLookup
     from revtaf.model.config import GenerationSettings
+    from revtaf.paths import resolve_model
 
     data = require_data_root(data)
     if baseline is not None and baseline not in BASELINES:
@@ -472,9 +466,7 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
     if baseline in (None, "retrieval"):
         from revtaf.model.revtaf import REVTAF
 
-        ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
-        if not ckpt.is_dir():
-            raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
+        ckpt = resolve_model(checkpoint)
         model = REVTAF.from_pretrained(ckpt)
         if argmax:
             model.cfg.positive_thresholds = None
@@ -499,16 +491,3 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
                             "split_size": len(studies)}
     write_outputs(out, metrics, rows)
     return metrics
-
-
-def generate_one(image, checkpoint=None, data=None, ablate: Sequence[str] = ()):
-    """`revtaf generate`: the Prediction of one image file (PNG, JPEG or DICOM)."""
-    from revtaf.data import read_image
-    from revtaf.model.revtaf import REVTAF
-    from revtaf.data.reports import ReportLookup
-
-    ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
-    if not ckpt.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {ckpt}")
-    model = REVTAF.from_pretrained(ckpt)
-    return model.predict(read_image(image), ablate=ablation_set(ablate), report_lookup=ReportLookup(data))
