@@ -76,3 +76,23 @@ def test_the_bundled_model_states_the_plugins_it_carries(predictions):
     assert S.Service.plugin_switches.fget(page) == []
     note = S.Service.plugin_note.fget(page)
     assert "UAR CRA + LSU (training losses only" in note and "UAR TIR (mask still at zero" in note
+
+
+def test_every_positive_finding_is_written_once_and_nothing_contradicts_it(predictions):
+    """The sentence plan's by-design property on real studies: each finding the model calls positive has a
+    sentence the labeler reads positive, no finding is stated twice, no all-clear sentence sits beside a positive
+    finding, and the per-sentence records name the topic each sentence was written to."""
+    from revtaf.data import clean_report
+    from revtaf.labels import LABEL_NAMES_18
+    from revtaf.labels.topics import NO_FINDING, report_consistency
+
+    model, preds = predictions
+    assert model.cfg.decoder.sentence_plan
+    for p in preds:
+        read = report_consistency(clean_report(p.report, "iu"))
+        positive = {LABEL_NAMES_18.index(d.name) for d in p.diseases if d.state == "positive"} - {NO_FINDING}
+        findings = {i for i in positive if i < NO_FINDING}
+        assert findings <= set(read["positive"]), (p.report, sorted(findings))
+        assert read["repeated"] == [] and not read["clear_beside_positive"], p.report
+        assert " ".join(s["text"] for s in p.sentences) == p.report
+        assert all(s["planned"] for s in p.sentences)
