@@ -96,3 +96,22 @@ def test_every_positive_finding_is_written_once_and_nothing_contradicts_it(predi
         assert read["repeated"] == [] and not read["clear_beside_positive"], p.report
         assert " ".join(s["text"] for s in p.sentences) == p.report
         assert all(s["planned"] for s in p.sentences)
+
+
+def test_a_what_if_rewrites_the_report_to_the_changed_finding(iu_root, predictions):
+    """predict(image, states=...) writes the report to the user's states: a finding set positive is stated, the
+    one set back to blank is not, and the overridden states say they are the user's."""
+    from revtaf.data import clean_report, image_file, load_annotation, read_image
+    from revtaf.labels import LABEL_NAMES_18
+    from revtaf.labels.topics import report_consistency
+
+    model, _ = predictions
+    image = read_image(image_file(iu_root, load_annotation(iu_root, "iu")["test"][0]))
+    what_if = model.predict(image, states={"Pleural Effusion": "positive", "Cardiomegaly": "blank"})
+    read = report_consistency(clean_report(what_if.report, "iu"))
+    assert LABEL_NAMES_18.index("Pleural Effusion") in read["positive"], what_if.report
+    assert LABEL_NAMES_18.index("Cardiomegaly") not in read["positive"], what_if.report
+    sources = {d.name: d.source for d in what_if.diseases}
+    assert sources["Pleural Effusion"] == sources["Cardiomegaly"] == "user" and sources["Edema"] == "model"
+    with pytest.raises(ValueError, match="unknown finding"):
+        model.predict(image, states={"Pneumonitis": "positive"})

@@ -18,6 +18,7 @@ class DiseaseState:
     name: str
     state: str  # blank | positive | negative | uncertain
     probs: dict[str, float]  # state -> probability, sums to 1
+    source: str = "model"  # "user": set by a what-if (predict(..., states=...)), not the classifier's call
 
 
 @dataclass

@@ -16,7 +16,7 @@ sentence by sentence (sentence_plan.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -261,7 +261,8 @@ class REVTAF(ReferenceBank, nn.Module):
         `ablate` ⊆ {"grp", "lrp", "tisr", "tir"} switches FVTAF branches or the plug-ins' inference parts (TISR's
         pseudo words, TIR's cross-attention mask) off; `exclude[b]` = bank rows query b may not
         retrieve (e.g. itself when it is a training study); `states` [B,18] replaces the classifier's states
-        in the prompt (an oracle prompt, to measure the decoder alone); `generation` the decoding settings of this
+        in the prompt where it is not -1 (an oracle prompt, to measure the decoder alone, or a user's what-if);
+        `generation` the decoding settings of this
         call (default: the model's own, `cfg.generation`, which is never changed here).
         """
         if not ablate <= ABLATIONS:
@@ -288,7 +289,8 @@ class REVTAF(ReferenceBank, nn.Module):
         fused = self.fvtaf(patches, lrp, grp, grp_mask)
         fcc = self.fvtaf.loss(fused, grp_mask) if lrp is not None and grp is not None else None
         probs, predicted = predict_states(self.classifier(pooled, memory), self.cfg.positive_thresholds)
-        states = predicted if states is None else states.to(predicted)
+        # `states` replaces the classifier's; its -1 entries keep them (a what-if changes some findings only)
+        states = predicted if states is None else torch.where(states.to(predicted) >= 0, states.to(predicted), predicted)
         timings["fusion"], t = _ms(t), time.perf_counter()
 
         g = generation or self.cfg.generation
@@ -315,13 +317,16 @@ class REVTAF(ReferenceBank, nn.Module):
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_ids: Sequence[str | None] | None = None,
         generation: GenerationSettings | None = None,
+        states: Mapping[str, str] | None = None,
     ) -> list[Prediction]:
         """Full inference for decoded images (PIL or XrayImage) -> one Prediction each.
 
         `report_lookup(study_id)` returns a bank study's report text (raw or cleaned) when the caller has it;
         it fills Neighbour.report and the GRP sentences. `exclude_ids[b]` = a bank study that image b may not
         retrieve (e.g. the image's own study when it comes from the training split); `generation` this call's
-        decoding settings (default: the model's).
+        decoding settings (default: the model's); `states` {finding: "positive" | "negative" | "uncertain" |
+        "blank"} overrides the classifier's states in the prompt (a what-if: the report is written to them, and
+        each overridden DiseaseState says so).
         """
         if len(images) == 0:
             raise ValueError("predict_batch needs at least one image")
@@ -340,7 +345,8 @@ class REVTAF(ReferenceBank, nn.Module):
             groups = self.bank_group.tolist()
             exclude = [{r for r, g in enumerate(groups) if sid in row and g == groups[row[sid]]} for sid in exclude_ids]
         images_in = torch.stack([test_transform(self.cfg.image_size)(p) for p in pils]).to(device)
-        out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude, generation=generation)
+        override = _state_overrides(states, len(pils), device)
+        out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude, override, generation)
         timings = {"entity": t_entity, **out.timings_ms}
         checks: list[InputCheckResult | None] = [None] * len(pils)
         if self.input_check is not None:
@@ -351,6 +357,9 @@ class REVTAF(ReferenceBank, nn.Module):
         timings["total"] = sum(timings.values())
         predictions = [self._prediction(b, out, exist_prob, exists, position, frozenset(ablate), report_lookup, timings)
                        for b in range(len(pils))]
+        for prediction in predictions:
+            for d in prediction.diseases:
+                d.source = "user" if states and d.name in states else "model"
         for prediction, check in zip(predictions, checks):
             if check is not None:
                 prediction.view, prediction.view_source = check.view, check.view_source
@@ -365,9 +374,10 @@ class REVTAF(ReferenceBank, nn.Module):
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_id: str | None = None,
         generation: GenerationSettings | None = None,
+        states: Mapping[str, str] | None = None,
     ) -> Prediction:
-        """One study's Prediction (see predict_batch)."""
-        return self.predict_batch([image], ablate, report_lookup, [exclude_id], generation)[0]
+        """One study's Prediction (see predict_batch); `states` = a what-if, e.g. {"Pleural Effusion": "positive"}."""
+        return self.predict_batch([image], ablate, report_lookup, [exclude_id], generation, states)[0]
 
     def _prediction(self, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
                     position: torch.Tensor, ablate: frozenset[str],
@@ -491,6 +501,20 @@ class REVTAF(ReferenceBank, nn.Module):
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
+
+
+def _state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.Tensor | None:
+    """{finding: state name} -> [n,18] state indices, -1 where the classifier's state stays; None for no override."""
+    if not states:
+        return None
+    row = torch.full((len(LABEL_NAMES_18),), -1, dtype=torch.long)
+    for name, state in states.items():
+        if name not in LABEL_NAMES_18:
+            raise ValueError(f"unknown finding {name!r}; expected one of {list(LABEL_NAMES_18)}")
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r} for {name}; expected one of {list(STATES)}")
+        row[LABEL_NAMES_18.index(name)] = STATES.index(state)
+    return row.expand(n, -1).to(device)
 
 
 def _to_pil(image: Image.Image | XrayImage) -> Image.Image:
