@@ -117,11 +117,15 @@ def side_pointing(entity_maps: np.ndarray, ref_exist: np.ndarray, ref_position: 
     Over every (study, entity) present in the reference at a sided position: the share whose map points to
     that side, with its count `n` (share None when n = 0).
     """
+    return _pointing(entity_maps, ref_exist, ref_position, side_of, points_to_side)
+
+
+def _pointing(entity_maps, ref_exist, ref_position, place_of, points_to) -> dict:
     hits = []
     for i, j in zip(*np.nonzero(np.asarray(ref_exist) == 1)):
-        side = side_of(int(ref_position[i, j]))
-        if side is not None:
-            hits.append(points_to_side(entity_maps[i, j], side))
+        place = place_of(int(ref_position[i, j]))
+        if place is not None:
+            hits.append(points_to(entity_maps[i, j], place))
     return {"share": float(np.mean(hits)) if hits else None, "n": len(hits)}
 
 
@@ -137,10 +141,4 @@ def points_to_zone(map_2d: np.ndarray, zone: str) -> bool:
 
 def zone_pointing(entity_maps: np.ndarray, ref_exist: np.ndarray, ref_position: np.ndarray) -> dict:
     """As `side_pointing`, for the vertical zone (upper / mid / lower) a reference position names."""
-    hits = []
-    for i, j in zip(*np.nonzero(np.asarray(ref_exist) == 1)):
-        zone = zone_of(int(ref_position[i, j]))
-        if zone is not None:
-            hits.append(points_to_zone(entity_maps[i, j], zone))
-    return {"share": float(np.mean(hits)) if hits else None, "n": len(hits)}
-
+    return _pointing(entity_maps, ref_exist, ref_position, zone_of, points_to_zone)
