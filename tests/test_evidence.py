@@ -69,3 +69,39 @@ def test_border_mass_tells_a_border_map_from_a_central_one():
     assert border_mass(np.zeros((0, 49)))["mean"] is None
     with pytest.raises(ValueError, match="square"):
         border_mass(np.ones((1, 48)))
+
+
+def test_zone_pointing_reads_the_rows_and_regions_cover_the_stated_place():
+    from revtaf.labels.regions import region_table, zone_of
+    from revtaf.metrics.evidence import zone_pointing
+
+    upper, lower = ANATOMIES_51.index("right_upper_lung"), ANATOMIES_51.index("left_lower_lung")
+    assert zone_of(upper) == "upper" and zone_of(lower) == "lower" and zone_of(ANATOMIES_51.index("spine")) is None
+    maps = np.zeros((1, 75, 7, 7))
+    maps[0, 0, :2] = 1.0  # entity 0: the top rows
+    maps[0, 1, 5:] = 1.0  # entity 1: the bottom rows
+    exist, position = np.zeros((1, 75)), np.zeros((1, 75), dtype=int)
+    exist[0, :2], position[0, :2] = 1, (upper, lower)
+    assert zone_pointing(maps, exist, position) == {"share": 1.0, "n": 2}
+    position[0, :2] = (lower, upper)
+    assert zone_pointing(maps, exist, position)["share"] == 0.0
+    table = region_table(7).reshape(len(ANATOMIES_51), 7, 7)
+    assert table[upper, :2, :3].all() and not table[upper, :, 4:].any()  # patient's right = image left
+    assert table[lower, 5:, 4:].all() and not table[lower, :4].any()
+    assert not table[ANATOMIES_51.index("unspecified")].any()
+
+
+def test_position_loss_falls_as_the_map_moves_into_the_stated_region():
+    import torch
+
+    from revtaf.labels.regions import position_cells
+    from revtaf.model.fvtaf import position_loss
+
+    position = np.full((1, 75), -1)
+    position[0, 3] = ANATOMIES_51.index("left_lower_lung")
+    cells = torch.from_numpy(position_cells(position, 7))
+    inside, outside = torch.zeros(1, 75, 49), torch.zeros(1, 75, 49)
+    inside[0, 3] = cells[0, 3].float()
+    outside[0, 3] = (~cells[0, 3]).float()
+    assert position_loss(inside, cells) < 1e-4 < 1.0 < position_loss(outside, cells)
+    assert position_loss(outside, torch.zeros_like(cells)) == 0  # no located entity: no loss
