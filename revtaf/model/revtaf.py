@@ -514,6 +514,10 @@ def _state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.
         if state not in STATES:
             raise ValueError(f"unknown state {state!r} for {name}; expected one of {list(STATES)}")
         row[LABEL_NAMES_18.index(name)] = STATES.index(state)
+    # a finding the user calls positive or uncertain means the study is not normal (unless the user says otherwise)
+    no_finding = LABEL_NAMES_18.index("No Finding")
+    if "No Finding" not in states and any(row[i] in (1, 3) for i in range(no_finding) if i != no_finding - 1):
+        row[no_finding] = STATES.index("negative")
     return row.expand(n, -1).to(device)
 
 

@@ -198,10 +198,15 @@ def _write_sentence(writer: _Writer, decoder: ReportDecoder, topic: Topic, plan:
     """The sentence after the committed topic tokens, committed too; None for an optional topic without one."""
     tok = decoder.tokenizer
     best = None
-    for width in [k] + ([WIDE_BEAMS] if plan is not None and WIDE_BEAMS > k else []):
-        for ids, score in writer.beams(width, decoder.not_words, end_id, max_tokens):
+    tries = [(k, decoder.not_words)] + ([(WIDE_BEAMS, decoder.not_words)] if plan is not None and WIDE_BEAMS > k else [])
+    if plan is not None and topic.positives & plan.missing:
+        # a required finding whose beams all said something else (often its negation, "no pleural effusion"): the
+        # words of negation and of all-clear statements are then not allowed in its sentence
+        tries.append((WIDE_BEAMS, decoder.not_words | _negation_mask(decoder)))
+    for width, banned in tries:
+        for rank, (ids, score) in enumerate(writer.beams(width, banned, end_id, max_tokens)):
             text = tok.decode(ids, skip_special_tokens=True).strip()
-            if best is None:
+            if rank == 0:  # the last try's best beam is the fallback: the most constrained one
                 best = (ids, score, text)
             if plan is None or (text not in written and plan.accepts(topic, text)):
                 writer.commit(ids)
@@ -211,3 +216,18 @@ def _write_sentence(writer: _Writer, decoder: ReportDecoder, topic: Topic, plan:
     ids, score, text = best  # a required finding: its best try, marked as not passing the check
     writer.commit(ids)
     return PlannedSentence(text, topic, score, False)
+
+
+NEGATION_WORDS = ("no", "not", "without", "negative", "free", "clear", "resolved", "removed", "normal",
+                  "unremarkable", "absent", "none", "nor", "neither")
+
+
+def _negation_mask(decoder: ReportDecoder) -> torch.Tensor:
+    """[V] bool: the whole-word tokens of negation and all-clear cues (their wordpiece ids), cached per decoder."""
+    mask = getattr(decoder, "_negation_mask", None)
+    if mask is None:
+        vocab = decoder.tokenizer.get_vocab()
+        mask = torch.zeros_like(decoder.not_words)
+        mask[[vocab[w] for w in NEGATION_WORDS if w in vocab]] = True
+        decoder._negation_mask = mask
+    return mask
