@@ -171,7 +171,7 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
     without it the model's own (frozen) entity model predicts them from the image, as `predict` does.
     `oracle_states` [n,18] replaces the classifier's states in the prompt (the reference report's labels);
     `generation` the decoding settings (default: the model's). Rows of a sentence-plan decoder carry
-    "sentences": [{"text", "topic", "planned"}].
+    "sentences": [{"text", "topic"}] and "missed" (the required topics no beam wrote to).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -215,8 +215,9 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
                     "states": {n: STATES[int(s)] for n, s in zip(LABEL_NAMES_18, inf.states[b].tolist())},
                 })
                 if inf.planned is not None:
-                    rows[-1]["sentences"] = [{"text": x.text, "topic": x.topic.tokens, "planned": x.planned}
+                    rows[-1]["sentences"] = [{"text": x.text, "topic": x.topic.tokens}
                                              for x in inf.planned[b].sentences]
+                    rows[-1]["missed"] = [t.tokens for t in inf.planned[b].missed]
     for key in ("local_maps", "exists"):
         evidence[key] = np.concatenate(evidence[key]) if evidence[key] else None
     return rows, np.concatenate(p_pos), evidence
@@ -234,7 +235,7 @@ def adherence(rows: list[dict], classes: int = len(CHEXPERT_14)) -> dict:
 def consistency(rows: list[dict], dataset: str) -> dict:
     """How the generated reports read sentence by sentence (labels.topics.report_consistency, the 13 findings):
     reports with an all-clear sentence beside a positive finding, reports stating one finding in two sentences
-    (and their share), and sentences a plan could not check (a required finding's best try)."""
+    (and their share), and required topics no beam wrote to (`plan_misses`)."""
     from revtaf.data import clean_report
     from revtaf.labels.topics import report_consistency
 
@@ -242,7 +243,7 @@ def consistency(rows: list[dict], dataset: str) -> dict:
     repeated = sum(bool(x["repeated"]) for x in read)
     return {"clear_beside_positive": sum(x["clear_beside_positive"] for x in read), "repeated_finding": repeated,
             "repeated_share": repeated / len(rows) if rows else None,
-            "plan_misses": sum(not s["planned"] for r in rows for s in r.get("sentences", []))}
+            "plan_misses": sum(len(r.get("missed", [])) for r in rows)}
 
 
 def _state_matrix(rows: Sequence[dict]) -> np.ndarray:

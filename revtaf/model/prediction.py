@@ -65,8 +65,10 @@ class Prediction:
     fcc_overlap: np.ndarray
     ablation: dict[str, bool] = field(default_factory=dict)  # e.g. {"grp": False, "lrp": True}
     # A sentence-plan decoder's sentences (sentence_plan.py): {"text", "topic" (topic tokens), "findings" ({label:
-    # "positive" | "negative"}), "planned" (passed the plan's check)}; empty for a decoder without topics.
+    # "positive" | "negative"})}; empty for a decoder without topics. `missed_findings`: positive findings whose
+    # topic no beam wrote to (not stated in the report).
     sentences: list[dict] = field(default_factory=list)
+    missed_findings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-stage latency
     # Input check (input_check.py; None when the model has none): the view, where it came from ("file" = the
     # DICOM ViewPosition, "model" = the classifier), P(lateral), and the distance to the training frontal images.

@@ -427,9 +427,11 @@ class REVTAF(ReferenceBank, nn.Module):
             fcc_overlap=overlap,
             ablation={name: name not in ablate for name in sorted(self.ablations)},
             sentences=[] if out.planned is None else [
-                {"text": x.text, "topic": x.topic.tokens, "planned": x.planned,
+                {"text": x.text, "topic": x.topic.tokens,
                  "findings": {LABEL_NAMES_18[i]: "positive" if p else "negative" for i, p in x.topic.labels}}
                 for x in out.planned[b].sentences],
+            missed_findings=[] if out.planned is None else [
+                LABEL_NAMES_18[i] for t in out.planned[b].missed for i in sorted(t.positives)],
             timings_ms=dict(timings),
         )
 

@@ -10,9 +10,9 @@ A decoder trained with `DecoderConfig.sentence_plan` reads every training senten
 2. **Words.** Beam search inside the sentence, from the image (the fused memory Fc), until ".".
 3. **Check.** The best beam whose words state exactly its topic (the labeler on the sentence alone) is kept; a
    sentence that would state something else, repeat an earlier one or sit as an all-clear beside a positive
-   finding is not. If no beam passes, a wider search is tried; an optional topic with no passing sentence is
-   dropped (after 3 in a row only required topics are tried: a decoder that cannot write them is not searched in
-vain); a required one keeps its best sentence and is marked `planned=False` (counted in evaluation).
+   finding is not. If no beam passes, a wider search is tried; a topic with no passing sentence is dropped (a
+   required one is listed in `PlannedReport.missed`, and the page names it as not stated); after 3 dropped in a
+   row only required topics are tried.
 
 With the plan off (`GenerationSettings.plan = False`) the decoder chooses topics freely and nothing is
 checked: the ablation. Steps run on a static KV cache (decoding.py: the self-attention K/V grown in place, the
@@ -22,7 +22,7 @@ search to `generate` where both apply.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,18 +39,20 @@ PLAIN_TOKENS = frozenset(topic_token(t) for t in PLAIN_TOPICS)
 
 @dataclass
 class PlannedSentence:
-    """One written sentence: its text ("the heart is enlarged ."), the topic it was written to, its mean
-    log-probability per token, and whether it passed the plan's check (False: a required topic's best try)."""
+    """One written sentence: its text ("the heart is enlarged ."), the topic it was written to and its mean
+    log-probability per token."""
 
     text: str
     topic: Topic
     log_prob: float
-    planned: bool = True
 
 
 @dataclass
 class PlannedReport:
+    """The sentences written, and `missed`: the required topics (positive findings) no beam wrote to."""
+
     sentences: list[PlannedSentence]
+    missed: list[Topic] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -145,6 +147,7 @@ def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Te
     start = writer.length
     sentences: list[PlannedSentence] = []
     written: set[str] = set()
+    missed: list[Topic] = []
     dropped = 0  # optional topics in a row that no beam wrote to: after MAX_DROPPED only required ones are tried
     while len(sentences) < settings.max_sentences:
         left = budget - (writer.length - start)
@@ -172,16 +175,18 @@ def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Te
                 if best is None or words.max() > writer.logp[best]:
                     break
             if best is None or best == sep_id:
-                return PlannedReport(sentences)
+                return PlannedReport(sentences, missed)
             chosen.append(tok.convert_ids_to_tokens(best))
             writer.commit([best])
         topic = topic_from_tokens(chosen)
         sentence = _write_sentence(writer, decoder, topic, plan, written, settings.num_beams, end_id,
                                    min(SENTENCE_TOKENS, budget - (writer.length - start)))
-        if sentence is None:  # an optional topic no beam wrote to: dropped, and not proposed again
+        if sentence is None:  # no beam wrote to the topic: dropped, and not proposed again
             writer.rollback(mark, mark_logp)
             if plan is None:
                 break
+            if topic.positives & plan.missing:
+                missed.append(topic)
             plan.commit(topic)
             dropped += 1
             continue
@@ -190,44 +195,18 @@ def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Te
             plan.commit(topic)
         sentences.append(sentence)
         written.add(sentence.text)
-    return PlannedReport(sentences)
+    return PlannedReport(sentences, missed)
 
 
 def _write_sentence(writer: _Writer, decoder: ReportDecoder, topic: Topic, plan: TopicPlan | None,
                     written: set[str], k: int, end_id: int, max_tokens: int) -> PlannedSentence | None:
-    """The sentence after the committed topic tokens, committed too; None for an optional topic without one."""
+    """The sentence after the committed topic tokens, committed too; None when no beam wrote to the topic (the
+    caller drops the topic: a sentence that states something else, or repeats one, is never written)."""
     tok = decoder.tokenizer
-    best = None
-    tries = [(k, decoder.not_words)] + ([(WIDE_BEAMS, decoder.not_words)] if plan is not None and WIDE_BEAMS > k else [])
-    if plan is not None and topic.positives & plan.missing:
-        # a required finding whose beams all said something else (often its negation, "no pleural effusion"): the
-        # words of negation and of all-clear statements are then not allowed in its sentence
-        tries.append((WIDE_BEAMS, decoder.not_words | _negation_mask(decoder)))
-    for width, banned in tries:
-        for rank, (ids, score) in enumerate(writer.beams(width, banned, end_id, max_tokens)):
+    for width in [k] + ([WIDE_BEAMS] if plan is not None and WIDE_BEAMS > k else []):
+        for ids, score in writer.beams(width, decoder.not_words, end_id, max_tokens):
             text = tok.decode(ids, skip_special_tokens=True).strip()
-            if rank == 0:  # the last try's best beam is the fallback: the most constrained one
-                best = (ids, score, text)
             if plan is None or (text not in written and plan.accepts(topic, text)):
                 writer.commit(ids)
-                return PlannedSentence(text, topic, score, True)
-    if best is None or (plan is not None and not (topic.positives & plan.missing)):
-        return None
-    ids, score, text = best  # a required finding: its best try, marked as not passing the check
-    writer.commit(ids)
-    return PlannedSentence(text, topic, score, False)
-
-
-NEGATION_WORDS = ("no", "not", "without", "negative", "free", "clear", "resolved", "removed", "normal",
-                  "unremarkable", "absent", "none", "nor", "neither")
-
-
-def _negation_mask(decoder: ReportDecoder) -> torch.Tensor:
-    """[V] bool: the whole-word tokens of negation and all-clear cues (their wordpiece ids), cached per decoder."""
-    mask = getattr(decoder, "_negation_mask", None)
-    if mask is None:
-        vocab = decoder.tokenizer.get_vocab()
-        mask = torch.zeros_like(decoder.not_words)
-        mask[[vocab[w] for w in NEGATION_WORDS if w in vocab]] = True
-        decoder._negation_mask = mask
-    return mask
+                return PlannedSentence(text, topic, score)
+    return None
