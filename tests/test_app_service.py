@@ -57,7 +57,9 @@ def make_model_dir(directory: Path, iu_root: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     train = load_annotation(iu_root, "iu")["train"]
-    cfg = replace(REVTAFConfig.cpu(), generation=GenerationSettings(num_beams=2, max_new_tokens=24, min_length=12))
+    # plan=False: a random decoder writes to no topic, so a plan would drop every sentence (an empty report)
+    cfg = replace(REVTAFConfig.cpu(), generation=GenerationSettings(num_beams=2, max_new_tokens=24, min_length=12,
+                                                                    plan=False))
     tokenizer = build_tokenizer([clean_report(s.report, "iu") for s in train], vocab_size=1000, topic_tokens=True)
     d = cfg.text.dim
     model = REVTAF(cfg, tokenizer, triplet_table=torch.randn(75, 51, 2, d))

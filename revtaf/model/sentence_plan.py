@@ -22,7 +22,7 @@ search to `generate` where both apply.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -135,6 +135,18 @@ class _Writer:
 
 @torch.no_grad()
 def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, states: np.ndarray,
+                  settings: GenerationSettings, pseudo_words: torch.Tensor | None = None) -> PlannedReport:
+    """One study's report, sentence by sentence (`_write`). A plan under which no sentence passes its check (a
+    decoder that cannot write any allowed topic, e.g. untrained) gives the decoder's free report instead of an
+    empty one, with the plan's missed topics kept."""
+    report = _write(decoder, prompt, memory, states, settings, pseudo_words)
+    if report.sentences or not settings.plan:
+        return report
+    free = _write(decoder, prompt, memory, states, replace(settings, plan=False), pseudo_words)
+    return PlannedReport(free.sentences, report.missed)
+
+
+def _write(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, states: np.ndarray,
                   settings: GenerationSettings, pseudo_words: torch.Tensor | None = None) -> PlannedReport:
     """One study's report, sentence by sentence. prompt [1,19]; memory [1,L,C] (Fc); states [18] (the prompt's);
     `settings.plan` switches the plan's constraints and check on; `settings.num_beams` beams per sentence."""
