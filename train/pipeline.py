@@ -258,10 +258,9 @@ class Pipeline:
         return np.load(self.dir("labels") / f"{split}.npy")
 
     def tokenizer(self):
-        from revtaf.model.tokenizer import add_topic_tokens, load_tokenizer
+        from revtaf.model.tokenizer import load_tokenizer
 
-        tokenizer = load_tokenizer(self.dir("tokenizer"))
-        return add_topic_tokens(tokenizer) if self.model_cfg.decoder.sentence_plan else tokenizer
+        return load_tokenizer(self.dir("tokenizer"))
 
     def text_encoder(self):
         from revtaf.model.text_encoder import TextEncoder

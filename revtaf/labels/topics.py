@@ -33,6 +33,8 @@ LUNG_LABELS = frozenset(LABEL_NAMES_18.index(n) for n in (
     "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax",
     "Pleural Effusion", "Pleural Other"))
 SUPPORT_DEVICES = CHEXPERT_14.index("Support Devices")
+# The findings that make a study abnormal (CheXpert: devices do not).
+PATHOLOGIES = tuple(i for i in range(NO_FINDING) if i != SUPPORT_DEVICES)
 PLAIN_TOPICS = ("clear", "lungs_clear", "other")
 
 # "no acute (cardiopulmonary) abnormality", "normal chest", "no active disease": the study is normal. A bony or
@@ -59,6 +61,8 @@ def topic_token(label: int | str, positive: bool | None = None) -> str:
 
 TOPIC_TOKENS = tuple([topic_token(i, p) for i in TOPIC_LABELS for p in (True, False)]
                      + [topic_token(t) for t in PLAIN_TOPICS])
+TOKEN_ORDER = {t: i for i, t in enumerate(TOPIC_TOKENS)}  # a sentence's label tokens come in this order
+_LABEL_OF = {topic_token(i, p): (i, p) for i in TOPIC_LABELS for p in (True, False)}
 
 
 def is_all_clear(sentence: str) -> bool:
@@ -162,7 +166,7 @@ class TopicPlan:
     def allowed_tokens(self, chosen: Sequence[str] = ()) -> list[str]:
         """Topic tokens that may come next: after `chosen` (tokens already before this sentence) only label tokens
         later in label order, and no plain topic."""
-        after = max((TOPIC_TOKENS.index(t) for t in chosen), default=-1)
+        after = max((TOKEN_ORDER[t] for t in chosen), default=-1)
         out = []
         for i in TOPIC_LABELS:
             if i in self.used:
@@ -172,7 +176,7 @@ class TopicPlan:
                 out.append(topic_token(i, True))
             elif s == NEGATIVE:
                 out.append(topic_token(i, False))
-        out = [t for t in out if TOPIC_TOKENS.index(t) > after]
+        out = [t for t in out if TOKEN_ORDER[t] > after]
         if not chosen:
             if not self.pathologies and self.plain_used.get("clear", 0) == 0:
                 out.append(topic_token("clear"))
@@ -204,12 +208,5 @@ class TopicPlan:
 
 def topic_from_tokens(tokens: Sequence[str]) -> Topic:
     """The Topic that a run of topic tokens names."""
-    labels, plain = [], None
-    for t in tokens:
-        body = t[3:-1]
-        if body in PLAIN_TOPICS:
-            plain = body
-            continue
-        index = next(i for i in TOPIC_LABELS if t in (topic_token(i, True), topic_token(i, False)))
-        labels.append((index, body.endswith(":pos")))
-    return Topic(tuple(labels)) if labels else Topic(plain=plain)
+    labels = tuple(_LABEL_OF[t] for t in tokens if t in _LABEL_OF)
+    return Topic(labels) if labels else Topic(plain=tokens[-1][3:-1])

@@ -33,7 +33,9 @@ from revtaf.labels import (ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITIO
                            triplet_sentence)
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
 from revtaf.model.config import GenerationSettings, REVTAFConfig
+from revtaf.labels.constants import NEGATIVE, POSITIVE, UNCERTAIN
 from revtaf.labels.regions import position_cells
+from revtaf.labels.topics import NO_FINDING, PATHOLOGIES
 from revtaf.model.decoder import PROMPT_LENGTH, ReportDecoder, lm_labels, normal_states, prompt_ids
 from revtaf.model.encoder import build_visual_encoder
 from revtaf.model.entity import EntityModel, predict_triplets
@@ -517,9 +519,8 @@ def _state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.
             raise ValueError(f"unknown state {state!r} for {name}; expected one of {list(STATES)}")
         row[LABEL_NAMES_18.index(name)] = STATES.index(state)
     # a finding the user calls positive or uncertain means the study is not normal (unless the user says otherwise)
-    no_finding = LABEL_NAMES_18.index("No Finding")
-    if "No Finding" not in states and any(row[i] in (1, 3) for i in range(no_finding) if i != no_finding - 1):
-        row[no_finding] = STATES.index("negative")
+    if "No Finding" not in states and any(row[i] in (POSITIVE, UNCERTAIN) for i in PATHOLOGIES):
+        row[NO_FINDING] = NEGATIVE
     return row.expand(n, -1).to(device)
 
 

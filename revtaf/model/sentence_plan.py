@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from revtaf.labels.topics import PLAIN_TOPICS, TOPIC_TOKENS, Topic, TopicPlan, topic_from_tokens, topic_token
+from revtaf.labels.topics import (PLAIN_TOPICS, TOKEN_ORDER, TOPIC_TOKENS, Topic, TopicPlan, topic_from_tokens,
+                                  topic_token)
 from revtaf.model.config import GenerationSettings
 from revtaf.model.decoder import ReportDecoder
 from revtaf.model.decoding import DecoderStep, StaticCache
@@ -169,7 +170,7 @@ def _write(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, s
         chosen: list[str] = []
         while True:  # the topic: one or more topic tokens, then the first word
             if plan is None:
-                after = max((TOPIC_TOKENS.index(t) for t in chosen), default=-1)
+                after = max((TOKEN_ORDER[t] for t in chosen), default=-1)
                 options = [t for t in TOPIC_TOKENS[after + 1:] if not chosen or t not in PLAIN_TOKENS]
             else:
                 options = plan.allowed_tokens(chosen)
