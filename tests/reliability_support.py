@@ -28,7 +28,7 @@ def model_dir(tmp_path_factory, iu_root: Path) -> Path:
     if not (path / MANIFEST).is_file():
         shutil.copytree(shared_model_dir(tmp_path_factory, iu_root), path, dirs_exist_ok=True)
         config = json.loads((path / "config.json").read_text())
-        config["generation"] = {"num_beams": 1, "max_new_tokens": 12, "min_length": 0}
+        config["generation"] = {"num_beams": 1, "max_new_tokens": 12, "min_length": 0, "plan": False}
         (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         write_manifest(path, list(read_manifest(path)))
     return path

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -100,7 +101,7 @@ def test_prompt_text():
 
 
 def test_thresholds_make_a_disease_positive_below_the_argmax():
-    from revtaf.model.disease_prompts import choose_thresholds
+    from revtaf.model.disease_prompts import NEVER_POSITIVE, choose_thresholds
 
     logits = torch.zeros(2, 4, 18)
     logits[:, 2] = 2.0  # negative is the argmax everywhere
@@ -111,12 +112,22 @@ def test_thresholds_make_a_disease_positive_below_the_argmax():
     thresholds[3] = float(probs[0, 3, 1]) - 1e-6
     _, states = predict_states(logits, thresholds)
     assert states[0, 3] == 1 and states[1, 3] == 2 and (states[:, :3] == 2).all()
-    # chosen on held-out data: the threshold that separates the positives best; rare classes keep the argmax
+    # chosen on held-out data: the threshold that separates the positives best
     p_pos = torch.rand(40, 18, generator=torch.Generator().manual_seed(0)).numpy()
     positive = p_pos > 0.7
     positive[:, 5] = False
     positive[:3, 5] = True
+    positive[:, 6] = False
     chosen = choose_thresholds(p_pos, positive, min_positives=5)
-    assert 0.6 < chosen[0] <= 0.75 and chosen[5] is None
+    assert 0.6 < chosen[0] <= 0.75
+    # a rare class gets only the cap: at most 2x its 3 positives, and never below 0.5
+    assert chosen[5] >= 0.5 and (p_pos[:, 5] >= chosen[5]).sum() <= 6
+    assert chosen[6] == NEVER_POSITIVE and not (p_pos[:, 6] >= chosen[6]).any()  # no positive on the split
+    # a class the classifier does not separate: its F1 optimum calls many; the cap keeps it to 2x the positives
+    chance = np.random.default_rng(1).random((300, 18))
+    rare = np.zeros((300, 18), dtype=bool)
+    rare[:6] = True
+    assert (chance[:, 0] >= choose_thresholds(chance, rare, max_rate=1e9)[0]).sum() > 12
+    assert (chance[:, 0] >= choose_thresholds(chance, rare)[0]).sum() <= 12
     with pytest.raises(ValueError):
         predict_states(logits, [0.5] * 3)

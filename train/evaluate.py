@@ -344,6 +344,7 @@ def calibrate_checkpoint(checkpoint, data, split: str = "val", batch_size: int =
     """`revtaf calibrate`: per-disease P(positive) thresholds chosen on `split` (never test), written into the
     checkpoint's config (the manifest is rewritten with it)."""
     from revtaf.data import clean_report, detect_dataset, load_annotation
+    from revtaf.integrity import read_manifest, write_manifest
     from revtaf.labels.chexpert import RuleLabeler
     from revtaf.model.disease_prompts import choose_thresholds
     from revtaf.model.revtaf import REVTAF
@@ -356,28 +357,17 @@ def calibrate_checkpoint(checkpoint, data, split: str = "val", batch_size: int =
     if not studies:
         raise ValueError(f"split {split!r} of {data} is empty")
     model = REVTAF.from_pretrained(ckpt)
-    fp16 = _is_fp16(ckpt)
     labels = np.asarray(RuleLabeler()([clean_report(s.report, dataset) for s in studies]))[:, :18]
     classifier_only = replace(model.cfg.generation, max_new_tokens=1, min_length=0, num_beams=1)
     _, p_pos, _ = generate_rows(model, studies, data, batch_size=batch_size, desc=f"calibrate on {split}",
                                 generation=classifier_only)
     thresholds = choose_thresholds(p_pos, labels == 1)  # P(positive) does not depend on the thresholds in force
-    model.cfg.positive_thresholds = thresholds
-    run_card = (ckpt / "run.json").read_text() if (ckpt / "run.json").is_file() else None
-    model.save_pretrained(ckpt, fp16=fp16)
-    if run_card is not None:
-        from revtaf.integrity import read_manifest, write_manifest
-
-        (ckpt / "run.json").write_text(run_card)
-        write_manifest(ckpt, [*read_manifest(ckpt), "run.json"])
+    # Only config.json changes: the weights file stays byte for byte (a bundled model's history stays one blob).
+    config = json.loads((ckpt / "config.json").read_text())
+    config["positive_thresholds"] = thresholds
+    (ckpt / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_manifest(ckpt, list(read_manifest(ckpt)))
     return thresholds
-
-
-def _is_fp16(directory: Path) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(str(directory / "model.safetensors"), "pt") as f:
-        return (f.metadata() or {}).get("fp16") == "True"
 
 
 def compare_predictions(a: str | Path, b: str | Path, resamples: int = 2000, seed: int = 0) -> dict:

@@ -49,6 +49,56 @@ _LUNGS_CLEAR = re.compile(
     r"lungs? (?:are |is |appear )?(?:normal|unremarkable))\b")
 
 
+# Words that state each label positive, for the plan's last try at a required finding (model/sentence_plan.py):
+# that sentence must hold one of them; the decoder writes the words around it. A test reads each as
+# "there is {phrase} ." with the labeler: that label positive, nothing else.
+STATEMENT_PHRASES = {LABEL_NAMES_18.index(name): phrases for name, phrases in (
+    ("Enlarged Cardiomediastinum", ("widened mediastinum", "mediastinal widening", "enlarged cardiomediastinal silhouette")),
+    ("Cardiomegaly", ("cardiomegaly", "enlarged heart", "cardiac enlargement")),
+    ("Lung Opacity", ("opacity", "opacities", "airspace disease", "infiltrate", "opacification")),
+    ("Lung Lesion", ("nodule", "nodules", "mass", "lesion")),
+    ("Edema", ("edema", "vascular congestion")),
+    ("Consolidation", ("consolidation",)),
+    ("Pneumonia", ("pneumonia", "infection")),
+    ("Atelectasis", ("atelectasis", "atelectatic")),
+    ("Pneumothorax", ("pneumothorax",)),
+    ("Pleural Effusion", ("effusion", "effusions", "pleural fluid")),
+    ("Pleural Other", ("pleural thickening", "pleural scarring", "pleural capping")),
+    ("Fracture", ("fracture", "fractures")),
+    ("Support Devices", ("pacemaker", "catheter", "tube", "sternotomy wires", "clips", "device")),
+    ("Degenerative Changes", ("degenerative", "spondylosis", "osteophytes")),
+    ("Granuloma", ("granuloma", "granulomas")),
+    ("Aortic Tortuosity/Atherosclerosis", ("tortuous aorta", "atherosclerotic", "aortic calcification")),
+    ("Low Lung Volumes", ("low lung volumes", "hypoinflation")),
+)}
+# Words that are not a mention alone but make one: "calcified nodule" is read as a granuloma.
+_TRIGGERS = {LABEL_NAMES_18.index("Granuloma"): ("calcified", "calcific")}
+
+
+def mention_words(label: int) -> tuple[str, ...]:
+    """The words of a label's statement phrases that mention it alone ("nodule" for Lung Lesion), and the
+    triggers above: banned from a required finding's last try when the plan does not allow this label."""
+    words = {w for p in STATEMENT_PHRASES.get(label, ()) for w in p.split()}
+    alone = sorted(w for w in words if label in sentence_topic(f"there is {w} .").positives)
+    return tuple(alone) + _TRIGGERS.get(label, ())
+
+
+# The labeler's one-word negation and hedge cues (chexpert.py: NEGATION_PRE/POST, UNCERTAIN_PRE/POST and their
+# parts): never written in that try, so the phrase it holds reads positive.
+HEDGE_WORDS = (
+    "no", "not", "without", "negative", "free", "clear", "cleared", "absence", "absent", "resolved", "resolution",
+    "removal", "removed", "rather", "nor", "neither", "nothing", "excluded", "exclude", "never", "gone", "limits",
+    "normal", "longer", "may", "might", "could", "cannot", "possible", "possibly", "possibility", "probable",
+    "probably", "likely", "presumably", "presumed", "perhaps", "suggest", "suggests", "suggested", "suggesting",
+    "suggestive", "suspicious", "suspect", "suspected", "suspicion", "questionable", "question", "questioned",
+    "concern", "concerning", "worrisome", "versus", "vs", "borderline", "equivocal", "indeterminate", "differential",
+    "consider", "considered", "uncertain", "apparent", "favor", "favored", "correlate", "correlation", "history",
+    "rule", "evaluate", "evaluation", "assess", "assessment", "or", "consideration",
+)
+# Clause breaks ("but", "however", ...) start a new clause that could say anything: banned in that try too.
+CLAUSE_WORDS = ("but", "however", "although", "though", "which", "whereas", "except", "otherwise", "while", "yet")
+
+
 def topic_token(label: int | str, positive: bool | None = None) -> str:
     """"[t:cardiomegaly:pos]" for a label index and state, or "[t:clear]" for a plain topic name."""
     if isinstance(label, str):
@@ -194,8 +244,14 @@ class TopicPlan:
 
     def accepts(self, topic: Topic, sentence: str) -> bool:
         """Whether `sentence` states exactly its topic (the labeler per sentence) and breaks no rule."""
-        if sentence_topic(sentence) != topic:
-            return False
+        return sentence_topic(sentence) == topic and self.admits(topic, sentence)
+
+    def admits(self, topic: Topic, sentence: str) -> bool:
+        """Whether a sentence that states `topic` breaks no rule: each label it states unused and allowed by its
+        state (positive: a positive or uncertain state; negative: a negative one), no all-clear beside a positive."""
+        for i, positive in topic.labels:
+            if i in self.used or self.states[i] not in ((POSITIVE, UNCERTAIN) if positive else (NEGATIVE,)):
+                return False
         if self.pathologies and is_all_clear(sentence):
             return False
         return not (self.pathologies & LUNG_LABELS and is_lungs_clear(sentence))

@@ -247,7 +247,7 @@ class ReportDecoder(nn.Module):
     def _init_topics(self, tokenizer: PreTrainedTokenizerFast) -> None:
         """Ids the sentence-plan loop needs: each topic token's, the sentence end ".", and `not_words` [V] bool,
         every token a sentence may not contain (prompt, topic and special tokens)."""
-        from revtaf.labels.topics import TOPIC_TOKENS
+        from revtaf.labels.topics import CLAUSE_WORDS, HEDGE_WORDS, STATEMENT_PHRASES, TOPIC_TOKENS, mention_words
 
         ids = tokenizer.convert_tokens_to_ids(list(TOPIC_TOKENS))
         end = tokenizer.convert_tokens_to_ids(".")
@@ -259,6 +259,17 @@ class ReportDecoder(nn.Module):
         not_words = torch.zeros(len(tokenizer), dtype=torch.bool)
         not_words[self._prompt_token_ids + ids + tokenizer.all_special_ids] = True
         self.register_buffer("not_words", not_words, persistent=False)
+        # The plan's last try at a required finding: its statement phrases as token lists, and the cue words banned
+        # from that sentence (those the vocabulary holds whole; the labeler's check catches any other).
+        self.statement_ids = {label: [tokenizer(p, add_special_tokens=False)["input_ids"] for p in phrases]
+                              for label, phrases in STATEMENT_PHRASES.items()}
+        cues = [i for i in tokenizer.convert_tokens_to_ids(list(HEDGE_WORDS + CLAUSE_WORDS))
+                if i != tokenizer.unk_token_id]
+        self.mention_word_ids = {label: [i for i in tokenizer.convert_tokens_to_ids(list(mention_words(label)))
+                                         if i != tokenizer.unk_token_id] for label in STATEMENT_PHRASES}
+        hedged = not_words.clone()
+        hedged[cues] = True
+        self.register_buffer("not_words_or_hedges", hedged, persistent=False)
 
     @staticmethod
     def _from_bert_dir(path: Path, target: BertConfig) -> BertLMHeadModel:

@@ -15,6 +15,7 @@ sentence by sentence (sentence_plan.py).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerFast
 
 from revtaf.data.clean import clean_report, split_sentences
-from revtaf.data.imageio import XrayImage
+from revtaf.data.imageio import XrayImage, read_image
 from revtaf.data.transforms import entity_transform, test_transform
 from revtaf.labels import (ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict,
                            triplet_sentence)
@@ -524,12 +525,15 @@ def _state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.
     return row.expand(n, -1).to(device)
 
 
-def _to_pil(image: Image.Image | XrayImage) -> Image.Image:
+def _to_pil(image: Image.Image | XrayImage | str | os.PathLike | bytes) -> Image.Image:
+    """A file path or bytes (PNG, JPEG, DICOM) are read as the app reads an upload (`revtaf.data.read_image`)."""
+    if isinstance(image, (str, os.PathLike, bytes)):
+        image = read_image(image)
     if isinstance(image, XrayImage):
         return image.to_pil()
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    raise TypeError(f"expected a PIL image or an XrayImage, got {type(image).__name__}")
+    raise TypeError(f"expected a file path, bytes, a PIL image or an XrayImage, got {type(image).__name__}")
 
 
 def _map_side(fused: FVTAFOutput) -> int:

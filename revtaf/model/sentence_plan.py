@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from revtaf.labels.topics import (PLAIN_TOPICS, TOKEN_ORDER, TOPIC_TOKENS, Topic, TopicPlan, topic_from_tokens,
-                                  topic_token)
+from revtaf.labels.topics import (PLAIN_TOPICS, TOKEN_ORDER, TOPIC_TOKENS, Topic, TopicPlan, sentence_topic,
+                                  topic_from_tokens, topic_token)
 from revtaf.model.config import GenerationSettings
 from revtaf.model.decoder import ReportDecoder
 from revtaf.model.decoding import DecoderStep, StaticCache
@@ -133,6 +133,79 @@ class _Writer:
             logp = self._logp(cache, ids=ids).masked_fill(banned, -float("inf"))
         return finished
 
+    def constrained_beams(self, k: int, banned: torch.Tensor, end_id: int, max_tokens: int,
+                          phrases: list[list[int]]) -> list[tuple[list[int], float]]:
+        """Beam search of one sentence that must hold one of `phrases` (token lists; a disjunctive constraint, as in
+        the grid beam search of Hokamp & Liu 2017) -> up to k finished, each holding a phrase, best first.
+
+        `end_id` is banned until a beam holds a phrase. Besides its top continuations, each beam that holds none
+        is offered the next token of every phrase it could be writing (a phrase's first token, or the one after
+        the phrase prefix its last tokens are). The k beams that run on are taken in turn from banks of progress
+        (holding a phrase, then the longest prefix written, ..., none), best first in each, so a beam that has
+        started a phrase is not crowded out by likelier ones that have not. The words around the phrase, and where
+        it goes, are the decoder's."""
+        done = len(max(phrases, key=len)) + 1
+
+        def progress(seq: list[int]) -> int:  # `done` when seq holds a phrase, else the longest prefix it ends in
+            best = 0
+            for p in phrases:
+                if any(seq[j:j + len(p)] == p for j in range(len(seq) - len(p) + 1)):
+                    return done
+                best = max([best] + [m for m in range(1, len(p)) if seq[-m:] == p[:m]])
+            return best
+
+        def nexts(seq: list[int]) -> set[int]:
+            return {p[m] for p in phrases for m in range(len(p)) if m == 0 or seq[-m:] == p[:m]}
+
+        cache = self.cache.repeat(k)
+        device = self.logp.device
+        seqs: list[list[int]] = [[] for _ in range(k)]
+        scores = torch.full((k,), -1e9, device=device)
+        scores[0] = 0.0
+        logp = self.logp.masked_fill(banned, -float("inf"))[None].expand(k, -1)
+        finished: list[tuple[list[int], float]] = []
+        V = logp.shape[1]
+        for n in range(1, max_tokens + 1):
+            holds = [progress(s) == done for s in seqs]
+            total = scores[:, None] + logp
+            total[[r for r in range(k) if not holds[r]], end_id] = -float("inf")
+            top, index = total.flatten().topk(min(2 * k, k * V))
+            candidates = dict.fromkeys(zip((index // V).tolist(), (index % V).tolist()))
+            for r in range(k):
+                if scores[r] > -1e8 and not holds[r]:
+                    candidates.update(dict.fromkeys((r, c) for c in nexts(seqs[r])))
+            values = total[[r for r, _ in candidates], [c for _, c in candidates]].tolist()
+            banks: dict[int, list[tuple[float, int, int]]] = {}
+            for (r, c), t in zip(candidates, values):
+                if t == -float("inf") or t < -1e8:
+                    continue
+                if c == end_id:
+                    finished.append((seqs[r] + [c], t / n))
+                elif n == max_tokens:
+                    if progress(seqs[r] + [c]) == done:
+                        finished.append((seqs[r] + [c], t / n))
+                else:
+                    banks.setdefault(progress(seqs[r] + [c]), []).append((t, r, c))
+            finished = sorted(finished, key=lambda f: -f[1])[:k]
+            queues = [sorted(banks[level], reverse=True) for level in sorted(banks, reverse=True)]
+            running: list[tuple[int, int, float]] = []
+            while len(running) < k and any(queues):
+                for q in queues:
+                    if q and len(running) < k:
+                        t, r, c = q.pop(0)
+                        running.append((r, c, t))
+            if not running or cache.length + 1 >= self.max_len:
+                break
+            if len(finished) == k and max(t for _, _, t in running) / n <= finished[-1][1]:
+                break
+            running += [running[-1][:2] + (-1e9,)] * (k - len(running))
+            cache.select(torch.tensor([r for r, _, _ in running], device=device))
+            seqs = [seqs[r] + [c] for r, c, _ in running]
+            scores = torch.tensor([t for _, _, t in running], device=device)
+            ids = torch.tensor([[c] for _, c, _ in running], device=device)
+            logp = self._logp(cache, ids=ids).masked_fill(banned, -float("inf"))
+        return finished
+
 
 @torch.no_grad()
 def write_planned(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, states: np.ndarray,
@@ -179,7 +252,8 @@ def _write(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, s
                 if short and not chosen:
                     options = plan.required_tokens()
             ids = [topic_ids[t] for t in options]
-            can_end = not chosen and (plan is None or plan.can_end())
+            # never an empty report: [SEP] only after a first sentence
+            can_end = not chosen and bool(sentences) and (plan is None or plan.can_end())
             if can_end:
                 ids.append(sep_id)
             best = max(ids, key=lambda i: writer.logp[i]) if ids else None
@@ -194,20 +268,31 @@ def _write(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, s
         topic = topic_from_tokens(chosen)
         sentence = _write_sentence(writer, decoder, topic, plan, written, settings.num_beams, end_id,
                                    min(SENTENCE_TOKENS, budget - (writer.length - start)))
-        if sentence is None:  # no beam wrote to the topic: dropped, and not proposed again
+        if sentence is None and plan is not None:  # no beam wrote to the topic
             writer.rollback(mark, mark_logp)
-            if plan is None:
-                break
-            if topic.positives & plan.missing:
-                missed.append(topic)
-            plan.commit(topic)
-            dropped += 1
+            for label in sorted(topic.positives & plan.missing):  # a required finding gets its last try
+                sentence = _write_required(writer, decoder, label, plan, written, settings.num_beams, end_id,
+                                           min(SENTENCE_TOKENS, budget - (writer.length - start)))
+                if sentence is None:
+                    writer.rollback(mark, mark_logp)
+                    missed.append(Topic(((label, True),)))
+                else:
+                    plan.commit(sentence.topic)
+                    sentences.append(sentence)
+                    written.add(sentence.text)
+                    mark, mark_logp = writer.length, writer.logp
+            plan.commit(topic)  # dropped, and not proposed again
+            dropped = 0 if sentence is not None else dropped + 1
             continue
+        if sentence is None:
+            break
         dropped = 0
         if plan is not None:
             plan.commit(topic)
         sentences.append(sentence)
         written.add(sentence.text)
+    if plan is not None:  # out of sentences or tokens: what was never tried is missed too
+        missed += [Topic(((i, True),)) for i in sorted(plan.missing)]
     return PlannedReport(sentences, missed)
 
 
@@ -222,4 +307,26 @@ def _write_sentence(writer: _Writer, decoder: ReportDecoder, topic: Topic, plan:
             if plan is None or (text not in written and plan.accepts(topic, text)):
                 writer.commit(ids)
                 return PlannedSentence(text, topic, score)
+    return None
+
+
+def _write_required(writer: _Writer, decoder: ReportDecoder, label: int, plan: TopicPlan, written: set[str], k: int,
+                    end_id: int, max_tokens: int) -> PlannedSentence | None:
+    """The last try at a positive finding that no beam of its topic stated: its own topic token, then a sentence
+    that must hold one of the finding's statement phrases (`Writer.constrained_beams`), negation, hedge and
+    clause-break words banned, and so are the words that mention a label the plan does not allow here (a
+    granuloma already stated, a finding not called positive). The labeler still reads it: it must state the finding positive and nothing the
+    plan does not allow (its topic is what the labeler reads). Committed when it passes; None otherwise."""
+    tok = decoder.tokenizer
+    banned = decoder.not_words_or_hedges.clone()
+    for other, ids in decoder.mention_word_ids.items():  # the words of labels it may not state (used, or not positive)
+        if other != label and not plan.admits(Topic(((other, True),)), ""):
+            banned[ids] = True
+    writer.commit([decoder.topic_token_ids[topic_token(label, True)]])
+    for ids, score in writer.constrained_beams(max(k, 2), banned, end_id, max_tokens, decoder.statement_ids[label]):
+        text = tok.decode(ids, skip_special_tokens=True).strip()
+        read = sentence_topic(text)
+        if text not in written and label in read.positives and plan.admits(read, text):
+            writer.commit(ids)
+            return PlannedSentence(text, read, score)
     return None
