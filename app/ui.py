@@ -1,5 +1,5 @@
-"""The demo page (Gradio Blocks): one function per panel, the event wiring, and the `/generate` API. Every event
-calls `app.service`; this file only maps results to components, as {component: value}.
+"""The demo page (Gradio Blocks): the panels (layout.py) placed, the event wiring, and the `/generate` API. Every
+event calls `app.service`; this file only maps results to components, as {component: value}.
 
 API: `/generate` (a `gr.api` endpoint: file in, prediction JSON and overlays out) and the page's main events
 (`/analyze_upload`, `/analyze_study`, `/heatmap`, `/ablate`, `/compare`, `/save_review`) are documented; the
@@ -18,17 +18,18 @@ import shutil
 import tempfile
 import traceback
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
 from revtaf_app import errors, panels, render, review, uploads
+from revtaf_app.layout import (comparison_values, entity_panel, ground_truth_panel, heatmap_panel, heatmap_values,
+                               input_panel, input_values, report_panel, report_values, retrieval_panel,
+                               retrieval_values, review_panel, review_values)
 from revtaf_app.case import Case
 from revtaf_app import service as S
 from revtaf.data import ImageReadError
-from revtaf.labels import LABEL_NAMES_18
 
 log = logging.getLogger("revtaf.app")
 
@@ -50,7 +51,6 @@ THEME = gr.themes.Soft(
     font=["system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
     font_mono=["ui-monospace", "Menlo", "Consolas", "monospace"],
 )
-NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and press Compare.</em>"
 EVENT_TTL_S = 3600  # an analysed case is dropped from memory an hour after it was made
 # Model runs at a time; more wait in the queue, at most QUEUE_SIZE (environment overrides for deployments/tests).
 MODEL_CONCURRENCY = int(os.environ.get("REVTAF_CONCURRENCY", "2"))
@@ -112,213 +112,6 @@ def page_errors(fn, status: gr.components.Component | None = None, reset: dict |
             return out
 
     return inner
-
-
-# ---------------------------------------------------------------------------------------------- panels
-# One function per panel: it lays out the panel's components and returns them; a matching `*_values` function
-# gives their values for an analysed case as {component: value}. `build` only places panels and wires events.
-
-class Panel(SimpleNamespace):
-    """The components of one panel, by name."""
-
-
-def input_panel(service: S.Service) -> Panel:
-    gr.Markdown("### 1 · Input", elem_classes="panel-title")
-    with gr.Tabs():
-        with gr.Tab("Upload"):
-            upload = gr.File(label="Chest X-ray: PNG, JPEG, 16-bit PNG or DICOM (.dcm)", height=110, elem_id="upload")
-        with gr.Tab("Dataset", visible=service.has_data):
-            split = gr.Dropdown(list(service.studies) or ["test"], value="test", label="Split")
-            finding = gr.Dropdown(["any", *LABEL_NAMES_18], value="any", label="Ground-truth finding (rule labeler)")
-            with gr.Row():
-                order = gr.Radio([("dataset order", "dataset"), ("errors first", "errors")], value="dataset",
-                                 label="Order", info="errors first: missed findings, then false findings (the "
-                                 "model runs over the split once, then it is cached)", elem_id="case-order")
-                errors_only = gr.Checkbox(False, label="Only cases with a missed or false finding",
-                                          elem_id="errors-only")
-            case_id = gr.Dropdown(service.case_ids("test") if service.has_data else [], label="Study",
-                                  filterable=True, elem_id="case-id")
-            progress = gr.Markdown("", elem_id="review-progress")
-            with gr.Row():
-                load_case = gr.Button("Load case", variant="primary", elem_id="load-case")
-                next_case = gr.Button("Next case →")
-            gr.Markdown(f"Images and reports: {S.IU_ATTRIBUTION} (CC BY-NC-ND 4.0), shown unmodified.",
-                        elem_classes="attribution")
-    image_view = gr.Image(label="Image (as displayed)", type="numpy", image_mode="L", interactive=False,
-                          height=360, buttons=["fullscreen"], elem_id="image-view", format="png")
-    image_info = gr.Markdown("")
-    dicom_warning = gr.HTML(f'<div class="dicom-warning">{errors.BURNED_IN_WARNING}</div>', visible=False)
-    with gr.Accordion("Display window (the model always sees the file's own window)", open=False):
-        preset = gr.Radio(["file", *uploads.WINDOW_PRESETS], value="file", label="Preset (percentile windows: "
-                          "radiograph values are not Hounsfield units)")
-        center = gr.Slider(0, 255, value=127.5, step=0.5, label="Window center (level)")
-        width = gr.Slider(1, 510, value=255, step=0.5, label="Window width")
-        invert = gr.Checkbox(False, label="Invert")
-    gr.Markdown("**Ablation** — switch a branch off to see what it contributes (re-runs the model):")
-    with gr.Row():
-        grp_off = gr.Checkbox(False, label="Retrieval (GRP) off")
-        lrp_off = gr.Checkbox(False, label="Entity prompts (LRP) off")
-    # the plug-ins the model carries (TISR, UAR's TIR): hidden for a model without any
-    plugins_off = gr.CheckboxGroup(service.plugin_switches, value=[], label="Plug-ins off",
-                                   visible=bool(service.plugin_switches), elem_id="plugins-off")
-    # what each carried plug-in does at inference, so a missing switch is explained, not a mystery
-    gr.Markdown(service.plugin_note, visible=bool(service.model.plugins), elem_id="plugin-note")
-    return Panel(upload=upload, split=split, finding=finding, order=order, errors_only=errors_only,
-                 case_id=case_id, progress=progress, load_case=load_case,
-                 next_case=next_case, image_view=image_view, image_info=image_info, dicom_warning=dicom_warning,
-                 preset=preset, center=center, width=width, invert=invert, grp_off=grp_off, lrp_off=lrp_off,
-                 plugins_off=plugins_off)
-
-
-def input_values(p: Panel, case: Case, new_image: bool) -> dict:
-    image, pred = case.image, case.prediction
-    lo, hi, max_w = uploads.window_range(image)
-    keep = gr.update()
-    return {
-        p.image_view: case.gray(),
-        p.image_info: panels.describe_image(image, case.original_size, pred)
-        + (f" · study `{case.study_id}`" if case.study_id else ""),
-        p.dicom_warning: gr.update(visible=image.source_format == "dicom"),
-        p.center: gr.update(minimum=lo, maximum=hi, value=float(image.window[0])) if new_image else keep,
-        p.width: gr.update(minimum=1, maximum=max_w, value=float(image.window[1])) if new_image else keep,
-        p.invert: bool(image.invert) if new_image else keep,
-        p.preset: "file" if new_image else keep,
-    }
-
-
-def report_panel() -> Panel:
-    gr.Markdown("### 2 · Generated report", elem_classes="panel-title")
-    input_warning = gr.HTML("", visible=False, elem_id="input-warning")
-    report = gr.Textbox(label="Generated findings", lines=6, interactive=False, elem_classes="report",
-                        buttons=["copy"], elem_id="report")
-    status = gr.Markdown("Upload an image or load a dataset case.")
-    disease_md = gr.Markdown("")
-    diseases = gr.Dataframe(headers=panels.DISEASE_HEADERS, interactive=False, max_height=330, wrap=True,
-                            label="18 disease prompts: chosen state and the 4 state probabilities",
-                            elem_id="diseases")
-    return Panel(input_warning=input_warning, report=report, status=status, disease_md=disease_md, diseases=diseases)
-
-
-def report_values(p: Panel, case: Case, written) -> dict:
-    """`written`: the labeler's states of the generated report (Service.written_states)."""
-    pred = case.prediction
-    timings = ", ".join(f"{k} {v:.0f} ms" for k, v in pred.timings_ms.items())
-    return {
-        p.input_warning: gr.update(value=panels.warning_html(pred), visible=pred.warning is not None),
-        # a report of an input the model does not read is greyed out, under the warning
-        p.report: gr.update(value=pred.report, elem_classes=["report", "withheld"] if pred.warning else ["report"]),
-        p.status: f"*{S.ablation_label(case.ablation)}*" + (f" · {timings}" if timings else ""),
-        p.disease_md: panels.disease_summary(pred, written),
-        p.diseases: panels.disease_rows(pred),
-    }
-
-
-def heatmap_panel() -> Panel:
-    gr.Markdown("### 3 · Attention maps and FCC consistency", elem_classes="panel-title")
-    key = gr.Dropdown([], label="Map of (entity prompt = LRP, retrieved sentence = GRP)")
-    with gr.Row():
-        opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Opacity")
-        cmap = gr.Dropdown(list(render.COLORMAPS), value=render.COLORMAPS[0], label="Colormap")
-    with gr.Row():
-        main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300, format="png",
-                        elem_id="heat-main")
-        partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=300,
-                           format="png", elem_id="heat-partner")
-    caption = gr.Markdown("", elem_id="heat-caption")
-    return Panel(key=key, opacity=opacity, cmap=cmap, main=main, partner=partner, caption=caption)
-
-
-def heatmap_values(p: Panel, case: Case | None, key: str | None, opacity: float, cmap: str) -> dict:
-    if case is None:
-        return {p.main: None, p.partner: None, p.caption: ""}
-    hm = case.heatmap(key, opacity, cmap)
-    return {p.main: hm.image, p.partner: hm.partner, p.caption: hm.caption}
-
-
-def retrieval_panel() -> Panel:
-    gr.Markdown("### 4 · Retrieved reference report (LRE)", elem_classes="panel-title")
-    retrieved = gr.Textbox(label="Nearest training study in the Poincaré ball (its sentences are the GRPs)", lines=5,
-                           interactive=False, elem_id="retrieved")
-    facts = gr.Markdown("")
-    neighbours = gr.Dataframe(headers=panels.NEIGHBOUR_HEADERS, label="Runner-up neighbours", interactive=False,
-                              max_height=300, wrap=True, column_widths=["8%", "20%", "12%", "28%", "32%"],
-                              elem_id="neighbours")
-    gr.Markdown(f"Retrieved reports: {S.IU_ATTRIBUTION}.", elem_classes="attribution")
-    return Panel(retrieved=retrieved, facts=facts, neighbours=neighbours)
-
-
-def retrieval_values(p: Panel, case: Case) -> dict:
-    text, facts = panels.retrieved_summary(case.prediction)
-    return {p.retrieved: text, p.facts: facts, p.neighbours: panels.neighbour_rows(case.prediction)[1:]}
-
-
-def entity_panel() -> Panel:
-    with gr.Accordion("5 · Entity-level prompts: 75 LRP triplets (click a row to see its map)", open=True):
-        group = gr.Radio(["all", *panels.GROUPS], value="all", label="Group", container=False)
-        table = gr.Dataframe(headers=panels.ENTITY_HEADERS, interactive=False, max_height=320, wrap=True,
-                             column_widths=["5%", "12%", "12%", "9%", "7%", "15%", "40%"], elem_id="entities")
-    return Panel(group=group, table=table)
-
-
-def ground_truth_panel() -> Panel:
-    gr.Markdown("### 6 · Ground truth and comparison", elem_classes="panel-title")
-    with gr.Row():
-        gt_text = gr.Textbox(label="Ground truth (dataset findings, or paste a report)", lines=5, elem_id="gt")
-        generated = gr.Textbox(label="Generated", lines=5, interactive=False)
-    compare = gr.Button("Compare with ground truth")
-    diff = gr.HTML("", elem_id="word-diff")
-    with gr.Row(equal_height=False):
-        findings = gr.Dataframe(headers=panels.FINDING_HEADERS, interactive=False, wrap=True, scale=3,
-                                label="Finding-level diff (rule labeler states; verdicts by the CE rule: only "
-                                "positive counts)", column_widths=["26%", "13%", "14%", "16%", "14%", "17%"],
-                                elem_id="findings")
-        metrics = gr.Dataframe(headers=panels.METRIC_HEADERS, label="Per-case metrics", interactive=False, wrap=True,
-                               scale=2, column_widths=["14%", "14%", "14%", "58%"], elem_id="metrics")
-    return Panel(gt_text=gt_text, generated=generated, compare=compare, diff=diff, findings=findings,
-                 metrics=metrics)
-
-
-def comparison_values(p: Panel, service: S.Service, gt: str | None, case: Case) -> dict:
-    comparison = service.compare(gt, case.prediction) if gt and gt.strip() else None
-    return {
-        p.gt_text: gt or "",
-        p.generated: case.prediction.report,
-        p.diff: comparison.diff_html if comparison else NO_GT,
-        p.findings: comparison.findings if comparison else [],
-        p.metrics: comparison.metrics if comparison else [],
-    }
-
-
-def review_panel() -> Panel:
-    with gr.Accordion("7 · Error review (kept in this browser, across reloads; export to share or archive)",
-                      open=True):
-        case = gr.Markdown("No case yet.")
-        with gr.Row(equal_height=False):
-            categories = gr.CheckboxGroup(list(review.REVIEW_CATEGORIES), label="Error type", elem_id="review-categories")
-            note = gr.Textbox(label="Note", lines=2, scale=2, elem_id="review-note")
-        with gr.Row():
-            save = gr.Button("Save review for this case", variant="primary", scale=2, elem_id="save-review")
-            csv_file = gr.DownloadButton("Download CSV", scale=1)
-            json_file = gr.DownloadButton("Download JSON", scale=1, elem_id="download-json")
-        status = gr.Markdown("", elem_id="review-status")
-        table = gr.Dataframe(headers=review.REVIEW_HEADERS, label="Reviews in this browser", interactive=False, wrap=True,
-                             elem_id="reviews")
-        with gr.Row(equal_height=False):
-            import_file = gr.File(label="Continue a review: import a JSON exported earlier (merged; the newer "
-                                  "review of a case wins)", file_types=[".json"], height=90, elem_id="import-reviews")
-            clear = gr.Button("Clear reviews…", variant="stop", scale=0, elem_id="clear-reviews")
-        with gr.Row(visible=False) as confirm_row:
-            confirm = gr.Button("Yes, delete every review in this browser", variant="stop", elem_id="confirm-clear")
-            cancel = gr.Button("Cancel", elem_id="cancel-clear")
-    return Panel(case=case, categories=categories, note=note, save=save, csv_file=csv_file, json_file=json_file,
-                 status=status, table=table, import_file=import_file, clear=clear, confirm_row=confirm_row,
-                 confirm=confirm, cancel=cancel)
-
-
-def review_values(p: Panel, case: Case, new_image: bool) -> dict:
-    keep = gr.update()
-    return {p.case: f"Reviewing **{case.study_id or case.key}** ({S.ablation_label(case.ablation)}).",
-            p.categories: [] if new_image else keep, p.note: "" if new_image else keep}
 
 
 def _png(path: Path, pixels: np.ndarray) -> gr.FileData:

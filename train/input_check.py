@@ -19,13 +19,13 @@ import torch
 def pooled_features(model, images, batch_size: int = 32) -> torch.Tensor:
     """XrayImage / PIL images -> the model's pooled visual features [n,C] under the test transform."""
     from revtaf.data.transforms import test_transform
-    from revtaf.model.revtaf import _to_pil
+    from revtaf.model.inference import to_pil
 
     transform = test_transform(model.cfg.image_size)
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        batch = torch.stack([transform(_to_pil(im)) for im in images[start : start + batch_size]])
+        batch = torch.stack([transform(to_pil(im)) for im in images[start : start + batch_size]])
         out.append(model.visual(batch.to(model.triplet_table.device))[1].float().cpu())
     return torch.cat(out) if out else torch.zeros(0, model.visual.out_dim)
 

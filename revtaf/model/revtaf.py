@@ -18,67 +18,40 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
 from transformers import PreTrainedTokenizerFast
 
-from revtaf.data.clean import clean_report, split_sentences
-from revtaf.data.imageio import XrayImage, read_image
+from revtaf.data.imageio import XrayImage
 from revtaf.data.transforms import entity_transform, test_transform
-from revtaf.labels import (ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict,
-                           triplet_sentence)
-from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, STATES
-from revtaf.model.config import GenerationSettings, REVTAFConfig
-from revtaf.labels.constants import NEGATIVE, POSITIVE, UNCERTAIN
+from revtaf.labels import LABEL_NAMES_18
+from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75
 from revtaf.labels.regions import position_cells
-from revtaf.labels.topics import NO_FINDING, PATHOLOGIES
+from revtaf.model import persistence
+from revtaf.model.config import GenerationSettings, REVTAFConfig
 from revtaf.model.decoder import PROMPT_LENGTH, ReportDecoder, lm_labels, normal_states, prompt_ids
+from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
 from revtaf.model.encoder import build_visual_encoder
 from revtaf.model.entity import EntityModel, predict_triplets
-from revtaf.model.fcc import FCCOutput
-from revtaf.model.fvtaf import FVTAF, FVTAFOutput, position_loss
-from revtaf.model.lre import LearnableRetrievalEnhancer, rank_loss
+from revtaf.model.fvtaf import FVTAF, position_loss
+from revtaf.model.inference import Inference, map_side, prediction_row, state_overrides, to_pil
 from revtaf.model.input_check import InputCheck, InputCheckResult
-from revtaf.model import persistence
+from revtaf.model.lre import LearnableRetrievalEnhancer, rank_loss
+from revtaf.model.prediction import Prediction
 from revtaf.model.reference_bank import ReferenceBank
 from revtaf.model.reference_prompts import gather_lrp
-from revtaf.model.sentence_plan import PlannedReport, write_planned
-from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
+from revtaf.model.sentence_plan import write_planned
 from revtaf.model.tisr import TextualInversion
 from revtaf.model.uar import CrossModalAligner, tir_disabled, triplet_loss
 from revtaf.switches import ABLATION_SWITCHES
 from revtaf.switches import ABLATIONS as SWITCHABLE
-from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, predict_states
 
 ABLATIONS = frozenset(SWITCHABLE)  # what `infer` can switch off, by name (revtaf/switches.py)
 
-
-
-@dataclass
-class Inference:
-    """Batched inference results (tensors on the model's device).
-
-    probs [B,18,4], states [B,18]; neighbour_dist / neighbour_index [B,k] (k = max(K, neighbours_shown),
-    ascending); grp_mask [B,N] of the GRPs used (None when the GRP branch is off); fcc = S and O [B,75,N]
-    (None unless both branches are on); timings_ms per stage for the whole batch.
-    """
-
-    reports: list[str]
-    probs: torch.Tensor
-    states: torch.Tensor
-    neighbour_dist: torch.Tensor
-    neighbour_index: torch.Tensor
-    fused: FVTAFOutput
-    grp_mask: torch.Tensor | None
-    fcc: FCCOutput | None
-    timings_ms: dict[str, float]
-    pooled: torch.Tensor | None = None  # [B,C] pooled visual features (the input check reads them)
-    planned: list[PlannedReport] | None = None  # each report's sentences and topics (a sentence-plan decoder)
 
 
 class REVTAF(ReferenceBank, nn.Module):
@@ -229,7 +202,7 @@ class REVTAF(ReferenceBank, nn.Module):
         out = {"loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
                "loss_prompt": loss_prompt}
         if w.map_position > 0 and "report_position" in batch and fused.local_maps is not None:
-            cells = position_cells(batch["report_position"].cpu().numpy(), _map_side(fused))
+            cells = position_cells(batch["report_position"].cpu().numpy(), map_side(fused))
             out["loss_position"] = position_loss(fused.local_maps, torch.from_numpy(cells).to(fused.local_maps.device))
             loss = loss + w.map_position * out["loss_position"]
         report_emb = self.bank_report_emb[batch["bank_index"]]  # the plug-ins' text side: the study's own report
@@ -315,14 +288,14 @@ class REVTAF(ReferenceBank, nn.Module):
     @torch.no_grad()
     def predict_batch(
         self,
-        images: Sequence[Image.Image | XrayImage],
+        images: Sequence[Image.Image | XrayImage | str | os.PathLike | bytes],
         ablate: frozenset[str] = frozenset(),
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_ids: Sequence[str | None] | None = None,
         generation: GenerationSettings | None = None,
         states: Mapping[str, str] | None = None,
     ) -> list[Prediction]:
-        """Full inference for decoded images (PIL or XrayImage) -> one Prediction each.
+        """Full inference for images (PIL, XrayImage, or a PNG/JPEG/DICOM file's path or bytes) -> one Prediction each.
 
         `report_lookup(study_id)` returns a bank study's report text (raw or cleaned) when the caller has it;
         it fills Neighbour.report and the GRP sentences. `exclude_ids[b]` = a bank study that image b may not
@@ -333,7 +306,7 @@ class REVTAF(ReferenceBank, nn.Module):
         """
         if len(images) == 0:
             raise ValueError("predict_batch needs at least one image")
-        pils = [_to_pil(image) for image in images]
+        pils = [to_pil(image) for image in images]
         device = self.triplet_table.device
         t = time.perf_counter()
         entity_in = torch.stack([entity_transform(self.cfg.image_size)(p) for p in pils]).to(device)
@@ -348,7 +321,7 @@ class REVTAF(ReferenceBank, nn.Module):
             groups = self.bank_group.tolist()
             exclude = [{r for r, g in enumerate(groups) if sid in row and g == groups[row[sid]]} for sid in exclude_ids]
         images_in = torch.stack([test_transform(self.cfg.image_size)(p) for p in pils]).to(device)
-        override = _state_overrides(states, len(pils), device)
+        override = state_overrides(states, len(pils), device)
         out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude, override, generation)
         timings = {"entity": t_entity, **out.timings_ms}
         checks: list[InputCheckResult | None] = [None] * len(pils)
@@ -358,7 +331,7 @@ class REVTAF(ReferenceBank, nn.Module):
             checks = self.input_check.check(out.pooled, stated)
             timings["input_check"] = _ms(t)
         timings["total"] = sum(timings.values())
-        predictions = [self._prediction(b, out, exist_prob, exists, position, frozenset(ablate), report_lookup, timings)
+        predictions = [prediction_row(self, b, out, exist_prob, exists, position, frozenset(ablate), report_lookup, timings)
                        for b in range(len(pils))]
         for prediction in predictions:
             for d in prediction.diseases:
@@ -372,7 +345,7 @@ class REVTAF(ReferenceBank, nn.Module):
 
     def predict(
         self,
-        image: Image.Image | XrayImage,
+        image: Image.Image | XrayImage | str | os.PathLike | bytes,
         ablate: frozenset[str] = frozenset(),
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_id: str | None = None,
@@ -381,62 +354,6 @@ class REVTAF(ReferenceBank, nn.Module):
     ) -> Prediction:
         """One study's Prediction (see predict_batch); `states` = a what-if, e.g. {"Pleural Effusion": "positive"}."""
         return self.predict_batch([image], ablate, report_lookup, [exclude_id], generation, states)[0]
-
-    def _prediction(self, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
-                    position: torch.Tensor, ablate: frozenset[str],
-                    report_lookup: Callable[[str], str | None] | None, timings: dict[str, float]) -> Prediction:
-        """Row b of a batched inference as plain data for the demo."""
-        shown = self.cfg.neighbours_shown
-        neighbours = []
-        for dist, row in zip(out.neighbour_dist[b, :shown].tolist(), out.neighbour_index[b, :shown].tolist()):
-            sid = self.bank_ids[row]
-            neighbours.append(Neighbour(sid, float(dist), labels_to_dict(self.bank_labels[row].tolist()),
-                                        report_lookup(sid) if report_lookup else None))
-        diseases = [
-            DiseaseState(name, STATES[int(out.states[b, i])],
-                         {s: float(out.probs[b, i, j]) for j, s in enumerate(STATES)})
-            for i, name in enumerate(LABEL_NAMES_18)
-        ]
-        entities = [
-            EntityPrompt(m, name, ENTITY_GROUPS[m], float(exist_prob[b, m]), bool(exists[b, m]),
-                         ANATOMIES_51[int(position[b, m])],
-                         triplet_sentence(m, int(position[b, m]), bool(exists[b, m])),
-                         ENTITY_LABELS[m], POSITION_LABELS[int(position[b, m])])
-            for m, name in enumerate(ENTITIES_75)
-        ]
-        side = _map_side(out.fused)
-        n_grp = int(out.grp_mask[b].sum()) if out.grp_mask is not None else 0
-        grp_sentences = []
-        if n_grp and neighbours and neighbours[0].report:
-            # The bank's GRP rows are split_sentences(clean_report(text)) in this order; shown tidied.
-            sentences = split_sentences(clean_report(neighbours[0].report, self.cfg.dataset))[:n_grp]
-            grp_sentences = [" ".join(s.split()).rstrip(" .") for s in sentences]
-        lrp_maps = _maps(out.fused.local_maps, b, len(ENTITIES_75), side)
-        grp_maps = _maps(out.fused.global_maps, b, n_grp, side)
-        if out.fcc is not None:
-            similarity = out.fcc.similarity[b, :, :n_grp].float().cpu().numpy()
-            overlap = out.fcc.overlap[b, :, :n_grp].float().cpu().numpy()
-        else:
-            similarity = overlap = np.zeros((len(lrp_maps), len(grp_maps)), dtype=np.float32)
-        return Prediction(
-            report=out.reports[b],
-            diseases=diseases,
-            neighbours=neighbours,
-            grp_sentences=grp_sentences,
-            entities=entities,
-            lrp_maps=lrp_maps,
-            grp_maps=grp_maps,
-            fcc_similarity=similarity,
-            fcc_overlap=overlap,
-            ablation={name: name not in ablate for name in sorted(self.ablations)},
-            sentences=[] if out.planned is None else [
-                {"text": x.text, "topic": x.topic.tokens,
-                 "findings": {LABEL_NAMES_18[i]: "positive" if p else "negative" for i, p in x.topic.labels}}
-                for x in out.planned[b].sentences],
-            missed_findings=[] if out.planned is None else [
-                LABEL_NAMES_18[i] for t in out.planned[b].missed for i in sorted(t.positives)],
-            timings_ms=dict(timings),
-        )
 
     # ------------------------------------------------------------------ persistence (persistence.py)
     def quantize_int8(self) -> REVTAF:
@@ -506,48 +423,6 @@ class REVTAF(ReferenceBank, nn.Module):
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
-
-
-def _state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.Tensor | None:
-    """{finding: state name} -> [n,18] state indices, -1 where the classifier's state stays; None for no override."""
-    if not states:
-        return None
-    row = torch.full((len(LABEL_NAMES_18),), -1, dtype=torch.long)
-    for name, state in states.items():
-        if name not in LABEL_NAMES_18:
-            raise ValueError(f"unknown finding {name!r}; expected one of {list(LABEL_NAMES_18)}")
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r} for {name}; expected one of {list(STATES)}")
-        row[LABEL_NAMES_18.index(name)] = STATES.index(state)
-    # a finding the user calls positive or uncertain means the study is not normal (unless the user says otherwise)
-    if "No Finding" not in states and any(row[i] in (POSITIVE, UNCERTAIN) for i in PATHOLOGIES):
-        row[NO_FINDING] = NEGATIVE
-    return row.expand(n, -1).to(device)
-
-
-def _to_pil(image: Image.Image | XrayImage | str | os.PathLike | bytes) -> Image.Image:
-    """A file path or bytes (PNG, JPEG, DICOM) are read as the app reads an upload (`revtaf.data.read_image`)."""
-    if isinstance(image, (str, os.PathLike, bytes)):
-        image = read_image(image)
-    if isinstance(image, XrayImage):
-        return image.to_pil()
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    raise TypeError(f"expected a file path, bytes, a PIL image or an XrayImage, got {type(image).__name__}")
-
-
-def _map_side(fused: FVTAFOutput) -> int:
-    side = int(round(fused.fc.shape[1] ** 0.5))
-    if side * side != fused.fc.shape[1]:
-        raise ValueError(f"{fused.fc.shape[1]} patches do not form a square map")
-    return side
-
-
-def _maps(maps: torch.Tensor | None, b: int, n: int, side: int) -> np.ndarray:
-    """Row b's first n attention maps [n,L] -> [n,side,side] float32 (empty when the branch is off)."""
-    if maps is None or n == 0:
-        return np.zeros((0, side, side), dtype=np.float32)
-    return maps[b, :n].float().reshape(n, side, side).cpu().numpy()
 
 
 def _ms(start: float) -> float:

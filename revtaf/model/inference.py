@@ -1,0 +1,148 @@
+"""From a batched inference to what a reader sees: the batch's tensors (`Inference`), one Prediction per study
+(`prediction_row`), and the inputs a caller may give `REVTAF.predict` (a file or an image; a what-if's states)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from revtaf.data.clean import clean_report, split_sentences
+from revtaf.data.imageio import XrayImage, read_image
+from revtaf.labels import ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict, triplet_sentence
+from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, NEGATIVE, POSITIVE, STATES, UNCERTAIN
+from revtaf.labels.topics import NO_FINDING, PATHOLOGIES
+from revtaf.model.fcc import FCCOutput
+from revtaf.model.fvtaf import FVTAFOutput
+from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
+from revtaf.model.sentence_plan import PlannedReport
+
+if TYPE_CHECKING:
+    from revtaf.model.revtaf import REVTAF
+
+
+@dataclass
+class Inference:
+    """Batched inference results (tensors on the model's device).
+
+    probs [B,18,4], states [B,18]; neighbour_dist / neighbour_index [B,k] (k = max(K, neighbours_shown),
+    ascending); grp_mask [B,N] of the GRPs used (None when the GRP branch is off); fcc = S and O [B,75,N]
+    (None unless both branches are on); timings_ms per stage for the whole batch.
+    """
+
+    reports: list[str]
+    probs: torch.Tensor
+    states: torch.Tensor
+    neighbour_dist: torch.Tensor
+    neighbour_index: torch.Tensor
+    fused: FVTAFOutput
+    grp_mask: torch.Tensor | None
+    fcc: FCCOutput | None
+    timings_ms: dict[str, float]
+    pooled: torch.Tensor | None = None  # [B,C] pooled visual features (the input check reads them)
+    planned: list[PlannedReport] | None = None  # each report's sentences and topics (a sentence-plan decoder)
+
+
+def prediction_row(model: REVTAF, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
+                   position: torch.Tensor, ablate: frozenset[str],
+                   report_lookup: Callable[[str], str | None] | None, timings: dict[str, float]) -> Prediction:
+    """Row b of a batched inference as plain data for the demo (exist_prob, exists, position [B,75] are the
+    entity model's triplets)."""
+    shown = model.cfg.neighbours_shown
+    neighbours = []
+    for dist, row in zip(out.neighbour_dist[b, :shown].tolist(), out.neighbour_index[b, :shown].tolist()):
+        sid = model.bank_ids[row]
+        neighbours.append(Neighbour(sid, float(dist), labels_to_dict(model.bank_labels[row].tolist()),
+                                    report_lookup(sid) if report_lookup else None))
+    diseases = [
+        DiseaseState(name, STATES[int(out.states[b, i])],
+                     {s: float(out.probs[b, i, j]) for j, s in enumerate(STATES)})
+        for i, name in enumerate(LABEL_NAMES_18)
+    ]
+    entities = [
+        EntityPrompt(m, name, ENTITY_GROUPS[m], float(exist_prob[b, m]), bool(exists[b, m]),
+                     ANATOMIES_51[int(position[b, m])],
+                     triplet_sentence(m, int(position[b, m]), bool(exists[b, m])),
+                     ENTITY_LABELS[m], POSITION_LABELS[int(position[b, m])])
+        for m, name in enumerate(ENTITIES_75)
+    ]
+    side = map_side(out.fused)
+    n_grp = int(out.grp_mask[b].sum()) if out.grp_mask is not None else 0
+    grp_sentences = []
+    if n_grp and neighbours and neighbours[0].report:
+        # The bank's GRP rows are split_sentences(clean_report(text)) in this order; shown tidied.
+        sentences = split_sentences(clean_report(neighbours[0].report, model.cfg.dataset))[:n_grp]
+        grp_sentences = [" ".join(s.split()).rstrip(" .") for s in sentences]
+    lrp_maps = _maps(out.fused.local_maps, b, len(ENTITIES_75), side)
+    grp_maps = _maps(out.fused.global_maps, b, n_grp, side)
+    if out.fcc is not None:
+        similarity = out.fcc.similarity[b, :, :n_grp].float().cpu().numpy()
+        overlap = out.fcc.overlap[b, :, :n_grp].float().cpu().numpy()
+    else:
+        similarity = overlap = np.zeros((len(lrp_maps), len(grp_maps)), dtype=np.float32)
+    return Prediction(
+        report=out.reports[b],
+        diseases=diseases,
+        neighbours=neighbours,
+        grp_sentences=grp_sentences,
+        entities=entities,
+        lrp_maps=lrp_maps,
+        grp_maps=grp_maps,
+        fcc_similarity=similarity,
+        fcc_overlap=overlap,
+        ablation={name: name not in ablate for name in sorted(model.ablations)},
+        sentences=[] if out.planned is None else [
+            {"text": x.text, "topic": x.topic.tokens,
+             "findings": {LABEL_NAMES_18[i]: "positive" if p else "negative" for i, p in x.topic.labels}}
+            for x in out.planned[b].sentences],
+        missed_findings=[] if out.planned is None else [
+            LABEL_NAMES_18[i] for t in out.planned[b].missed for i in sorted(t.positives)],
+        timings_ms=dict(timings),
+    )
+
+
+def state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.Tensor | None:
+    """{finding: state name} -> [n,18] state indices, -1 where the classifier's state stays; None for no override."""
+    if not states:
+        return None
+    row = torch.full((len(LABEL_NAMES_18),), -1, dtype=torch.long)
+    for name, state in states.items():
+        if name not in LABEL_NAMES_18:
+            raise ValueError(f"unknown finding {name!r}; expected one of {list(LABEL_NAMES_18)}")
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r} for {name}; expected one of {list(STATES)}")
+        row[LABEL_NAMES_18.index(name)] = STATES.index(state)
+    # a finding the user calls positive or uncertain means the study is not normal (unless the user says otherwise)
+    if "No Finding" not in states and any(row[i] in (POSITIVE, UNCERTAIN) for i in PATHOLOGIES):
+        row[NO_FINDING] = NEGATIVE
+    return row.expand(n, -1).to(device)
+
+
+def to_pil(image: Image.Image | XrayImage | str | os.PathLike | bytes) -> Image.Image:
+    """A file path or bytes (PNG, JPEG, DICOM) are read as the app reads an upload (`revtaf.data.read_image`)."""
+    if isinstance(image, (str, os.PathLike, bytes)):
+        image = read_image(image)
+    if isinstance(image, XrayImage):
+        return image.to_pil()
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    raise TypeError(f"expected a file path, bytes, a PIL image or an XrayImage, got {type(image).__name__}")
+
+
+def map_side(fused: FVTAFOutput) -> int:
+    side = int(round(fused.fc.shape[1] ** 0.5))
+    if side * side != fused.fc.shape[1]:
+        raise ValueError(f"{fused.fc.shape[1]} patches do not form a square map")
+    return side
+
+
+def _maps(maps: torch.Tensor | None, b: int, n: int, side: int) -> np.ndarray:
+    """Row b's first n attention maps [n,L] -> [n,side,side] float32 (empty when the branch is off)."""
+    if maps is None or n == 0:
+        return np.zeros((0, side, side), dtype=np.float32)
+    return maps[b, :n].float().reshape(n, side, side).cpu().numpy()
