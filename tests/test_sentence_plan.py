@@ -15,7 +15,7 @@ from revtaf.labels.constants import BLANK, NEGATIVE, POSITIVE, UNCERTAIN
 from revtaf.labels.topics import (Topic, TopicPlan, report_consistency, sentence_topic, tag_report, topic_token)
 from revtaf.model.decoder import encode_planned_reports, one_finding_contrast, prompt_ids
 from revtaf.model.random_init import random_model
-from revtaf.model.sentence_plan import _Writer, write_planned
+from revtaf.model.sentence_plan import SENTENCE_NO_REPEAT, _Writer, _repeating, write_planned
 
 CARDIOMEGALY, OPACITY = LABEL_NAMES_18.index("Cardiomegaly"), LABEL_NAMES_18.index("Lung Opacity")
 EFFUSION, PNEUMOTHORAX = LABEL_NAMES_18.index("Pleural Effusion"), LABEL_NAMES_18.index("Pneumothorax")
@@ -112,8 +112,11 @@ def test_sentence_beam_search_is_generates():
         memory = torch.randn(1, 49, 512, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             ours = _Writer(dec, prompt, memory, None).beams(k, dec.not_words, end, 12)[0][0]
+            # the loop's blocking of a 3-gram twice in a sentence is generate's no_repeat_ngram_size (the prompt's
+            # tokens are never written, so no n-gram reaches back into it)
             config = GenerationConfig(num_beams=k, do_sample=False, max_new_tokens=12, eos_token_id=end,
-                                      pad_token_id=0, suppress_tokens=banned, length_penalty=1.0)
+                                      pad_token_id=0, suppress_tokens=banned, length_penalty=1.0,
+                                      no_repeat_ngram_size=SENTENCE_NO_REPEAT)
             cache = EncoderDecoderCache(DynamicCache(config=dec.lm.config), DynamicCache(config=dec.lm.config))
             theirs = dec.lm.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), cache=cache,
                                      encoder_hidden_states=dec.memory_proj(memory), generation_config=config)
@@ -166,3 +169,81 @@ def test_static_cache_step_is_berts_forward():
         ours = [step(cache, ids=ids[:, :19])[0]] + [step(cache, ids=ids[:, j:j + 1])[0] for j in range(19, ids.shape[1])]
     assert cache.length == ids.shape[1]
     assert torch.allclose(torch.stack(ours), reference, atol=1e-5)
+
+
+def test_statement_phrases_state_their_label_and_nothing_else():
+    """The last try's phrases: each, as "there is {phrase} .", reads as its label positive and nothing more."""
+    from revtaf.labels.topics import STATEMENT_PHRASES, mention_words
+
+    assert len(STATEMENT_PHRASES) == 17 and LABEL_NAMES_18.index("No Finding") not in STATEMENT_PHRASES
+    for label, phrases in STATEMENT_PHRASES.items():
+        for phrase in phrases:
+            assert sentence_topic(f"there is {phrase} .") == Topic(((label, True),)), (LABEL_NAMES_18[label], phrase)
+    assert "nodule" in mention_words(LABEL_NAMES_18.index("Lung Lesion"))
+    assert "calcified" in mention_words(LABEL_NAMES_18.index("Granuloma"))
+
+
+def test_constrained_beams_hold_a_phrase_before_they_end():
+    """A required finding's last try: every finished beam holds one of the finding's phrases, the sentence end
+    only after it, even from a decoder (random) that would not write it."""
+    model = random_model("cpu", bank_size=32)
+    dec = model.decoder
+    end = dec.sentence_end_id
+    with torch.no_grad():
+        dec.lm.cls.predictions.decoder.bias[end] += 6.0  # it would end at once, phrase or not
+    prompt = prompt_ids(model.tokenizer, torch.zeros(1, 18, dtype=torch.long), per_disease=True)
+    # the synthetic vocabulary has no clinical words (its statement phrases are left out): placeholder phrases
+    phrases = [model.tokenizer.convert_tokens_to_ids(p) for p in (["w17", "w18"], ["w400"])]
+    assert dec.statement_ids[OPACITY] == []
+    for seed in (0, 1):
+        memory = torch.randn(1, 49, 512, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            beams = _Writer(dec, prompt, memory, None).constrained_beams(3, dec.not_words_or_hedges, end, 12, phrases)
+        assert beams
+        for ids, _ in beams:
+            assert any(ids[j:j + len(p)] == p for p in phrases for j in range(len(ids) - len(p) + 1)), ids
+            assert end not in ids[:-1]
+            assert not dec.not_words_or_hedges[ids[:-1]].any()
+
+
+def test_a_report_is_never_empty():
+    """A decoder that would end at once (its [SEP] far likelier than any topic) still writes a first sentence."""
+    model = random_model("cpu", bank_size=32)
+    dec = model.decoder
+    with torch.no_grad():
+        dec.lm.cls.predictions.decoder.bias[model.tokenizer.sep_token_id] += 30.0
+        dec.lm.cls.predictions.decoder.bias[dec.sentence_end_id] += 6.0
+    row = states(Pneumothorax=NEGATIVE)
+    prompt = prompt_ids(model.tokenizer, torch.tensor(row)[None], per_disease=True)
+    memory = torch.randn(1, 49, 512, generator=torch.Generator().manual_seed(0))
+    for plan in (True, False):
+        with torch.no_grad():
+            report = write_planned(dec, prompt, memory, row, replace(model.cfg.generation, plan=plan))
+        assert report.sentences and report.text.strip(), plan
+
+
+def test_no_ngram_twice_in_a_sentence_or_the_report():
+    """_repeating names the tokens that would repeat an n-gram; a planned report has no 3-gram twice in a
+    sentence, and none of the settings' n-gram size twice in the report."""
+    assert _repeating([5, 6, 7, 5, 6], 3) == [7] and _repeating([5, 6, 7, 5], 2) == [6]
+    assert _repeating([5, 6, 5], 3) == [] and _repeating([5, 5, 5], 0) == []
+    model = random_model("cpu", bank_size=32)
+    dec = model.decoder
+    with torch.no_grad():  # a decoder that loops: a few words far likelier than the rest
+        dec.lm.cls.predictions.decoder.bias[torch.arange(10, 14)] += 12.0
+        dec.lm.cls.predictions.decoder.bias[dec.sentence_end_id] += 4.0
+    row = states(Pneumothorax=NEGATIVE)
+    prompt = prompt_ids(model.tokenizer, torch.tensor(row)[None], per_disease=True)
+    memory = torch.randn(1, 49, 512, generator=torch.Generator().manual_seed(0))
+    settings = replace(model.cfg.generation, plan=False, no_repeat_ngram_size=4)
+    with torch.no_grad():
+        report = write_planned(dec, prompt, memory, row, settings)
+    def grams(ids: list[int], n: int) -> list[tuple[int, ...]]:
+        return [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+
+    report_grams = []  # the 4-grams inside each sentence: none twice in the report
+    for sentence in report.sentences:
+        ids = model.tokenizer(sentence.text, add_special_tokens=False)["input_ids"]
+        assert len(set(grams(ids, 3))) == len(grams(ids, 3)), sentence.text
+        report_grams += grams(ids, 4)
+    assert len(report_grams) > 4 and len(set(report_grams)) == len(report_grams), report.text

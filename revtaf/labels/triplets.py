@@ -238,7 +238,7 @@ def _nearest(span: tuple[int, int], anatomies: list[tuple[int, int, int]]) -> in
 
 
 @lru_cache(maxsize=1 << 16)
-def _sentence_mentions(text: str) -> tuple[tuple[int, int, int], ...]:
+def sentence_mentions(text: str) -> tuple[tuple[int, int, int], ...]:
     """(entity, state, position) of every entity mention in one sentence (cached: sentences repeat a lot)."""
     sentence, anatomies = Sentence(text), None
     out = []
@@ -253,7 +253,7 @@ def extract_triplets(report: str) -> tuple[np.ndarray, np.ndarray]:
     """One training report -> (exist int8 [75] in {1, 0, -1}, position int64 [75] in 0..50)."""
     states = [[] for _ in ENTITIES_75]  # per entity: (state, position) of each of its mentions
     for text in sentences(report):
-        for e, state, pos in _sentence_mentions(text):
+        for e, state, pos in sentence_mentions(text):
             states[e].append((state, pos))
     exist = np.full(len(ENTITIES_75), UNMENTIONED, dtype=np.int8)
     position = np.full(len(ENTITIES_75), UNSPECIFIED_POSITION, dtype=np.int64)

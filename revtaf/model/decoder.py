@@ -261,8 +261,11 @@ class ReportDecoder(nn.Module):
         self.register_buffer("not_words", not_words, persistent=False)
         # The plan's last try at a required finding: its statement phrases as token lists, and the cue words banned
         # from that sentence (those the vocabulary holds whole; the labeler's check catches any other).
-        self.statement_ids = {label: [tokenizer(p, add_special_tokens=False)["input_ids"] for p in phrases]
-                              for label, phrases in STATEMENT_PHRASES.items()}
+        # (a phrase with a word the vocabulary lacks, e.g. the random model's, is left out)
+        phrase_ids = {label: [tokenizer(p, add_special_tokens=False)["input_ids"] for p in phrases]
+                      for label, phrases in STATEMENT_PHRASES.items()}
+        self.statement_ids = {label: [p for p in ids if tokenizer.unk_token_id not in p]
+                              for label, ids in phrase_ids.items()}
         cues = [i for i in tokenizer.convert_tokens_to_ids(list(HEDGE_WORDS + CLAUSE_WORDS))
                 if i != tokenizer.unk_token_id]
         self.mention_word_ids = {label: [i for i in tokenizer.convert_tokens_to_ids(list(mention_words(label)))
