@@ -91,7 +91,7 @@ def test_every_positive_finding_is_written_once_and_nothing_contradicts_it(predi
         findings = {i for i in positive if i < NO_FINDING}
         assert findings <= set(read["positive"]), (p.report, sorted(findings))
         assert read["repeated"] == [] and not read["clear_beside_positive"], p.report
-        assert " ".join(s["text"] for s in p.sentences) == p.report
+        assert " ".join(s.text for s in p.sentences) == p.report
         assert p.missed_findings == []
 
 
@@ -113,3 +113,36 @@ def test_a_what_if_rewrites_the_report_to_the_changed_finding(iu_root, predictio
     assert sources["Cardiomegaly"] == sources["Pneumothorax"] == "user" and sources["Edema"] == "model"
     with pytest.raises(ValueError, match="unknown finding"):
         model.predict(image, states={"Pneumonitis": "positive"})
+
+
+def test_each_sentence_carries_its_evidence(iu_root, predictions):
+    """prediction.sentences: each sentence its topic's findings with the classifier's probability, the entity it
+    mentions (a row of lrp_maps) with the place it names, and, when the neighbour's report is at hand, the retrieved
+    sentence that says most alike with the pair's FCC S and O."""
+    from revtaf.data import image_file, load_annotation, read_image
+    from revtaf.data.reports import ReportLookup
+
+    model, preds = predictions
+    for p in preds:
+        states = {d.name: d for d in p.diseases}
+        for s in p.sentences:
+            for name, state in s.findings.items():
+                assert states[name].state in ((state, "uncertain") if state == "positive" else (state,)), (s, name)
+                assert 0 < s.probability[name] <= 1
+            assert s.grp_index is None  # no report lookup: no retrieved text to compare with
+        stated = [s for s in p.sentences if any(v == "positive" for v in s.findings.values())]
+        assert all(s.entity is not None and 0 <= s.entity_index < 75 for s in stated), stated
+        for s in stated:  # the one side the words name is the side of the position read from them
+            sides = [side for side in ("right", "left") if f" {side} " in f" {s.text} "]
+            if len(sides) == 1 and s.position and ("right" in s.position or "left" in s.position):
+                assert sides[0] in s.position, (s.text, s.position)
+    study = load_annotation(iu_root, "iu")["test"][0]
+    full = model.predict(read_image(image_file(iu_root, study)), report_lookup=ReportLookup(iu_root))
+    assert full.grp_sentences and full.sentences
+    for s in full.sentences:
+        assert full.grp_sentences[s.grp_index] == s.grp_sentence and 0 <= s.grp_similarity <= 1
+        if s.entity_index is not None:
+            assert s.fcc_similarity == pytest.approx(float(full.fcc_similarity[s.entity_index, s.grp_index]))
+    heart = [s for s in full.sentences if "Cardiomegaly" in s.findings]
+    if heart:  # the retrieved sentence about the heart is the one shown beside the sentence about the heart
+        assert "heart" in heart[0].grp_sentence or "cardi" in heart[0].grp_sentence, (heart[0], full.grp_sentences)

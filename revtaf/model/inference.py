@@ -11,16 +11,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PIL import Image
+from pycocoevalcap.rouge.rouge import Rouge
 
 from revtaf.data.clean import clean_report, split_sentences
 from revtaf.data.imageio import XrayImage, read_image
 from revtaf.labels import ENTITY_GROUPS, ENTITY_LABELS, LABEL_NAMES_18, POSITION_LABELS, labels_to_dict, triplet_sentence
 from revtaf.labels.constants import ANATOMIES_51, ENTITIES_75, NEGATIVE, POSITIVE, STATES, UNCERTAIN
-from revtaf.labels.topics import NO_FINDING, PATHOLOGIES
+from revtaf.labels.topics import NO_FINDING, PATHOLOGIES, sentence_topic
+from revtaf.labels.triplets import sentence_mentions
 from revtaf.model.fcc import FCCOutput
 from revtaf.model.fvtaf import FVTAFOutput
-from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction
-from revtaf.model.sentence_plan import PlannedReport
+from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction, ReportSentence
+from revtaf.model.sentence_plan import PlannedReport, PlannedSentence
 
 if TYPE_CHECKING:
     from revtaf.model.revtaf import REVTAF
@@ -50,9 +52,10 @@ class Inference:
 
 def prediction_row(model: REVTAF, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
                    position: torch.Tensor, ablate: frozenset[str],
-                   report_lookup: Callable[[str], str | None] | None, timings: dict[str, float]) -> Prediction:
+                   report_lookup: Callable[[str], str | None] | None, timings: dict[str, float],
+                   overridden: frozenset[str] = frozenset()) -> Prediction:
     """Row b of a batched inference as plain data for the demo (exist_prob, exists, position [B,75] are the
-    entity model's triplets)."""
+    entity model's triplets; `overridden` the findings a what-if set)."""
     shown = model.cfg.neighbours_shown
     neighbours = []
     for dist, row in zip(out.neighbour_dist[b, :shown].tolist(), out.neighbour_index[b, :shown].tolist()):
@@ -61,7 +64,8 @@ def prediction_row(model: REVTAF, b: int, out: Inference, exist_prob: torch.Tens
                                     report_lookup(sid) if report_lookup else None))
     diseases = [
         DiseaseState(name, STATES[int(out.states[b, i])],
-                     {s: float(out.probs[b, i, j]) for j, s in enumerate(STATES)})
+                     {s: float(out.probs[b, i, j]) for j, s in enumerate(STATES)},
+                     "user" if name in overridden else "model")
         for i, name in enumerate(LABEL_NAMES_18)
     ]
     entities = [
@@ -97,13 +101,60 @@ def prediction_row(model: REVTAF, b: int, out: Inference, exist_prob: torch.Tens
         fcc_overlap=overlap,
         ablation={name: name not in ablate for name in sorted(model.ablations)},
         sentences=[] if out.planned is None else [
-            {"text": x.text, "topic": x.topic.tokens,
-             "findings": {LABEL_NAMES_18[i]: "positive" if p else "negative" for i, p in x.topic.labels}}
-            for x in out.planned[b].sentences],
+            sentence_evidence(x, diseases, grp_sentences, similarity, overlap) for x in out.planned[b].sentences],
         missed_findings=[] if out.planned is None else [
             LABEL_NAMES_18[i] for t in out.planned[b].missed for i in sorted(t.positives)],
         timings_ms=dict(timings),
     )
+
+
+def sentence_evidence(sentence: PlannedSentence, diseases: list[DiseaseState], grp_sentences: list[str],
+                      similarity: np.ndarray, overlap: np.ndarray) -> ReportSentence:
+    """A planned sentence with its evidence: the classifier's probability of each state it states; the entity it
+    mentions (the triplet reader on the sentence: a mention in the topic's polarity first), whose LRP map shows
+    where; the retrieved sentence that says most alike (`closest_retrieved`); and that entity-sentence pair's S and
+    O in the FCC ([75,N] each)."""
+    states = {d.name: d for d in diseases}
+    findings = {LABEL_NAMES_18[i]: "positive" if p else "negative" for i, p in sentence.topic.labels}
+    record = ReportSentence(
+        sentence.text, sentence.topic.tokens, findings,
+        {name: states[name].probs["uncertain" if state == "positive" and states[name].state == "uncertain" else state]
+         for name, state in findings.items()},
+        any(states[name].source == "user" for name in findings))
+    if grp_sentences:
+        j, score = closest_retrieved(sentence, grp_sentences)
+        if j is not None:
+            record.grp_index, record.grp_sentence, record.grp_similarity = j, grp_sentences[j], score
+    mentions = sentence_mentions(sentence.text)  # (entity, state, position) in reading order
+    if not mentions:
+        return record
+    positive = bool(sentence.topic.positives)
+    e, _, where = next((m for m in mentions if (m[1] in (POSITIVE, UNCERTAIN)) == positive), mentions[0])
+    record.entity, record.entity_index = ENTITY_LABELS[e], e
+    record.position = POSITION_LABELS[where] if ANATOMIES_51[where] != "unspecified" else None
+    if record.grp_index is not None and record.grp_index < similarity.shape[1]:
+        record.fcc_similarity = float(similarity[e, record.grp_index])
+        record.fcc_overlap = float(overlap[e, record.grp_index])
+    return record
+
+
+# Words that make two sentences look alike without saying anything alike ("there is xxxx ... of the").
+_FILLER = frozenset("there is are a an the of in on at to with and xxxx".split())
+MIN_ALIKE = 0.25  # below it, and about no common finding, no retrieved sentence is shown (one shared word)
+
+
+def closest_retrieved(sentence: PlannedSentence, retrieved: list[str]) -> tuple[int | None, float]:
+    """(index, ROUGE-L F) of the retrieved sentence that says most alike, or (None, 0) when none does: one about
+    a finding the sentence states first (the labeler per sentence; "the heart is top normal in size" for "the
+    heart is mildly enlarged"), then the most content words in common in order (ROUGE-L, pycocoevalcap's)."""
+    def words(text: str) -> str:
+        return " ".join(w for w in text.replace(".", " ").split() if w not in _FILLER)
+
+    labels = {i for i, _ in sentence.topic.labels}
+    scores = [Rouge().calc_score([words(sentence.text)], [words(text)]) if words(text) else 0.0 for text in retrieved]
+    shared = [bool(labels & {i for i, _ in sentence_topic(text).labels}) for text in retrieved]
+    best = max(range(len(retrieved)), key=lambda j: (shared[j], scores[j]))
+    return (best, float(scores[best])) if shared[best] or scores[best] >= MIN_ALIKE else (None, 0.0)
 
 
 def state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.Tensor | None:

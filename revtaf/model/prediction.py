@@ -47,6 +47,32 @@ class EntityPrompt:
 
 
 @dataclass
+class ReportSentence:
+    """One sentence of a report written to a plan, with its evidence (inference.sentence_evidence).
+
+    `findings` {finding: "positive" | "negative"} is the sentence's topic, `probability` the classifier's
+    P(that state) for each, `user` whether a what-if set any of them. `entity_index` is the entity (LRP) the
+    sentence mentions, a row of `Prediction.lrp_maps` (None when it mentions none), `position` the place it names.
+    `grp_index` is the retrieved sentence that says most alike (a row of `grp_maps` / `grp_sentences`; None
+    without the neighbour's text), `grp_similarity` their ROUGE-L F; `fcc_similarity` and `fcc_overlap` the S and
+    O of the (entity, retrieved sentence) pair in the FCC."""
+
+    text: str
+    topic: list[str]  # topic tokens, e.g. ["[t:cardiomegaly:pos]"]
+    findings: dict[str, str] = field(default_factory=dict)
+    probability: dict[str, float] = field(default_factory=dict)
+    user: bool = False
+    entity: str | None = None  # in a radiologist's words ("opacity")
+    entity_index: int | None = None
+    position: str | None = None  # "right upper lobe"
+    grp_index: int | None = None
+    grp_sentence: str | None = None
+    grp_similarity: float | None = None
+    fcc_similarity: float | None = None
+    fcc_overlap: float | None = None
+
+
+@dataclass
 class Prediction:
     """The model's full output for one study.
 
@@ -64,10 +90,9 @@ class Prediction:
     fcc_similarity: np.ndarray
     fcc_overlap: np.ndarray
     ablation: dict[str, bool] = field(default_factory=dict)  # e.g. {"grp": False, "lrp": True}
-    # A sentence-plan decoder's sentences (sentence_plan.py): {"text", "topic" (topic tokens), "findings" ({label:
-    # "positive" | "negative"})}; empty for a decoder without topics. `missed_findings`: positive findings whose
-    # topic no beam wrote to (not stated in the report).
-    sentences: list[dict] = field(default_factory=list)
+    # A sentence-plan decoder's sentences with their evidence; empty for a decoder without topics.
+    # `missed_findings`: positive findings no sentence states (the plan's missed topics).
+    sentences: list[ReportSentence] = field(default_factory=list)
     missed_findings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-stage latency
     # Input check (input_check.py; None when the model has none): the view, where it came from ("file" = the

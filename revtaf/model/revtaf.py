@@ -331,11 +331,9 @@ class REVTAF(ReferenceBank, nn.Module):
             checks = self.input_check.check(out.pooled, stated)
             timings["input_check"] = _ms(t)
         timings["total"] = sum(timings.values())
-        predictions = [prediction_row(self, b, out, exist_prob, exists, position, frozenset(ablate), report_lookup, timings)
-                       for b in range(len(pils))]
-        for prediction in predictions:
-            for d in prediction.diseases:
-                d.source = "user" if states and d.name in states else "model"
+        overridden = frozenset(states or ())
+        predictions = [prediction_row(self, b, out, exist_prob, exists, position, frozenset(ablate), report_lookup,
+                                      timings, overridden) for b in range(len(pils))]
         for prediction, check in zip(predictions, checks):
             if check is not None:
                 prediction.view, prediction.view_source = check.view, check.view_source
