@@ -11,6 +11,8 @@ from revtaf_app import service as S
 from revtaf_app.case import Case
 from revtaf.labels import LABEL_NAMES_18
 
+SENTENCE_HINT = "*Click a sentence above: its topic, the map of the entity it names, and the retrieved sentence " \
+                "that says most alike appear here.*"
 NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and press Compare.</em>"
 
 
@@ -42,7 +44,7 @@ def input_panel(service: S.Service) -> Panel:
             gr.Markdown(f"Images and reports: {S.IU_ATTRIBUTION} (CC BY-NC-ND 4.0), shown unmodified.",
                         elem_classes="attribution")
     image_view = gr.Image(label="Image (as displayed)", type="numpy", image_mode="L", interactive=False,
-                          height=360, buttons=["fullscreen"], elem_id="image-view", format="png")
+                          height=512, buttons=["fullscreen"], elem_id="image-view", format="png")
     image_info = gr.Markdown("")
     dicom_warning = gr.HTML(f'<div class="dicom-warning">{errors.BURNED_IN_WARNING}</div>', visible=False)
     with gr.Accordion("Display window (the model always sees the file's own window)", open=False):
@@ -89,11 +91,16 @@ def report_panel() -> Panel:
     report = gr.Textbox(label="Generated findings", lines=6, interactive=False, elem_classes="report",
                         buttons=["copy"], elem_id="report")
     status = gr.Markdown("Upload an image or load a dataset case.")
+    sentences = gr.HighlightedText(label="The report sentence by sentence: its topic, state and P. Click a sentence "
+                                         "for its evidence", combine_adjacent=False, show_legend=False,
+                                   interactive=False, elem_id="report-sentences")
+    evidence = gr.Markdown(SENTENCE_HINT, elem_id="sentence-evidence")
     disease_md = gr.Markdown("")
     diseases = gr.Dataframe(headers=panels.DISEASE_HEADERS, interactive=False, max_height=330, wrap=True,
                             label="18 disease prompts: chosen state and the 4 state probabilities",
                             elem_id="diseases")
-    return Panel(input_warning=input_warning, report=report, status=status, disease_md=disease_md, diseases=diseases)
+    return Panel(input_warning=input_warning, report=report, status=status, sentences=sentences, evidence=evidence,
+                 disease_md=disease_md, diseases=diseases)
 
 
 def report_values(p: Panel, case: Case, written) -> dict:
@@ -105,9 +112,34 @@ def report_values(p: Panel, case: Case, written) -> dict:
         # a report of an input the model does not read is greyed out, under the warning
         p.report: gr.update(value=pred.report, elem_classes=["report", "withheld"] if pred.warning else ["report"]),
         p.status: f"*{S.ablation_label(case.ablation)}*" + (f" · {timings}" if timings else ""),
+        p.sentences: panels.sentence_segments(pred),
+        p.evidence: SENTENCE_HINT if pred.sentences else "",
         p.disease_md: panels.disease_summary(pred, written),
         p.diseases: panels.disease_rows(pred),
     }
+
+
+def what_if_panel() -> Panel:
+    gr.Markdown("### What if? Change a finding and see the report rewritten", elem_classes="panel-title")
+    with gr.Row():
+        finding = gr.Dropdown(list(LABEL_NAMES_18), value="Pleural Effusion", label="Finding", elem_id="what-if-finding")
+        state = gr.Radio(["positive", "negative", "uncertain", "blank"], value="positive", label="State",
+                         elem_id="what-if-state")
+    with gr.Row():
+        add = gr.Button("Set this finding", size="sm", elem_id="what-if-set")
+        run = gr.Button("Rewrite the report", variant="primary", size="sm", elem_id="what-if-run")
+        reset = gr.Button("Reset to the model's findings", size="sm", elem_id="what-if-reset")
+    changes = gr.Markdown(panels.overrides_summary({}), elem_id="what-if-changes")
+    report = gr.HighlightedText(label="The report under your findings, against the model's (sentence level)",
+                                color_map={"added": "green", "removed": "red"}, show_legend=True,
+                                combine_adjacent=False, interactive=False, elem_id="what-if-report")
+    return Panel(finding=finding, state=state, add=add, run=run, reset=reset, changes=changes, report=report)
+
+
+def what_if_values(p: Panel, states: dict[str, str], before=None, after=None) -> dict:
+    """The what-if panel for the user's `states`; with `after`, its report against `before` (the model's)."""
+    return {p.changes: panels.overrides_summary(states),
+            p.report: panels.sentence_diff(before, after) if after is not None else None}
 
 
 def heatmap_panel() -> Panel:
@@ -117,9 +149,11 @@ def heatmap_panel() -> Panel:
         opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Opacity")
         cmap = gr.Dropdown(list(render.COLORMAPS), value=render.COLORMAPS[0], label="Colormap")
     with gr.Row():
-        main = gr.Image(label="Selected map", type="numpy", interactive=False, height=300, format="png",
+        main = gr.Image(label="Selected map", type="numpy", interactive=False, height=512, format="png",
+                        buttons=["fullscreen", "download"],
                         elem_id="heat-main")
-        partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=300,
+        partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=512,
+                           buttons=["fullscreen", "download"],
                            format="png", elem_id="heat-partner")
     caption = gr.Markdown("", elem_id="heat-caption")
     return Panel(key=key, opacity=opacity, cmap=cmap, main=main, partner=partner, caption=caption)
@@ -190,8 +224,12 @@ def review_panel() -> Panel:
     with gr.Accordion("7 · Error review (kept in this browser, across reloads; export to share or archive)",
                       open=True):
         case = gr.Markdown("No case yet.")
+        target = gr.Dropdown([("the whole case", "case")], value="case", label="Review (the case, or one sentence "
+                             "of its report: clicking a sentence picks it)", elem_id="review-target")
         with gr.Row(equal_height=False):
-            categories = gr.CheckboxGroup(list(review.REVIEW_CATEGORIES), label="Error type", elem_id="review-categories")
+            categories = gr.CheckboxGroup(list(review.CATEGORIES), label="Error type (a sentence: false finding, wrong "
+                                          "location or severity, unsupported by its map, other)",
+                                          elem_id="review-categories")
             note = gr.Textbox(label="Note", lines=2, scale=2, elem_id="review-note")
         with gr.Row():
             save = gr.Button("Save review for this case", variant="primary", scale=2, elem_id="save-review")
@@ -207,7 +245,7 @@ def review_panel() -> Panel:
         with gr.Row(visible=False) as confirm_row:
             confirm = gr.Button("Yes, delete every review in this browser", variant="stop", elem_id="confirm-clear")
             cancel = gr.Button("Cancel", elem_id="cancel-clear")
-    return Panel(case=case, categories=categories, note=note, save=save, csv_file=csv_file, json_file=json_file,
+    return Panel(case=case, target=target, categories=categories, note=note, save=save, csv_file=csv_file, json_file=json_file,
                  status=status, table=table, import_file=import_file, clear=clear, confirm_row=confirm_row,
                  confirm=confirm, cancel=cancel)
 
@@ -215,4 +253,11 @@ def review_panel() -> Panel:
 def review_values(p: Panel, case: Case, new_image: bool) -> dict:
     keep = gr.update()
     return {p.case: f"Reviewing **{case.study_id or case.key}** ({S.ablation_label(case.ablation)}).",
+            p.target: gr.update(choices=review_targets(case), value="case"),
             p.categories: [] if new_image else keep, p.note: "" if new_image else keep}
+
+
+def review_targets(case: Case) -> list[tuple[str, str]]:
+    """The review's choices: the whole case, or one sentence of the report ("2" = its second)."""
+    return [("the whole case", "case")] + [(f"sentence {i + 1}: {panels.shorten(s.text, 70)}", str(i + 1))
+                                           for i, s in enumerate(case.prediction.sentences)]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from revtaf.data import XrayImage
 from revtaf.labels.constants import STATES
-from revtaf.model.prediction import Prediction
+from revtaf.model.prediction import Prediction, ReportSentence
 from revtaf_app.errors import AppInputError
 
 
@@ -136,3 +136,72 @@ class Comparison:
     diff_html: str
     findings: list[list]
     metrics: list[list]
+
+
+# ---- the report as sentences, their evidence, and a what-if's difference
+_MARK = {"positive": "+", "negative": "−", "uncertain": "?"}
+
+
+def sentence_label(sentence: ReportSentence) -> str | None:
+    """The highlight of a sentence: its findings, state and the classifier's probability ("Cardiomegaly + .93";
+    ✎ when a what-if set it); None for a sentence that states no finding."""
+    if not sentence.findings:
+        return None
+    parts = [f"{name} {_MARK[state]} {sentence.probability.get(name, 0):.2f}".rstrip()
+             for name, state in sentence.findings.items()]
+    return ("✎ " if sentence.user else "") + ", ".join(parts)
+
+
+def sentence_segments(pred: Prediction) -> list[tuple[str, str | None]]:
+    """The report as (sentence, label) segments for a highlighted text, one per sentence; the whole report as
+    one segment for a decoder without a plan."""
+    if not pred.sentences:
+        return [(pred.report, None)]
+    return [(s.text + " ", sentence_label(s)) for s in pred.sentences]
+
+
+def sentence_evidence(pred: Prediction, index: int) -> str:
+    """Markdown: why sentence `index` was written: its topic and probability, the entity whose map is shown, the
+    retrieved sentence that says most alike, and the pair's FCC S and O."""
+    if not 0 <= index < len(pred.sentences):
+        raise AppInputError(f"no sentence {index + 1} in this report ({len(pred.sentences)} sentences)")
+    s = pred.sentences[index]
+    lines = [f"**Sentence {index + 1}:** “{html.escape(s.text)}”"]
+    if s.findings:
+        who = "set by you (what-if)" if s.user else "the classifier's call"
+        lines.append("**Topic:** " + ", ".join(
+            f"{name} {s.findings[name]} (P {s.probability.get(name, 0):.2f})" for name in s.findings) + f" · {who}")
+    else:
+        lines.append("**Topic:** " + " ".join(s.topic) + " (no finding stated)")
+    if s.entity is not None:
+        lines.append(f"**Entity (LRP map shown):** {s.entity}" + (f", {s.position}" if s.position else ""))
+    else:
+        lines.append("**Entity:** the sentence names none (no map).")
+    if s.grp_sentence is not None:
+        lines.append(f"**Closest retrieved sentence:** “{html.escape(s.grp_sentence)}” (ROUGE-L {s.grp_similarity:.2f})")
+        if s.fcc_similarity is not None:
+            lines.append(f"**FCC of the pair:** S {s.fcc_similarity:.3f} (text similarity), "
+                         f"O {s.fcc_overlap:.3f} (map overlap)")
+    else:
+        lines.append("**Closest retrieved sentence:** none says anything alike.")
+    return "  \n".join(lines)
+
+
+def sentence_diff(before: Prediction, after: Prediction) -> list[tuple[str, str | None]]:
+    """The what-if's report against the model's, sentence by sentence: kept (no label), removed, added."""
+    a = [s.text for s in before.sentences] or [before.report]
+    b = [s.text for s in after.sentences] or [after.report]
+    out: list[tuple[str, str | None]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out += [(t + " ", None) for t in a[i1:i2]]
+            continue
+        out += [(t + " ", "removed") for t in a[i1:i2]] + [(t + " ", "added") for t in b[j1:j2]]
+    return out
+
+
+def overrides_summary(states: dict[str, str]) -> str:
+    """Markdown of the what-if's changes ("Cardiomegaly → positive")."""
+    if not states:
+        return "No finding changed: the report is the model's."
+    return "**Your findings:** " + " · ".join(f"{name} → {state}" for name, state in states.items())

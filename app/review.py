@@ -17,6 +17,9 @@ from revtaf_app.case import Case
 from revtaf_app.errors import AppInputError
 
 REVIEW_CATEGORIES = ("false finding", "missed finding", "wrong location", "wrong severity", "style", "other")
+# A sentence can be wrong in these ways (a missed finding or the report's style are the case's).
+SENTENCE_CATEGORIES = ("false finding", "wrong location", "wrong severity", "unsupported by its map", "other")
+CATEGORIES = tuple(dict.fromkeys(REVIEW_CATEGORIES + SENTENCE_CATEGORIES))
 
 # What a review's finding verdicts and case metrics mean, written into every exported entry.
 REVIEW_PROTOCOL = ("IU X-Ray findings section, R2Gen cleaning; finding diff by the rule labeler (CheXpert-14 + 4), "
@@ -34,25 +37,35 @@ def model_identity(model) -> dict:
 
 
 def review_key(record: dict) -> str:
-    """One review per case, ablation and model."""
-    return f"{record['case']}|{record['ablation']}|{record['model_sha256']}"
+    """One review per case, ablation and model, and one per sentence of it."""
+    sentence = record.get("sentence")
+    return f"{record['case']}|{record['ablation']}|{record['model_sha256']}" + (
+        "" if sentence in (None, "") else f"|s{sentence}")
 
 
-def save_review(store: dict, case: Case | None, categories: list[str], note: str, model: dict | None = None) -> dict:
+def save_review(store: dict, case: Case | None, categories: list[str], note: str, model: dict | None = None,
+                sentence: int | None = None) -> dict:
     """A new store with the review of `case` added or replaced (one review per case, ablation and model `model`,
-    a `model_identity`)."""
+    a `model_identity`), or of its report's sentence `sentence` (0-based) beside the case's."""
     if case is None:
         raise AppInputError("Analyse an image first; the review is saved for the case on screen.")
-    unknown = [c for c in categories or [] if c not in REVIEW_CATEGORIES]
+    allowed = REVIEW_CATEGORIES if sentence is None else SENTENCE_CATEGORIES
+    unknown = [c for c in categories or [] if c not in allowed]
     if unknown:
-        raise AppInputError(f"unknown error categories {unknown}; choose from {', '.join(REVIEW_CATEGORIES)}")
+        what = "a case" if sentence is None else "a sentence"
+        raise AppInputError(f"error categories {unknown} do not apply to {what}; choose from {', '.join(allowed)}")
     if not categories and not (note or "").strip():
         raise AppInputError("Tick at least one error category or write a note before saving.")
+    sentences = case.prediction.sentences
+    if sentence is not None and not 0 <= sentence < len(sentences):
+        raise AppInputError(f"The report has no sentence {sentence + 1}; choose one of its {len(sentences)}.")
     record = {
         "case": case.key,
         "study_id": case.study_id or "",
         "ablation": case.ablation,
-        "categories": [c for c in REVIEW_CATEGORIES if c in categories],
+        "sentence": "" if sentence is None else sentence + 1,  # 1-based, as the page numbers them
+        "sentence_text": "" if sentence is None else sentences[sentence].text,
+        "categories": [c for c in CATEGORIES if c in categories],
         "note": (note or "").strip(),
         "generated_report": case.prediction.report,
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -62,8 +75,8 @@ def save_review(store: dict, case: Case | None, categories: list[str], note: str
     return {**store, review_key(record): record}
 
 
-REVIEW_HEADERS = ["case", "study_id", "ablation", "categories", "note", "generated_report", "saved_at",
-                  "model_sha256", "model_config", "protocol"]
+REVIEW_HEADERS = ["case", "study_id", "ablation", "sentence", "sentence_text", "categories", "note", "generated_report",
+                  "saved_at", "model_sha256", "model_config", "protocol"]
 
 
 def review_rows(store: dict) -> list[list]:
@@ -99,13 +112,14 @@ def read_reviews(path: str | os.PathLike | None) -> list[dict]:
     for i, r in enumerate(records, 1):
         if not isinstance(r, dict) or any(k not in r for k in required):
             raise AppInputError(f"Review {i} of the file lacks {', '.join(required)}: nothing was imported.")
-        if not isinstance(r["categories"], list) or any(c not in REVIEW_CATEGORIES for c in r["categories"]):
+        if not isinstance(r["categories"], list) or any(c not in CATEGORIES for c in r["categories"]):
             raise AppInputError(f"Review {i} of the file has unknown error categories: nothing was imported.")
         try:
             datetime.fromisoformat(str(r["saved_at"]))
         except ValueError:
             raise AppInputError(f"Review {i} of the file has no valid time: nothing was imported.") from None
-    return [{**UNKNOWN_MODEL, "study_id": "", "generated_report": "", "protocol": "", **r} for r in records]
+    return [{**UNKNOWN_MODEL, "study_id": "", "sentence": "", "sentence_text": "", "generated_report": "", "protocol": "",
+             **r} for r in records]
 
 
 def merge_reviews(store: dict, records: list[dict]) -> tuple[dict, dict]:

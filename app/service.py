@@ -206,13 +206,28 @@ class Service:
 
     # ---- model
 
-    def predict(self, image: XrayImage, ablation: str = "full", study_id: str | None = None) -> Prediction:
-        """The model's Prediction; a dataset study never retrieves itself (it may be in the training bank)."""
+    def predict(self, image: XrayImage, ablation: str = "full", study_id: str | None = None,
+                states: dict[str, str] | None = None) -> Prediction:
+        """The model's Prediction (written to `states` over the classifier's, for a what-if); a dataset study never
+        retrieves itself (it may be in the training bank)."""
         ablate = frozenset() if ablation == "full" else frozenset(ablation.split("+"))
         if not ablate <= self.model.ablations:
             raise AppInputError(f"unknown ablation {ablation!r}: this model can switch off "
                                 f"{sorted(self.model.ablations)}")
-        return self.model.predict(image, ablate=ablate, report_lookup=self.reports, exclude_id=study_id)
+        return self.model.predict(image, ablate=ablate, report_lookup=self.reports, exclude_id=study_id,
+                                  states=states or None)
+
+    def what_if(self, case: Case, states: dict[str, str]) -> Prediction:
+        """The case's report rewritten to the user's findings {finding: positive | negative | uncertain | blank}
+        (the others stay the classifier's), under the case's current ablation."""
+        if not states:
+            raise AppInputError("Set at least one finding to a state, then rewrite the report.")
+        unknown = [n for n in states if n not in LABEL_NAMES_18]
+        bad = [f"{n}: {v}" for n, v in states.items() if v not in STATES]
+        if unknown or bad:
+            raise AppInputError(f"unknown finding(s) {unknown} / state(s) {bad}: findings are "
+                                f"{', '.join(LABEL_NAMES_18)}; states are {', '.join(STATES)}")
+        return self.predict(case.image, case.ablation, case.study_id, dict(states))
 
     def open_upload(self, data: bytes, ablation: str = "full") -> Case:
         """Read uploaded bytes and analyse them. Raises an ImageReadError subclass on a bad file."""

@@ -26,7 +26,7 @@ from PIL import Image
 from revtaf_app import errors, panels, render, review, uploads
 from revtaf_app.layout import (comparison_values, entity_panel, ground_truth_panel, heatmap_panel, heatmap_values,
                                input_panel, input_values, report_panel, report_values, retrieval_panel,
-                               retrieval_values, review_panel, review_values)
+                               retrieval_values, review_panel, review_values, what_if_panel, what_if_values)
 from revtaf_app.case import Case
 from revtaf_app import service as S
 from revtaf.data import ImageReadError
@@ -134,6 +134,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         # reload or a restarted browser keeps them, the server keeps none beyond the session, and another browser
         # never sees them.
         review_state = gr.State({})
+        what_if_state = gr.State({})  # the user's findings {finding: state} for the current case
         browser_reviews = gr.BrowserState({}, storage_key="revtaf-reviews", secret=REVIEW_SECRET)
 
         gr.Markdown(f"## {TITLE}")
@@ -143,11 +144,9 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 inp = input_panel(service)
             with gr.Column(scale=6, min_width=420):
                 rep = report_panel()
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5, min_width=380):
-                heat = heatmap_panel()
-            with gr.Column(scale=5, min_width=380):
-                ret = retrieval_panel()
+                wi = what_if_panel()
+        heat = heatmap_panel()  # the page's width: two maps of a film one can read (≥ 512 px each)
+        ret = retrieval_panel()
         ent = entity_panel()
         gt = ground_truth_panel()
         rev = review_panel()
@@ -165,7 +164,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                         inp.invert, inp.preset, rep.input_warning, rep.report, rep.status, rep.disease_md,
                         rep.diseases, ret.retrieved, ret.facts, ret.neighbours, ent.table, heat.key, heat.main,
                         heat.partner, heat.caption, gt.gt_text, gt.generated, gt.diff, gt.findings, gt.metrics,
-                        raw_json, rev.case, rev.categories, rev.note]
+                        raw_json, rev.case, rev.categories, rev.note, rep.sentences, rep.evidence, what_if_state,
+                        wi.changes, wi.report]
         view_inputs = [heat.opacity, heat.cmap, ent.group]
         switches = [inp.grp_off, inp.lrp_off, inp.plugins_off]
         heat_outputs = [heat.main, heat.partner, heat.caption]
@@ -184,6 +184,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 **comparison_values(gt, service, case.ground_truth if new_image else gt_value, case),
                 raw_json: case.prediction.to_json(),
                 **review_values(rev, case, new_image),
+                what_if_state: {},  # a new case or ablation starts from the model's findings
+                **what_if_values(wi, {}),
             }
 
         def analyze_upload(path, grp, lrp, plugins, opacity, cmap, group):
@@ -245,6 +247,32 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             c, w = uploads.window_presets(case.image)[name]
             return {inp.center: c, inp.width: w, **set_window(case, c, w, inv, key, opacity, cmap)}
 
+        def select_sentence(case, opacity, cmap, evt: gr.SelectData):
+            """A clicked sentence: its evidence, and the map of the entity it names in the map panel."""
+            if case is None:
+                raise errors.AppInputError("Analyse an image first.")
+            index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+            sentence = case.prediction.sentences[int(index)] if case.prediction.sentences else None
+            out = {rep.evidence: panels.sentence_evidence(case.prediction, int(index)) if sentence else "",
+                   rev.target: str(int(index) + 1) if sentence else "case"}
+            if sentence is not None and sentence.entity_index is not None:
+                key = f"lrp:{sentence.entity_index}"
+                out.update({heat.key: key, **heatmap_values(heat, case, key, opacity, cmap)})
+            return out
+
+        def set_finding(states, finding, state):
+            states = {**(states or {}), finding: state}
+            return {what_if_state: states, wi.changes: panels.overrides_summary(states)}
+
+        def what_if(case, states):
+            if case is None:
+                raise errors.AppInputError("Analyse an image first, then change a finding.")
+            after = service.what_if(case, states or {})
+            return what_if_values(wi, states, case.prediction, after)
+
+        def reset_what_if():
+            return {what_if_state: {}, **what_if_values(wi, {})}
+
         def filter_entities(case, group):
             return {ent.table: panels.entity_rows(case.prediction, group) if case is not None else []}
 
@@ -263,8 +291,9 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 files = {rev.csv_file: str(csv_path), rev.json_file: str(json_path)}
             return {review_state: store, rev.table: review.review_rows(store), **files, rev.status: message}
 
-        def save(store, case, categories, note):
-            store = review.save_review(store or {}, case, categories, note, service.identity)
+        def save(store, case, target, categories, note):
+            sentence = None if target in (None, "", "case") else int(target) - 1
+            store = review.save_review(store or {}, case, categories, note, service.identity, sentence)
             return reviews(store, f"Saved. {len(store)} review(s) in this browser.")
 
         def restore(store):
@@ -317,6 +346,15 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         inp.preset.input(page_errors(apply_preset), [case_state, inp.preset, inp.invert, heat.key, heat.opacity, heat.cmap],
                          [inp.center, inp.width, case_state, inp.image_view, *heat_outputs], api_name="window_preset",
                          concurrency_limit=8, **page)
+        rep.sentences.select(page_errors(select_sentence, rep.status), [case_state, heat.opacity, heat.cmap],
+                             [rep.evidence, rev.target, heat.key, *heat_outputs], api_name="select_sentence",
+                             concurrency_limit=8, **page)
+        wi.add.click(page_errors(set_finding), [what_if_state, wi.finding, wi.state], [what_if_state, wi.changes],
+                     api_name="what_if_set", queue=False, **page)
+        wi.run.click(page_errors(what_if, wi.changes), [case_state, what_if_state], [wi.changes, wi.report],
+                     api_name="what_if_page", **page)
+        wi.reset.click(reset_what_if, None, [what_if_state, wi.changes, wi.report], api_visibility="private",
+                       queue=False)
         ent.group.input(page_errors(filter_entities), [case_state, ent.group], ent.table, api_name="entity_table",
                         concurrency_limit=8, **page)
         gt.compare.click(page_errors(compare), [case_state, gt.gt_text], [gt.diff, gt.findings, gt.metrics],
@@ -325,7 +363,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         progress_update = dict(fn=page_errors(show_progress), inputs=[*case_filter, review_state],
                                outputs=inp.progress, api_visibility="private")
         mirror = dict(fn=lambda store: store, inputs=review_state, outputs=browser_reviews, api_visibility="private")
-        rev.save.click(page_errors(save, rev.status), [review_state, case_state, rev.categories, rev.note],
+        rev.save.click(page_errors(save, rev.status), [review_state, case_state, rev.target, rev.categories, rev.note],
                        review_outputs, api_name="save_review", concurrency_limit=8
                        ).then(**mirror).then(**progress_update)
         rev.import_file.upload(page_errors(import_reviews, rev.status, reset={rev.import_file: None}),
@@ -357,6 +395,30 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             return out, _png(folder / "image.png", case.gray()), gallery
 
         gr.api(api_errors(generate), api_name="generate")
+
+        def what_if_api(states: dict[str, str], image: gr.FileData | None = None,
+                        study_id: str | None = None) -> dict:
+            """A what-if: one chest X-ray (PNG, JPEG or DICOM) or a dataset study, and the findings to change
+            {finding: "positive" | "negative" | "uncertain" | "blank"} -> the prediction written to them (as
+            /generate's JSON, each overridden disease marked "user"), with `model` = the model's own report and
+            sentences and `difference` = the sentence-level difference [[sentence, "added" | "removed" | null]]."""
+            if (image is None) == (not study_id):
+                raise errors.AppInputError("Give either an image or a study id.")
+            if image is not None:
+                path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
+                data = uploads.consume_upload(path, upload_root, uploads_only=True)
+                uploads.prune_upload_folders(upload_root)
+                case = service.open_upload(data)
+            else:
+                case = service.open_study(study_id)
+            after = service.what_if(case, states)
+            out = after.to_json()
+            before = case.prediction.to_json()
+            out["model"] = {"report": before["report"], "sentences": before["sentences"]}
+            out["difference"] = [list(x) for x in panels.sentence_diff(case.prediction, after)]
+            return out
+
+        gr.api(api_errors(what_if_api), api_name="what_if")
 
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
     # /generate returns its images as files of the app's own export folder (a gr.api endpoint has no image

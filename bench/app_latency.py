@@ -1,4 +1,4 @@
-"""`python -m revtaf_bench.app_latency`: wall time from upload to all panels filled.
+"""`python -m revtaf_bench.app_latency`: wall time from upload to all panels filled, and of the page's other events.
 
 The demo is launched on 127.0.0.1 and driven with gradio_client, so a figure includes everything a browser
 waits for: upload, queue, image decoding, the model, overlays, tables, the comparison with the ground truth
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from revtaf_bench.harness import free_port, model_dir_or_random
+from revtaf_app import panels
 from revtaf_app import service as S
 
 
@@ -68,6 +69,13 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
             lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs)
         study, study_model = _timed(lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs)
         heat, _ = _timed(lambda: client.predict("lrp:0", 0.5, "jet", api_name="/heatmap"), runs)
+        client.predict("Pleural Effusion", "positive", api_name="/what_if_set")
+        what_if, _ = _timed(lambda: client.predict(api_name="/what_if_page"), runs)
+        generate, generate_model = _timed(
+            lambda: client.predict(handle_file(str(image)), False, False, api_name="/generate"), runs)
+        case = service.open_study(study_id)
+        sentence, _ = _timed(lambda: [panels.sentence_evidence(case.prediction, 0),
+                                      case.heatmap(f"lrp:{case.prediction.sentences[0].entity_index or 0}")], runs)
     finally:
         demo.close()
     results = {
@@ -76,6 +84,10 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
         "dataset case → all panels + comparison": study,
         "  of which the model": study_model,
         "heatmap change (no model run)": heat,
+        "what-if: the report rewritten to a changed finding (page)": what_if,
+        "/generate (file in, prediction JSON and overlays out)": generate,
+        "  of which the model": generate_model,
+        "sentence click: evidence and its entity's map (server side, in process)": sentence,
     }
     out = {"model": description, "study": study_id, "runs": runs, "end_to_end_ms": results,
            "torch_threads": torch.get_num_threads()}

@@ -159,7 +159,25 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
         page.wait_for_function("prev => { const i = document.querySelector('#image-view img'); "
                                "return i && i.src && i.src !== prev; }", arg=shown, timeout=TIMEOUT_MS)
         time.sleep(1.0)
+        # a finding sentence clicked: its evidence (topic, entity, retrieved sentence) and its entity's map
+        finding = page.locator("#report-sentences .textspan").filter(has_text="+").first
+        finding.wait_for(timeout=TIMEOUT_MS)
+        key_before = page.locator("#heat-caption").inner_text()
+        finding.click()
+        evidence = page.locator("#sentence-evidence")
+        evidence.get_by_text("Entity (LRP map shown)").wait_for(timeout=TIMEOUT_MS)
+        assert "Topic:" in evidence.inner_text() and "retrieved sentence" in evidence.inner_text()
+        page.wait_for_function("prev => document.querySelector('#heat-caption').innerText !== prev",
+                               arg=key_before, timeout=TIMEOUT_MS)
+        time.sleep(0.5)
         page.screenshot(path=str(SCREENSHOTS / "app_abnormal_case.png"), full_page=True)
+        # what-if: pleural effusion set positive, the report rewritten states it, marked as added
+        page.locator("#what-if-set").click()
+        page.locator("#what-if-changes").get_by_text("Pleural Effusion → positive").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#what-if-run").click()
+        page.locator("#what-if-report .textspan").filter(has_text="effusion").first.wait_for(timeout=TIMEOUT_MS)
+        assert "added" in page.locator("#what-if-report").inner_text()
+        page.screenshot(path=str(SCREENSHOTS / "app_what_if.png"), full_page=True)
 
 
 def test_reviews_survive_a_reload_and_an_export_clear_import_round_trip(browser_page, app_url, iu_root, tmp_path):

@@ -61,7 +61,8 @@ def test_study(iu_root):
 
 def test_api_lists_named_endpoints(app_url):
     endpoints = Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
-    for name in ("/generate", "/analyze_upload", "/analyze_study", "/heatmap", "/ablate", "/compare", "/save_review"):
+    for name in ("/generate", "/what_if", "/analyze_upload", "/analyze_study", "/heatmap", "/ablate", "/compare",
+                 "/save_review", "/select_sentence"):
         assert name in endpoints
 
 
@@ -110,6 +111,27 @@ def test_each_bad_file_gives_a_clear_error_then_a_good_request_succeeds(app_url,
         check_generate(client.predict(handle_file(good), False, False, api_name="/generate"), size)
 
 
+def test_what_if_rewrites_to_the_given_findings_and_says_whose_they_are(app_url, iu_root, test_study):
+    """/what_if: an image (or a study) and findings to change -> the prediction written to them, the model's own
+    report beside it and the sentence-level difference; a bad finding or state is a readable error."""
+    client = Client(app_url, verbose=False)
+    out = client.predict({"Cardiomegaly": "positive", "Pneumothorax": "blank"},
+                         handle_file(str(image_file(iu_root, test_study))), None, api_name="/what_if")
+    sources = {d["name"]: (d["state"], d["source"]) for d in out["diseases"]}
+    assert sources["Cardiomegaly"] == ("positive", "user") and sources["Pneumothorax"] == ("blank", "user")
+    assert sources["Edema"][1] == "model"
+    assert out["model"]["report"].strip() and out["report"].strip()
+    kept = [text for text, mark in out["difference"] if mark in (None, "added")]
+    assert " ".join(t.strip() for t in kept) == out["report"]
+    by_study = client.predict({"Cardiomegaly": "positive"}, None, test_study.id, api_name="/what_if")
+    assert {d["name"]: d["source"] for d in by_study["diseases"]}["Cardiomegaly"] == "user"
+    for states in ({"Pneumonitis": "positive"}, {"Cardiomegaly": "likely"}, {}):
+        with pytest.raises(AppError, match="finding|state"):
+            client.predict(states, None, test_study.id, api_name="/what_if")
+    with pytest.raises(AppError, match="either an image or a study"):
+        client.predict({"Cardiomegaly": "positive"}, None, None, api_name="/what_if")
+
+
 def test_uploads_are_not_kept_on_disk(app_url, iu_root, test_study):
     import gradio as gr
 
@@ -135,14 +157,22 @@ def test_one_session_case_heatmap_window_ablation_review(app_url, test_study):
 
     ablated = client.predict(False, True, [], "", 0.6, "inferno", "all", api_name="/ablate")
     assert any(isinstance(v, str) and "entity prompts (LRP) off" in v for v in ablated)
-    table, csv_file, json_file, status = client.predict(["false finding"], "mentions a device that is not there",
+    table, csv_file, json_file, status = client.predict("case", ["false finding"], "mentions a device that is not there",
                                                         api_name="/save_review")
     assert "1 review" in status and table["data"][0][1] == test_study.id
     assert "mentions a device that is not there" in Path(csv_file).read_text(encoding="utf-8")
     records = json.loads(Path(json_file).read_text(encoding="utf-8"))
     assert records[0]["study_id"] == test_study.id and records[0]["categories"] == ["false finding"]
+    # a sentence of the report reviewed beside the case: its own entry in the export, with its text
+    *_, json_file, status = client.predict("1", ["unsupported by its map"], "the map sits on the border",
+                                           api_name="/save_review")
+    records = json.loads(Path(json_file).read_text(encoding="utf-8"))
+    assert "2 review" in status and [r["sentence"] for r in records] == ["", 1]
+    assert records[1]["sentence_text"] and records[1]["sentence_text"] in records[1]["generated_report"]
+    *_, status = client.predict("case", ["unsupported by its map"], "", api_name="/save_review")
+    assert status.startswith("⚠") and "do not apply to a case" in status
     # another session has no case and no review: the page event answers with its message, nothing saved
-    *_, status = Client(app_url, verbose=False).predict(["style"], "x", api_name="/save_review")
+    *_, status = Client(app_url, verbose=False).predict("case", ["style"], "x", api_name="/save_review")
     assert status.startswith("⚠ Analyse an image first")
 
 

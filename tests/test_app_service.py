@@ -416,6 +416,36 @@ def test_review_store_and_exports(service, study_case, tmp_path):
     assert records[0]["generated_report"] == study_case.prediction.report
     with pytest.raises(errors.AppInputError):
         review.export_reviews({}, tmp_path)
+    # a sentence of the report reviewed beside the case: its own entry, its own categories, a readable refusal
+    assert study_case.prediction.sentences
+    both = review.save_review(store, study_case, ["wrong location"], "says left", sentence=0)
+    assert len(both) == 2 and {r["sentence"] for r in both.values()} == {"", 1}
+    assert next(r for r in both.values() if r["sentence"] == 1)["sentence_text"] == study_case.prediction.sentences[0].text
+    with pytest.raises(errors.AppInputError, match="do not apply to a sentence"):
+        review.save_review(store, study_case, ["missed finding"], "", sentence=0)
+    with pytest.raises(errors.AppInputError, match="no sentence 99"):
+        review.save_review(store, study_case, ["other"], "", sentence=98)
+    merged, counts = review.merge_reviews({}, review.read_reviews(review.export_reviews(both, tmp_path)[1]))
+    assert counts["added"] == 2 and merged.keys() == both.keys()
+
+
+def test_what_if_sentences_and_their_difference(service, study_case):
+    """The page's what-if: the case rewritten to the user's findings, its sentences against the model's; the
+    report as highlighted sentences and a sentence's evidence."""
+    before = study_case.prediction
+    after = service.what_if(study_case, {"Cardiomegaly": "positive"})
+    assert next(d for d in after.diseases if d.name == "Cardiomegaly").source == "user"
+    diff = panels.sentence_diff(before, after)
+    assert "".join(t for t, mark in diff if mark != "removed").strip() == after.report
+    assert "".join(t for t, mark in diff if mark != "added").strip() == before.report
+    segments = panels.sentence_segments(before)
+    assert "".join(t for t, _ in segments).strip() == before.report and len(segments) == len(before.sentences)
+    assert before.sentences[0].text in panels.sentence_evidence(before, 0)
+    with pytest.raises(errors.AppInputError, match="no sentence"):
+        panels.sentence_evidence(before, len(before.sentences))
+    for states in ({}, {"Pneumonitis": "positive"}, {"Cardiomegaly": "maybe"}):
+        with pytest.raises(errors.AppInputError):
+            service.what_if(study_case, states)
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
