@@ -8,6 +8,8 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from revtaf.data import XrayImage
 from revtaf.labels.constants import STATES
 from revtaf.model.prediction import Prediction, ReportSentence
@@ -174,7 +176,10 @@ def sentence_evidence(pred: Prediction, index: int) -> str:
     else:
         lines.append("**Topic:** " + " ".join(s.topic) + " (no finding stated)")
     if s.entity is not None:
-        lines.append(f"**Entity (LRP map shown):** {s.entity}" + (f", {s.position}" if s.position else ""))
+        e = pred.entities[s.entity_index]
+        lines.append(f"**Entity (LRP map shown):** {s.entity}" + (f", {s.position}" if s.position else "")
+                     + f" · the entity model: p {e.exist_prob:.2f} ({'present' if e.exists else 'absent'}), "
+                     f"{e.position_label or e.position} · {map_side(pred.lrp_maps[s.entity_index])}")
     else:
         lines.append("**Entity:** the sentence names none (no map).")
     if s.grp_sentence is not None:
@@ -185,6 +190,19 @@ def sentence_evidence(pred: Prediction, index: int) -> str:
     else:
         lines.append("**Closest retrieved sentence:** none says anything alike.")
     return "  \n".join(lines)
+
+
+def map_side(heat) -> str:
+    """Where a map's mass lies, in the patient's terms ("map: 64 % on the patient's right"): the image's left
+    half is the patient's right (a frontal film faces the reader); negative values count as none."""
+    heat = np.clip(np.asarray(heat, dtype=np.float64), 0, None)
+    total = heat.sum()
+    if total <= 0:
+        return "map: empty"
+    w = heat.shape[1]
+    right = (heat[:, : w // 2].sum() + (heat[:, w // 2].sum() / 2 if w % 2 else 0)) / total
+    side, share = ("right", right) if right >= 0.5 else ("left", 1 - right)
+    return f"map: {share:.0%} on the patient's {side}"
 
 
 def sentence_diff(before: Prediction, after: Prediction) -> list[tuple[str, str | None]]:

@@ -56,7 +56,7 @@ def save_review(store: dict, case: Case | None, categories: list[str], note: str
         raise AppInputError(f"error categories {unknown} do not apply to {what}; choose from {', '.join(allowed)}")
     if not categories and not (note or "").strip():
         raise AppInputError("Tick at least one error category or write a note before saving.")
-    sentences = case.prediction.sentences
+    sentences = case.prediction.sentences if sentence is not None else []
     if sentence is not None and not 0 <= sentence < len(sentences):
         raise AppInputError(f"The report has no sentence {sentence + 1}; choose one of its {len(sentences)}.")
     record = {

@@ -43,6 +43,8 @@ CSS = """
 .input-warning {background:#fdecec;border:2px solid #d64545;border-radius:8px;padding:8px 14px;color:#7a1010;font-weight:600}
 .panel-title h3 {margin:0 0 4px 0}
 footer {display:none !important}
+/* a film one can read: IU's 256-px images and their maps drawn at the panel's size (512 px), not their own */
+#image-view img, #heat-main img, #heat-partner img {width:100%;height:100%;object-fit:contain}
 """
 THEME = gr.themes.Soft(
     primary_hue="blue",
@@ -165,7 +167,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                         rep.diseases, ret.retrieved, ret.facts, ret.neighbours, ent.table, heat.key, heat.main,
                         heat.partner, heat.caption, gt.gt_text, gt.generated, gt.diff, gt.findings, gt.metrics,
                         raw_json, rev.case, rev.categories, rev.note, rep.sentences, rep.evidence, what_if_state,
-                        wi.changes, wi.report]
+                        wi.changes, wi.report, rev.target]
         view_inputs = [heat.opacity, heat.cmap, ent.group]
         switches = [inp.grp_off, inp.lrp_off, inp.plugins_off]
         heat_outputs = [heat.main, heat.partner, heat.caption]

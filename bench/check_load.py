@@ -124,7 +124,7 @@ def session_isolation(url: str, good: Sequence[str | os.PathLike], sessions: int
             ("/analyze_upload", (handle_file(str(good[i % len(good)])), False, False, [], 0.6, "inferno", "all")),
             ("/compare", (gt,)),
             ("/ablate", (grp, lrp, [], gt, 0.6, "inferno", "all")),
-            ("/save_review", (["style"], f"note of {tokens[i]}")),
+            ("/save_review", ("case", ["style"], f"note of {tokens[i]}")),
         ]
         for api_name, args in steps:
             result = call(c, *args, api_name=api_name, timeout_s=timeout_s)

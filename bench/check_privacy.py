@@ -64,7 +64,7 @@ def privacy_probe(url: str, server: AppServer, dicoms: dict[str, bytes], markers
                  ("/analyze_upload", (handle_file(str(path)), False, False, [], 0.6, "inferno", "all")),
                  ("/compare", ("the heart is normal . the lungs are clear .",)),
                  ("/heatmap", ("grp:0", 0.5, "jet")),
-                 ("/save_review", (["other"], "checked the upload")),
+                 ("/save_review", ("case", ["other"], "checked the upload")),
                  ("/ablate", (True, False, [], "", 0.6, "inferno", "all"))]
         for api_name, args in steps:
             result = call(c, *args, api_name=api_name, timeout_s=timeout_s)

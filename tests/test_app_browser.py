@@ -160,7 +160,7 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
                                "return i && i.src && i.src !== prev; }", arg=shown, timeout=TIMEOUT_MS)
         time.sleep(1.0)
         # a finding sentence clicked: its evidence (topic, entity, retrieved sentence) and its entity's map
-        finding = page.locator("#report-sentences .textspan").filter(has_text="+").first
+        finding = page.locator("#report-sentences .token-container").filter(has_text="+").first
         finding.wait_for(timeout=TIMEOUT_MS)
         key_before = page.locator("#heat-caption").inner_text()
         finding.click()
@@ -175,7 +175,7 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
         page.locator("#what-if-set").click()
         page.locator("#what-if-changes").get_by_text("Pleural Effusion → positive").wait_for(timeout=TIMEOUT_MS)
         page.locator("#what-if-run").click()
-        page.locator("#what-if-report .textspan").filter(has_text="effusion").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator("#what-if-report .token-container").filter(has_text="effusion").first.wait_for(timeout=TIMEOUT_MS)
         assert "added" in page.locator("#what-if-report").inner_text()
         page.screenshot(path=str(SCREENSHOTS / "app_what_if.png"), full_page=True)
 

@@ -62,7 +62,7 @@ def test_study(iu_root):
 def test_api_lists_named_endpoints(app_url):
     endpoints = Client(app_url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("/generate", "/what_if", "/analyze_upload", "/analyze_study", "/heatmap", "/ablate", "/compare",
-                 "/save_review", "/select_sentence"):
+                 "/save_review"):
         assert name in endpoints
 
 

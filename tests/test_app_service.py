@@ -446,6 +446,12 @@ def test_what_if_sentences_and_their_difference(service, study_case):
     for states in ({}, {"Pneumonitis": "positive"}, {"Cardiomegaly": "maybe"}):
         with pytest.raises(errors.AppInputError):
             service.what_if(study_case, states)
+    # where a map's mass lies, in the patient's terms: the image's left half is the patient's right
+    heat = np.zeros((7, 7))
+    heat[2:5, 0:2] = 1.0
+    assert panels.map_side(heat) == "map: 100% on the patient's right"
+    assert panels.map_side(heat[:, ::-1]) == "map: 100% on the patient's left"
+    assert panels.map_side(-heat) == "map: empty"
 
 
 # ------------------------------------------------------------------------------------------- checkpoints

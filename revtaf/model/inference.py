@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,10 +22,6 @@ from revtaf.model.fcc import FCCOutput
 from revtaf.model.fvtaf import FVTAFOutput
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction, ReportSentence
 from revtaf.model.sentence_plan import PlannedReport, PlannedSentence
-
-if TYPE_CHECKING:
-    from revtaf.model.revtaf import REVTAF
-
 
 @dataclass
 class Inference:
@@ -50,11 +45,11 @@ class Inference:
     planned: list[PlannedReport] | None = None  # each report's sentences and topics (a sentence-plan decoder)
 
 
-def prediction_row(model: REVTAF, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
+def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
                    position: torch.Tensor, ablate: frozenset[str],
                    report_lookup: Callable[[str], str | None] | None, timings: dict[str, float],
                    overridden: frozenset[str] = frozenset()) -> Prediction:
-    """Row b of a batched inference as plain data for the demo (exist_prob, exists, position [B,75] are the
+    """Row b of a batched inference of `model` (a REVTAF) as plain data for the demo (exist_prob, exists, position [B,75] are the
     entity model's triplets; `overridden` the findings a what-if set)."""
     shown = model.cfg.neighbours_shown
     neighbours = []

@@ -37,6 +37,11 @@ from revtaf.model.decoding import DecoderStep, StaticCache
 
 WIDE_BEAMS = 8  # the second, wider search for a sentence no beam of the first wrote to its topic
 SENTENCE_TOKENS = 40  # longest sentence searched
+# Longest sentence of a required finding's constrained last try: the decoder that would not write the finding
+# wanders when made to (v7: 40-token rambles ending in "mediastinal widening"); a short one, or none (the finding
+# is then listed as missed), reads better. 95 % of the training reports' 2,084 positive-finding sentences are
+# under 20 wordpieces.
+CONSTRAINED_TOKENS = 20
 MAX_DROPPED = 3  # optional topics dropped in a row before the plan tries only its required ones
 # No 3-gram of wordpieces twice within a sentence: the small decoder loops ("in the right upper lobe with tip in
 # the right upper lobe"), most in a required finding's constrained last try; the reports almost never do (7 of
@@ -203,9 +208,9 @@ class _Writer:
                     continue
                 if c == end_id:
                     finished.append((seqs[r] + [c], t / n))
-                elif n == max_tokens:
+                elif n == max_tokens:  # cut here: one that holds a phrase ends with the sentence's end
                     if progress(seqs[r] + [c]) == done:
-                        finished.append((seqs[r] + [c], t / n))
+                        finished.append((seqs[r] + [c, end_id], t / n))
                 else:
                     banks.setdefault(progress(seqs[r] + [c]), []).append((t, r, c))
             finished = sorted(finished, key=lambda f: -f[1])[:k]
@@ -294,7 +299,7 @@ def _write(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, s
             writer.rollback(mark, mark_logp)
             for label in sorted(topic.positives & plan.missing):  # a required finding gets its last try
                 sentence = _write_required(writer, decoder, label, plan, written, settings.num_beams, end_id,
-                                           min(SENTENCE_TOKENS, budget - (writer.length - start)))
+                                           min(CONSTRAINED_TOKENS, budget - (writer.length - start) - 1))
                 if sentence is None:
                     writer.rollback(mark, mark_logp)
                     missed.append(Topic(((label, True),)))
