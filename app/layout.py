@@ -133,13 +133,17 @@ def what_if_panel() -> Panel:
     report = gr.HighlightedText(label="The report under your findings, against the model's (sentence level)",
                                 color_map={"added": "green", "removed": "red"}, show_legend=True,
                                 combine_adjacent=False, interactive=False, elem_id="what-if-report")
-    return Panel(finding=finding, state=state, add=add, run=run, reset=reset, changes=changes, report=report)
+    text = gr.Textbox(label="The report under your findings", lines=3, interactive=False, buttons=["copy"],
+                      elem_id="what-if-text")
+    return Panel(finding=finding, state=state, add=add, run=run, reset=reset, changes=changes, report=report,
+                 text=text)
 
 
 def what_if_values(p: Panel, states: dict[str, str], before=None, after=None) -> dict:
     """The what-if panel for the user's `states`; with `after`, its report against `before` (the model's)."""
     return {p.changes: panels.overrides_summary(states),
-            p.report: panels.sentence_diff(before, after) if after is not None else None}
+            p.report: panels.sentence_diff(before, after) if after is not None else None,
+            p.text: after.report if after is not None else ""}
 
 
 def heatmap_panel() -> Panel:

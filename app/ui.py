@@ -167,7 +167,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                         rep.diseases, ret.retrieved, ret.facts, ret.neighbours, ent.table, heat.key, heat.main,
                         heat.partner, heat.caption, gt.gt_text, gt.generated, gt.diff, gt.findings, gt.metrics,
                         raw_json, rev.case, rev.categories, rev.note, rep.sentences, rep.evidence, what_if_state,
-                        wi.changes, wi.report, rev.target]
+                        wi.changes, wi.report, rev.target, wi.text]
         view_inputs = [heat.opacity, heat.cmap, ent.group]
         switches = [inp.grp_off, inp.lrp_off, inp.plugins_off]
         heat_outputs = [heat.main, heat.partner, heat.caption]
@@ -353,9 +353,9 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                              concurrency_limit=8, **page)
         wi.add.click(page_errors(set_finding), [what_if_state, wi.finding, wi.state], [what_if_state, wi.changes],
                      api_name="what_if_set", queue=False, **page)
-        wi.run.click(page_errors(what_if, wi.changes), [case_state, what_if_state], [wi.changes, wi.report],
+        wi.run.click(page_errors(what_if, wi.changes), [case_state, what_if_state], [wi.changes, wi.report, wi.text],
                      api_name="what_if_page", **page)
-        wi.reset.click(reset_what_if, None, [what_if_state, wi.changes, wi.report], api_visibility="private",
+        wi.reset.click(reset_what_if, None, [what_if_state, wi.changes, wi.report, wi.text], api_visibility="private",
                        queue=False)
         ent.group.input(page_errors(filter_entities), [case_state, ent.group], ent.table, api_name="entity_table",
                         concurrency_limit=8, **page)

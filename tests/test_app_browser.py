@@ -73,6 +73,10 @@ def wait_for_text(page, elem_id: str, previous: str = "") -> str:
     return textarea(page, elem_id)
 
 
+def panel_text(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id}").inner_text()
+
+
 def image_loaded(page, elem_id: str) -> bool:
     images = page.locator(f"#{elem_id} img")
     return images.count() > 0 and bool(images.first.get_attribute("src"))
@@ -171,11 +175,31 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
                                arg=key_before, timeout=TIMEOUT_MS)
         time.sleep(0.5)
         page.screenshot(path=str(SCREENSHOTS / "app_abnormal_case.png"), full_page=True)
-        # what-if: pleural effusion set positive, the report rewritten states it, marked as added
+        # the clicked sentence reviewed on its own: it is the review's target, and the export carries it
+        target = page.locator("#review-target input").input_value()
+        assert target.startswith("sentence "), target
+        page.locator("#review-categories").get_by_label("unsupported by its map").check()
+        page.locator("#save-review").click()
+        page.locator("#review-status").get_by_text("Saved.").wait_for(timeout=TIMEOUT_MS)
+        with page.expect_download(timeout=TIMEOUT_MS) as download:
+            page.locator("#download-json").click()
+        exported = tmp_path / "sentence-review.json"
+        download.value.save_as(exported)
+        entry = next(r for r in json.loads(exported.read_text(encoding="utf-8")) if r["sentence"])
+        assert entry["categories"] == ["unsupported by its map"] and entry["sentence_text"] in textarea(page, "report")
+        # what-if: lung opacity (positive here) set blank and pleural effusion positive: the rewritten report
+        # states the effusion and no opacity, the changed sentences marked
+        assert "lung opacity" in panel_text(page, "report-sentences").lower()
         page.locator("#what-if-set").click()
         page.locator("#what-if-changes").get_by_text("Pleural Effusion → positive").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#what-if-finding input").fill("Lung Opacity")
+        page.keyboard.press("Enter")
+        page.locator("#what-if-state").get_by_label("blank").check()
+        page.locator("#what-if-set").click()
+        page.locator("#what-if-changes").get_by_text("Lung Opacity → blank").wait_for(timeout=TIMEOUT_MS)
         page.locator("#what-if-run").click()
-        page.locator("#what-if-report .token-container").filter(has_text="effusion").first.wait_for(timeout=TIMEOUT_MS)
+        rewritten = wait_for_text(page, "what-if-text")
+        assert "effusion" in rewritten and "opacit" not in rewritten, rewritten
         assert "added" in page.locator("#what-if-report").inner_text()
         page.screenshot(path=str(SCREENSHOTS / "app_what_if.png"), full_page=True)
 
