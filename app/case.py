@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from revtaf.data import XrayImage
+from revtaf.model.inference import Encoding
 from revtaf.model.prediction import Prediction
 from revtaf_app.render import Heatmap, heatmap, model_box
 from revtaf_app.uploads import Display
@@ -16,7 +17,8 @@ from revtaf_app.uploads import Display
 class Case:
     """One analysed study as a session holds it: heatmap and window events need no model run.
 
-    `predictions` caches one Prediction per ablation tag ('full', 'grp', 'lrp', 'grp+lrp', 'tisr', ...)."""
+    `predictions` caches one Prediction per ablation tag ('full', 'grp', 'lrp', 'grp+lrp', 'tisr', ...), and
+    `encodings` the model's reading of the image under it (REVTAF.encode), from which a what-if is written."""
 
     key: str
     image: XrayImage  # working copy, what the model saw
@@ -25,6 +27,7 @@ class Case:
     study_id: str | None = None
     ground_truth: str | None = None
     predictions: dict[str, Prediction] = field(default_factory=dict)
+    encodings: dict[str, Encoding] = field(default_factory=dict)
     ablation: str = "full"
 
     @property

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from revtaf.data import XrayImage, clean_report, image_file, load_annotation, read_image
+from revtaf.data import clean_report, image_file, load_annotation, read_image
 from revtaf.data.reports import OPENI_ATTRIBUTION, ReportLookup
 from revtaf.labels import LABEL_NAMES_18, RuleLabeler
 from revtaf.labels.constants import STATES
@@ -206,16 +206,12 @@ class Service:
 
     # ---- model
 
-    def predict(self, image: XrayImage, ablation: str = "full", study_id: str | None = None,
-                states: dict[str, str] | None = None) -> Prediction:
-        """The model's Prediction (written to `states` over the classifier's, for a what-if); a dataset study never
-        retrieves itself (it may be in the training bank)."""
+    def _ablate(self, ablation: str) -> frozenset[str]:
         ablate = frozenset() if ablation == "full" else frozenset(ablation.split("+"))
         if not ablate <= self.model.ablations:
             raise AppInputError(f"unknown ablation {ablation!r}: this model can switch off "
                                 f"{sorted(self.model.ablations)}")
-        return self.model.predict(image, ablate=ablate, report_lookup=self.reports, exclude_id=study_id,
-                                  states=states or None)
+        return ablate
 
     def what_if(self, case: Case, states: dict[str, str]) -> Prediction:
         """The case's report rewritten to the user's findings {finding: positive | negative | uncertain | blank}
@@ -227,7 +223,8 @@ class Service:
         if unknown or bad:
             raise AppInputError(f"unknown finding(s) {unknown} / state(s) {bad}: findings are "
                                 f"{', '.join(LABEL_NAMES_18)}; states are {', '.join(STATES)}")
-        return self.predict(case.image, case.ablation, case.study_id, dict(states))
+        # the case's encoding is reused: a what-if runs the decoder alone
+        return self.model.write(case.encodings[case.ablation], self.reports, states=dict(states))[0]
 
     def open_upload(self, data: bytes, ablation: str = "full") -> Case:
         """Read uploaded bytes and analyse them. Raises an ImageReadError subclass on a bad file."""
@@ -249,7 +246,10 @@ class Service:
     def run(self, case: Case, ablation: str) -> Case:
         """Make `ablation` the case's current prediction, running the model only if it is not cached."""
         if ablation not in case.predictions:
-            case.predictions[ablation] = self.predict(case.image, ablation, case.study_id)
+            # a dataset study never retrieves itself (it may be in the training bank)
+            encoding = self.model.encode([case.image], self._ablate(ablation), [case.study_id])
+            case.encodings[ablation] = encoding
+            case.predictions[ablation] = self.model.write(encoding, self.reports)[0]
         case.ablation = ablation
         return case
 

@@ -178,15 +178,16 @@ def test_fcc_partner_is_the_most_similar(service, study_case):
 
 def test_ablation_reruns_once_and_drops_the_branch(service, iu_root, test_ids):
     calls = []
-    model_predict = service.model.predict
-    service.model.predict = lambda *a, **k: calls.append(k["ablate"]) or model_predict(*a, **k)
+    model_encode = service.model.encode
+    service.model.encode = lambda images, ablate, *a: calls.append(ablate) or model_encode(images, ablate, *a)
     try:
         case = service.open_study(test_ids[1])
         service.run(case, "grp")
         service.run(case, "full")  # cached: no new model call
         service.run(case, "grp+lrp")
+        service.what_if(case, {"Cardiomegaly": "positive"})  # from the case's encoding: the image is not read again
     finally:
-        del service.model.predict
+        del service.model.encode
     assert calls == [frozenset(), frozenset({"grp"}), frozenset({"grp", "lrp"})]
     assert case.ablation == "grp+lrp"
     no_grp = case.predictions["grp"]

@@ -113,6 +113,11 @@ def test_a_what_if_rewrites_the_report_to_the_changed_finding(iu_root, predictio
     assert sources["Cardiomegaly"] == sources["Pneumothorax"] == "user" and sources["Edema"] == "model"
     with pytest.raises(ValueError, match="unknown finding"):
         model.predict(image, states={"Pneumonitis": "positive"})
+    # the same what-if from the image's encoding, kept: only the decoder runs, the encoding is left as it was
+    encoding = model.encode([image])
+    again = model.write(encoding, states={"Cardiomegaly": "positive", "Pneumothorax": "blank"})[0]
+    assert again.report == what_if.report and again.diseases == what_if.diseases
+    assert model.write(encoding)[0].report == before.report
 
 
 def test_each_sentence_carries_its_evidence(iu_root, predictions):

@@ -43,6 +43,24 @@ class Inference:
     timings_ms: dict[str, float]
     pooled: torch.Tensor | None = None  # [B,C] pooled visual features (the input check reads them)
     planned: list[PlannedReport] | None = None  # each report's sentences and topics (a sentence-plan decoder)
+    # What REVTAF.decode rewrites the reports from: the classifier's own states [B,18] (`states` are the prompt's),
+    # TISR's pseudo words, the branches switched off.
+    classified: torch.Tensor | None = None
+    pseudo_words: torch.Tensor | None = None
+    ablate: frozenset[str] = frozenset()
+
+
+@dataclass
+class Encoding:
+    """Images read up to their reports (REVTAF.encode): the batch's Inference without reports, the entity model's
+    triplets exist_prob / exists / position [B,75] and each image's input check (None without one). REVTAF.write
+    writes the reports from it, as often as asked (a what-if rewrites them without reading the images again)."""
+
+    out: Inference
+    exist_prob: torch.Tensor
+    exists: torch.Tensor
+    position: torch.Tensor
+    checks: list
 
 
 def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,

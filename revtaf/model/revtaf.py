@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, pred
 from revtaf.model.encoder import build_visual_encoder
 from revtaf.model.entity import EntityModel, predict_triplets
 from revtaf.model.fvtaf import FVTAF, position_loss
-from revtaf.model.inference import Inference, map_side, prediction_row, state_overrides, to_pil
+from revtaf.model.inference import Encoding, Inference, map_side, prediction_row, state_overrides, to_pil
 from revtaf.model.input_check import InputCheck, InputCheckResult
 from revtaf.model.lre import LearnableRetrievalEnhancer, rank_loss
 from revtaf.model.prediction import Prediction
@@ -241,6 +241,12 @@ class REVTAF(ReferenceBank, nn.Module):
         `generation` the decoding settings of this
         call (default: the model's own, `cfg.generation`, which is never changed here).
         """
+        return self.decode(self._encode(images, entity_scores, lrp_position, lrp_exists, ablate, exclude), states,
+                           generation)
+
+    def _encode(self, images: torch.Tensor, entity_scores: torch.Tensor, lrp_position: torch.Tensor,
+                lrp_exists: torch.Tensor, ablate: frozenset[str], exclude: list[set[int]] | None) -> Inference:
+        """`infer` up to the reports (retrieval, visual encoder, fusion, classifier): an Inference with none."""
         if not ablate <= ABLATIONS:
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
         switchable = self.ablations
@@ -265,25 +271,36 @@ class REVTAF(ReferenceBank, nn.Module):
         fused = self.fvtaf(patches, lrp, grp, grp_mask)
         fcc = self.fvtaf.loss(fused, grp_mask) if lrp is not None and grp is not None else None
         probs, predicted = predict_states(self.classifier(pooled, memory), self.cfg.positive_thresholds)
-        # `states` replaces the classifier's; its -1 entries keep them (a what-if changes some findings only)
-        states = predicted if states is None else torch.where(states.to(predicted) >= 0, states.to(predicted), predicted)
-        timings["fusion"], t = _ms(t), time.perf_counter()
-
-        g = generation or self.cfg.generation
         pseudo = self.tisr(patches) if self.tisr is not None and "tisr" not in ablate else None
+        timings["fusion"] = _ms(t)
+        return Inference([], probs, predicted, dist, index, fused, grp_mask, fcc, timings, pooled,
+                         pseudo_words=pseudo, ablate=ablate)
+
+    @torch.no_grad()
+    def decode(self, encoded: Inference, states: torch.Tensor | None = None,
+               generation: GenerationSettings | None = None) -> Inference:
+        """The reports of an inference, (re)written from its fused memory: `states` [B,18] replaces the classifier's
+        states where it is not -1 (the what-if), the rest is `encoded`'s, computed once (a new Inference)."""
+        t = time.perf_counter()
+        predicted = encoded.classified if encoded.classified is not None else encoded.states
+        states = predicted if states is None else torch.where(states.to(predicted) >= 0, states.to(predicted), predicted)
+        g = generation or self.cfg.generation
+        pseudo, fc = encoded.pseudo_words, encoded.fused.fc
         prompt = prompt_ids(self.tokenizer, states, self.decoder.per_disease)
         planned = None
-        with tir_disabled("tir" in ablate):
+        with tir_disabled("tir" in encoded.ablate):
             if self.decoder.cfg.sentence_plan:  # one study at a time, sentence by sentence (sentence_plan.py)
                 rows = states.cpu().numpy()
-                planned = [write_planned(self.decoder, prompt[b:b + 1], fused.fc[b:b + 1], rows[b], g,
+                planned = [write_planned(self.decoder, prompt[b:b + 1], fc[b:b + 1], rows[b], g,
                                          None if pseudo is None else pseudo[b:b + 1]) for b in range(len(rows))]
                 reports = [p.text for p in planned]
             else:
-                reports = self.decoder.generate(prompt, fused.fc, g.num_beams, g.max_new_tokens, g.min_length,
+                reports = self.decoder.generate(prompt, fc, g.num_beams, g.max_new_tokens, g.min_length,
                                                 g.no_repeat_ngram_size, pseudo)
+        timings = {k: v for k, v in encoded.timings_ms.items() if k != "generation"}
         timings["generation"] = _ms(t)
-        return Inference(reports, probs, states, dist, index, fused, grp_mask, fcc, timings, pooled, planned)
+        return replace(encoded, reports=reports, states=states, planned=planned, timings_ms=timings,
+                       classified=predicted)
 
     @torch.no_grad()
     def predict_batch(
@@ -302,8 +319,16 @@ class REVTAF(ReferenceBank, nn.Module):
         retrieve (e.g. the image's own study when it comes from the training split); `generation` this call's
         decoding settings (default: the model's); `states` {finding: "positive" | "negative" | "uncertain" |
         "blank"} overrides the classifier's states in the prompt (a what-if: the report is written to them, and
-        each overridden DiseaseState says so).
+        each overridden DiseaseState says so). The same as `write(encode(images, ...), ...)`: keep the encoding to
+        rewrite the reports to other states without reading the images again.
         """
+        return self.write(self.encode(images, ablate, exclude_ids), report_lookup, generation, states)
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[Image.Image | XrayImage | str | os.PathLike | bytes],
+               ablate: frozenset[str] = frozenset(), exclude_ids: Sequence[str | None] | None = None) -> Encoding:
+        """The images read up to their reports: entity model, retrieval, visual encoder, fusion, classifier and the
+        input check (see predict_batch for the arguments); `write` writes the reports."""
         if len(images) == 0:
             raise ValueError("predict_batch needs at least one image")
         pils = [to_pil(image) for image in images]
@@ -321,20 +346,29 @@ class REVTAF(ReferenceBank, nn.Module):
             groups = self.bank_group.tolist()
             exclude = [{r for r, g in enumerate(groups) if sid in row and g == groups[row[sid]]} for sid in exclude_ids]
         images_in = torch.stack([test_transform(self.cfg.image_size)(p) for p in pils]).to(device)
-        override = state_overrides(states, len(pils), device)
-        out = self.infer(images_in, exist_prob, position, exists, frozenset(ablate), exclude, override, generation)
-        timings = {"entity": t_entity, **out.timings_ms}
+        out = self._encode(images_in, exist_prob, position, exists, frozenset(ablate), exclude)
+        out.timings_ms = {"entity": t_entity, **out.timings_ms}
         checks: list[InputCheckResult | None] = [None] * len(pils)
         if self.input_check is not None:
             t = time.perf_counter()
             stated = [im.view_position if isinstance(im, XrayImage) else None for im in images]
             checks = self.input_check.check(out.pooled, stated)
-            timings["input_check"] = _ms(t)
+            out.timings_ms["input_check"] = _ms(t)
+        return Encoding(out, exist_prob, exists, position, checks)
+
+    @torch.no_grad()
+    def write(self, encoding: Encoding, report_lookup: Callable[[str], str | None] | None = None,
+              generation: GenerationSettings | None = None, states: Mapping[str, str] | None = None) -> list[Prediction]:
+        """The reports of encoded images, written to the classifier's states or to `states` (a what-if; see
+        predict_batch), as Predictions. Only the decoder runs: a what-if costs its generation alone."""
+        n = len(encoding.checks)
+        out = self.decode(encoding.out, state_overrides(states, n, self.triplet_table.device), generation)
+        timings = dict(out.timings_ms)
         timings["total"] = sum(timings.values())
         overridden = frozenset(states or ())
-        predictions = [prediction_row(self, b, out, exist_prob, exists, position, frozenset(ablate), report_lookup,
-                                      timings, overridden) for b in range(len(pils))]
-        for prediction, check in zip(predictions, checks):
+        predictions = [prediction_row(self, b, out, encoding.exist_prob, encoding.exists, encoding.position,
+                                      out.ablate, report_lookup, timings, overridden) for b in range(n)]
+        for prediction, check in zip(predictions, encoding.checks):
             if check is not None:
                 prediction.view, prediction.view_source = check.view, check.view_source
                 prediction.p_lateral, prediction.ood_score = check.p_lateral, check.ood_score
