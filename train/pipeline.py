@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from revtaf_train.trainer import Dist, JsonlLog, TrainConfig, init_distributed, seed_everything
+from revtaf_train.training_set import Collate, TrainingSet
 
 PRESETS = ("cpu", "cpu_scratch", "paper")
 STAGES = ("labels", "tokenizer", "text_encoder", "entity_model", "features", "revtaf", "bank", "calibrate",
@@ -511,81 +512,6 @@ class Pipeline:
         self.write_run_card(target)
         size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
         return {"export": str(target), "megabytes": round(size / 2**20, 2)}
-
-
-class TrainingSet(torch.utils.data.Dataset):
-    """Training studies with everything REVTAF.forward needs except tokenisation (done in `Collate`).
-
-    Item: image (train transform), the frozen entity model's scores / LRP triplets for the image, the 18
-    labels, the cleaned report, `grp_index` (the label-Hamming neighbour's bank row), `bank_index` (own row),
-    `report_position` [75] (where the report puts each entity, −1 = nowhere; the maps' position loss) and the
-    report's sentences with their topics (`sentence_plan`) or which sentences state a finding (otherwise).
-    """
-
-    def __init__(self, studies, root, features: dict, labels: np.ndarray, reports: list[str], grp_index: np.ndarray,
-                 report_position: np.ndarray | None = None, sentence_plan: bool = False):
-        from revtaf.data import XrayDataset, transforms
-        from revtaf.labels.chexpert import RuleLabeler
-        from revtaf.labels.topics import tag_report
-
-        self.images = XrayDataset(studies, root, transforms.train_transform())
-        self.features, self.labels, self.reports, self.grp_index = features, labels, reports, grp_index
-        self.report_position = (np.full((len(reports), 75), -1, dtype=np.int64) if report_position is None
-                                else report_position)
-        if sentence_plan:
-            self.sentences = [tag_report(r) for r in reports]
-        else:
-            finding = RuleLabeler().finding_sentences
-            self.sentences = [finding(r) for r in reports]  # per "."-ended sentence: states a finding
-
-    def __len__(self) -> int:
-        return len(self.reports)
-
-    def __getitem__(self, i: int) -> dict:
-        return {
-            "images": self.images[i]["image"],
-            "entity_scores": torch.from_numpy(self.features["scores"][i]),
-            "lrp_position": torch.from_numpy(self.features["position"][i].astype(np.int64)),
-            "lrp_exists": torch.from_numpy(self.features["exists"][i]),
-            "labels": torch.from_numpy(self.labels[i].astype(np.int64)),
-            "grp_index": int(self.grp_index[i]),
-            "bank_index": i,
-            "report": self.reports[i],
-            "sentences": self.sentences[i],
-            "report_position": torch.from_numpy(self.report_position[i]),
-        }
-
-
-class Collate:
-    """Stacks a list of TrainingSet items, tokenises the reports behind their ground-truth state prompt and marks
-    their finding tokens."""
-
-    def __init__(self, tokenizer, max_length: int, per_disease: bool = False, sentence_plan: bool = False):
-        self.tokenizer, self.max_length, self.per_disease = tokenizer, max_length, per_disease
-        self.sentence_plan = sentence_plan
-
-    def __call__(self, items: list[dict]) -> dict:
-        from revtaf.model.decoder import (encode_planned_reports, encode_reports, finding_token_mask,
-                                          one_finding_contrast)
-
-        batch = {k: torch.stack([it[k] for it in items]) for k in
-                 ("images", "entity_scores", "lrp_position", "lrp_exists", "labels", "report_position")}
-        batch["grp_index"] = torch.tensor([it["grp_index"] for it in items])
-        batch["bank_index"] = torch.tensor([it["bank_index"] for it in items])
-        sentences = [it["sentences"] for it in items]
-        if self.sentence_plan:
-            ids, mask, finding, spans = encode_planned_reports(self.tokenizer, batch["labels"], sentences,
-                                                               self.max_length, self.per_disease)
-            # one finding flipped per study; the batch's rows seed the choice, so a study's varies by batch
-            batch["contrast_states"], batch["contrast_mask"] = one_finding_contrast(
-                batch["labels"], spans, ids.shape, seed=int(batch["bank_index"].sum()) * 7919 + len(items))
-            batch["input_ids"], batch["attention_mask"], batch["finding_mask"] = ids, mask, finding
-            return batch
-        reports = [it["report"] for it in items]
-        batch["input_ids"], batch["attention_mask"] = encode_reports(
-            self.tokenizer, batch["labels"], reports, self.max_length, self.per_disease)
-        batch["finding_mask"] = finding_token_mask(self.tokenizer, reports, sentences, batch["input_ids"].shape)
-        return batch
 
 
 def _bar(iterable, desc: str):

@@ -21,7 +21,7 @@ import torch
 from revtaf.data import load_annotation
 from revtaf.data.clean import clean_report_iu
 from revtaf.model.random_init import random_model
-from revtaf_train.pipeline import Collate, TrainingSet
+from revtaf_train.training_set import Collate, TrainingSet
 from revtaf_train.trainer import Dist, JsonlLog, TrainConfig, Trainer
 
 
