@@ -46,9 +46,27 @@ ENTITY_HEADERS = ["#", "group", "finding", "exist prob", "present", "location", 
 NEIGHBOUR_HEADERS = ["rank", "study id", "distance", "labels (+ / ?)", "report"]
 
 
-def disease_rows(pred: Prediction) -> list[list]:
-    """One row per disease prompt, in the classifier's fixed order."""
-    return [[d.name, d.state] + [round(float(d.probs.get(s, 0.0)), 3) for s in STATES] for d in pred.diseases]
+def disease_rows(pred: Prediction, states: dict[str, str] | None = None) -> list[list]:
+    """One row per disease prompt, in the classifier's fixed order; `states` (a what-if's) replace its state."""
+    states = states or {}
+    return [[d.name, states.get(d.name, d.state)] + [round(float(d.probs.get(s, 0.0)), 3) for s in STATES]
+            for d in pred.diseases]
+
+
+def states_from_rows(pred: Prediction, rows) -> dict[str, str]:
+    """The what-if a reader typed into the disease table: {finding: state} where the state column differs from
+    the model's. AppInputError naming the cell for a state that is not one of the four."""
+    model = {d.name: d.state for d in pred.diseases}
+    out = {}
+    for row in rows:
+        name, state = str(row[0]), str(row[1]).strip().lower()
+        if name not in model:
+            raise AppInputError(f"the table's findings are fixed; {name!r} is not one of them")
+        if state not in STATES:
+            raise AppInputError(f"{name}: {row[1]!r} is not a state; type one of {', '.join(STATES)}")
+        if state != model[name]:
+            out[name] = state
+    return out
 
 
 def disease_summary(pred: Prediction, written: Sequence[int] | None = None) -> str:

@@ -262,8 +262,19 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 out.update({heat.key: key, **heatmap_values(heat, case, key, opacity, cmap)})
             return out
 
-        def set_finding(states, finding, state):
+        def set_finding(case, states, finding, state):
+            if case is None:
+                raise errors.AppInputError("Analyse an image first, then change a finding.")
             states = {**(states or {}), finding: state}
+            if state == next(d.state for d in case.prediction.diseases if d.name == finding):
+                states.pop(finding)  # back to the model's call
+            return {what_if_state: states, wi.changes: panels.overrides_summary(states),
+                    rep.diseases: panels.disease_rows(case.prediction, states)}
+
+        def edit_states(case, rows):
+            if case is None:
+                raise errors.AppInputError("Analyse an image first, then change a finding.")
+            states = panels.states_from_rows(case.prediction, rows)
             return {what_if_state: states, wi.changes: panels.overrides_summary(states)}
 
         def what_if(case, states):
@@ -272,8 +283,9 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             after = service.what_if(case, states or {})
             return what_if_values(wi, states, case.prediction, after)
 
-        def reset_what_if():
-            return {what_if_state: {}, **what_if_values(wi, {})}
+        def reset_what_if(case):
+            rows = panels.disease_rows(case.prediction) if case is not None else []
+            return {what_if_state: {}, **what_if_values(wi, {}), rep.diseases: rows}
 
         def filter_entities(case, group):
             return {ent.table: panels.entity_rows(case.prediction, group) if case is not None else []}
@@ -351,11 +363,14 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         rep.sentences.select(page_errors(select_sentence, rep.status), [case_state, heat.opacity, heat.cmap],
                              [rep.evidence, rev.target, heat.key, *heat_outputs], api_name="select_sentence",
                              concurrency_limit=8, **page)
-        wi.add.click(page_errors(set_finding), [what_if_state, wi.finding, wi.state], [what_if_state, wi.changes],
-                     api_name="what_if_set", queue=False, **page)
+        wi.add.click(page_errors(set_finding, wi.changes), [case_state, what_if_state, wi.finding, wi.state],
+                     [what_if_state, wi.changes, rep.diseases], api_name="what_if_set", queue=False, **page)
+        rep.diseases.input(page_errors(edit_states, wi.changes), [case_state, rep.diseases],
+                           [what_if_state, wi.changes], api_name="what_if_table", queue=False, **page)
         wi.run.click(page_errors(what_if, wi.changes), [case_state, what_if_state], [wi.changes, wi.report, wi.text],
                      api_name="what_if_page", **page)
-        wi.reset.click(reset_what_if, None, [what_if_state, wi.changes, wi.report, wi.text], api_visibility="private",
+        wi.reset.click(reset_what_if, case_state, [what_if_state, wi.changes, wi.report, wi.text, rep.diseases],
+                       api_visibility="private",
                        queue=False)
         ent.group.input(page_errors(filter_entities), [case_state, ent.group], ent.table, api_name="entity_table",
                         concurrency_limit=8, **page)

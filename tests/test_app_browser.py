@@ -18,6 +18,7 @@ import pytest
 
 from revtaf_app import service as S
 from revtaf.data import image_file, load_annotation
+from revtaf.labels import LABEL_NAMES_18
 from test_app_client import running_app
 from test_app_service import shared_model_dir
 
@@ -192,10 +193,14 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
         assert "lung opacity" in panel_text(page, "report-sentences").lower()
         page.locator("#what-if-set").click()
         page.locator("#what-if-changes").get_by_text("Pleural Effusion → positive").wait_for(timeout=TIMEOUT_MS)
-        page.locator("#what-if-finding input").fill("Lung Opacity")
+        # the findings table's state cell, edited as a radiologist would
+        row = LABEL_NAMES_18.index("Lung Opacity")  # the table keeps the classifier's order
+        cell = page.locator(f'#diseases [data-testid="cell-{row}-1"]')
+        assert "positive" in cell.inner_text()
+        cell.dblclick()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("blank")
         page.keyboard.press("Enter")
-        page.locator("#what-if-state").get_by_label("blank").check()
-        page.locator("#what-if-set").click()
         page.locator("#what-if-changes").get_by_text("Lung Opacity → blank").wait_for(timeout=TIMEOUT_MS)
         page.locator("#what-if-run").click()
         rewritten = wait_for_text(page, "what-if-text")

@@ -447,6 +447,17 @@ def test_what_if_sentences_and_their_difference(service, study_case):
     for states in ({}, {"Pneumonitis": "positive"}, {"Cardiomegaly": "maybe"}):
         with pytest.raises(errors.AppInputError):
             service.what_if(study_case, states)
+    # the disease table's state column as a what-if: a typed state that differs from the model's is an override
+    rows = panels.disease_rows(before)
+    assert panels.states_from_rows(before, rows) == {}
+    row = next(r for r in rows if r[0] == "Pleural Effusion")
+    row[1] = "Positive " if row[1] != "positive" else "blank"
+    expected = {"Pleural Effusion": row[1].strip().lower()}
+    assert panels.states_from_rows(before, rows) == expected
+    assert panels.disease_rows(before, expected)[LABEL_NAMES_18.index("Pleural Effusion")][1] == expected["Pleural Effusion"]
+    row[1] = "likely"
+    with pytest.raises(errors.AppInputError, match="Pleural Effusion: 'likely' is not a state"):
+        panels.states_from_rows(before, rows)
     # where a map's mass lies, in the patient's terms: the image's left half is the patient's right
     heat = np.zeros((7, 7))
     heat[2:5, 0:2] = 1.0
