@@ -16,7 +16,6 @@ SENTENCE_HINT = "*Click a sentence above: its topic, the map of the entity it na
 NO_GT = "<em>No ground truth: load a dataset case, or paste a report above and press Compare.</em>"
 
 
-
 class Panel(SimpleNamespace):
     """The components of one panel, by name."""
 

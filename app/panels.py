@@ -8,10 +8,9 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from revtaf.data import XrayImage
 from revtaf.labels.constants import STATES
+from revtaf.metrics.evidence import side_mass
 from revtaf.model.prediction import Prediction, ReportSentence
 from revtaf_app.errors import AppInputError
 
@@ -167,7 +166,7 @@ def sentence_label(sentence: ReportSentence) -> str | None:
     ✎ when a what-if set it); None for a sentence that states no finding."""
     if not sentence.findings:
         return None
-    parts = [f"{name} {_MARK[state]} {sentence.probability.get(name, 0):.2f}".rstrip()
+    parts = [f"{name} {_MARK[state]} {sentence.probability.get(name, 0):.2f}"
              for name, state in sentence.findings.items()]
     return ("✎ " if sentence.user else "") + ", ".join(parts)
 
@@ -211,16 +210,13 @@ def sentence_evidence(pred: Prediction, index: int) -> str:
 
 
 def map_side(heat) -> str:
-    """Where a map's mass lies, in the patient's terms ("map: 64 % on the patient's right"): the image's left
-    half is the patient's right (a frontal film faces the reader); negative values count as none."""
-    heat = np.clip(np.asarray(heat, dtype=np.float64), 0, None)
-    total = heat.sum()
-    if total <= 0:
+    """Where a map's mass lies, in the patient's terms ("map: 64% on the patient's right"), as `side_pointing`
+    measures it (revtaf.metrics.evidence.side_mass: the overlay's min-max-normalised map)."""
+    right, left = side_mass(heat)
+    if right + left <= 0:
         return "map: empty"
-    w = heat.shape[1]
-    right = (heat[:, : w // 2].sum() + (heat[:, w // 2].sum() / 2 if w % 2 else 0)) / total
-    side, share = ("right", right) if right >= 0.5 else ("left", 1 - right)
-    return f"map: {share:.0%} on the patient's {side}"
+    side, share = ("right", right) if right >= left else ("left", left)
+    return f"map: {share / (right + left):.0%} on the patient's {side}"
 
 
 def sentence_diff(before: Prediction, after: Prediction) -> list[tuple[str, str | None]]:

@@ -21,6 +21,7 @@ from revtaf.labels import LABEL_NAMES_18, RuleLabeler
 from revtaf.labels.constants import STATES
 from revtaf.metrics import case_scores, ce_scores, finding_diff
 from revtaf.metrics.nlg import java_available
+from revtaf.model.inference import check_states
 from revtaf.model.prediction import Prediction
 from revtaf.switches import ABLATIONS, BY_NAME
 from revtaf_app.case import Case
@@ -218,11 +219,10 @@ class Service:
         (the others stay the classifier's), under the case's current ablation."""
         if not states:
             raise AppInputError("Set at least one finding to a state, then rewrite the report.")
-        unknown = [n for n in states if n not in LABEL_NAMES_18]
-        bad = [f"{n}: {v}" for n, v in states.items() if v not in STATES]
-        if unknown or bad:
-            raise AppInputError(f"unknown finding(s) {unknown} / state(s) {bad}: findings are "
-                                f"{', '.join(LABEL_NAMES_18)}; states are {', '.join(STATES)}")
+        try:
+            check_states(states)
+        except ValueError as exc:
+            raise AppInputError(str(exc)) from None
         # the case's encoding is reused: a what-if runs the decoder alone
         return self.model.write(case.encodings[case.ablation], self.reports, states=dict(states))[0]
 

@@ -393,15 +393,19 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         rev.cancel.click(cancel_clear, None, [rev.confirm_row, rev.status], api_visibility="private")
         demo.load(page_errors(restore, rev.status), browser_reviews, review_outputs,
                   api_visibility="private").then(**progress_update)
+        def open_api_upload(image, ablation: str = "full") -> Case:
+            """An API endpoint's file (a FileData or its dict): read, deleted from the upload folder, analysed."""
+            path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
+            data = uploads.consume_upload(path, upload_root, uploads_only=True)
+            uploads.prune_upload_folders(upload_root)
+            return service.open_upload(data, ablation)
+
         def generate(image: gr.FileData, retrieval_off: bool = False, entity_prompts_off: bool = False,
                      plugins_off: list[str] | None = None) -> tuple[dict, gr.FileData, list[dict]]:
             """One chest X-ray (PNG, JPEG or DICOM) -> (the prediction as JSON with an `input` block, the image as
             displayed, overlays [{"image", "caption"}] of the most probable entities and the retrieved sentences).
             `plugins_off`: plug-in parts the model carries to switch off ("tisr", "tir")."""
-            path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
-            data = uploads.consume_upload(path, upload_root, uploads_only=True)
-            uploads.prune_upload_folders(upload_root)
-            case = service.open_upload(data, S.ablation_tag(retrieval_off, entity_prompts_off, plugins_off))
+            case = open_api_upload(image, S.ablation_tag(retrieval_off, entity_prompts_off, plugins_off))
             out = case.prediction.to_json()
             out["input"] = {"format": case.image.source_format, "size": list(case.original_size),
                             "view_position": case.image.view_position, "bits": case.image.bits}
@@ -421,13 +425,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             sentences and `difference` = the sentence-level difference [[sentence, "added" | "removed" | null]]."""
             if (image is None) == (not study_id):
                 raise errors.AppInputError("Give either an image or a study id.")
-            if image is not None:
-                path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
-                data = uploads.consume_upload(path, upload_root, uploads_only=True)
-                uploads.prune_upload_folders(upload_root)
-                case = service.open_upload(data)
-            else:
-                case = service.open_study(study_id)
+            case = open_api_upload(image) if image is not None else service.open_study(study_id)
             after = service.what_if(case, states)
             out = after.to_json()
             before = case.prediction.to_json()

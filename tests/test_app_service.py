@@ -463,7 +463,7 @@ def test_what_if_sentences_and_their_difference(service, study_case):
     heat[2:5, 0:2] = 1.0
     assert panels.map_side(heat) == "map: 100% on the patient's right"
     assert panels.map_side(heat[:, ::-1]) == "map: 100% on the patient's left"
-    assert panels.map_side(-heat) == "map: empty"
+    assert panels.map_side(np.zeros((7, 7))) == "map: empty"
 
 
 # ------------------------------------------------------------------------------------------- checkpoints

@@ -100,15 +100,20 @@ def border_mass(maps: np.ndarray) -> dict:
     return {"mean": float(share.mean()) if share.size else None, "uniform": float(ring.mean())}
 
 
-def points_to_side(map_2d: np.ndarray, side: str) -> bool:
-    """map_2d [H, W] of a frontal view; True when more normalised mass lies on the patient's `side`
+def side_mass(map_2d: np.ndarray) -> tuple[float, float]:
+    """map_2d [H, W] of a frontal view -> (patient's right, patient's left) mass of the min-max-normalised map
     (patient's right = image left). The middle column of an odd width counts for neither side."""
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     m = _minmax(np.asarray(map_2d, dtype=np.float64).reshape(-1)).reshape(np.shape(map_2d))
     W = m.shape[1]
-    image_left, image_right = m[:, : W // 2].sum(), m[:, (W + 1) // 2 :].sum()
-    return bool(image_left > image_right) if side == "right" else bool(image_right > image_left)
+    return float(m[:, : W // 2].sum()), float(m[:, (W + 1) // 2 :].sum())
+
+
+def points_to_side(map_2d: np.ndarray, side: str) -> bool:
+    """True when more normalised mass of map_2d [H, W] lies on the patient's `side` (`side_mass`)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    right, left = side_mass(map_2d)
+    return right > left if side == "right" else left > right
 
 
 def side_pointing(entity_maps: np.ndarray, ref_exist: np.ndarray, ref_position: np.ndarray) -> dict:

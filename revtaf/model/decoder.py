@@ -259,9 +259,9 @@ class ReportDecoder(nn.Module):
         not_words = torch.zeros(len(tokenizer), dtype=torch.bool)
         not_words[self._prompt_token_ids + ids + tokenizer.all_special_ids] = True
         self.register_buffer("not_words", not_words, persistent=False)
-        # The plan's last try at a required finding: its statement phrases as token lists, and the cue words banned
-        # from that sentence (those the vocabulary holds whole; the labeler's check catches any other).
-        # (a phrase with a word the vocabulary lacks, e.g. the random model's, is left out)
+        # The plan's last try at a required finding: its statement phrases as token lists (a phrase with a word the
+        # vocabulary lacks, e.g. the random model's, left out), and the cue words banned from that sentence (those
+        # the vocabulary holds whole; the labeler's check catches any other).
         phrase_ids = {label: [tokenizer(p, add_special_tokens=False)["input_ids"] for p in phrases]
                       for label, phrases in STATEMENT_PHRASES.items()}
         self.statement_ids = {label: [p for p in ids if tokenizer.unk_token_id not in p]

@@ -113,15 +113,24 @@ def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: t
         fcc_similarity=similarity,
         fcc_overlap=overlap,
         ablation={name: name not in ablate for name in sorted(model.ablations)},
-        sentences=[] if out.planned is None else [
-            sentence_evidence(x, diseases, grp_sentences, similarity, overlap) for x in out.planned[b].sentences],
+        sentences=[] if out.planned is None else sentences_with_evidence(
+            out.planned[b].sentences, diseases, grp_sentences, similarity, overlap),
         missed_findings=[] if out.planned is None else [
             LABEL_NAMES_18[i] for t in out.planned[b].missed for i in sorted(t.positives)],
         timings_ms=dict(timings),
     )
 
 
-def sentence_evidence(sentence: PlannedSentence, diseases: list[DiseaseState], grp_sentences: list[str],
+def sentences_with_evidence(sentences: list[PlannedSentence], diseases: list[DiseaseState], grp_sentences: list[str],
+                            similarity: np.ndarray, overlap: np.ndarray) -> list[ReportSentence]:
+    """A report's planned sentences with their evidence (`sentence_evidence`); the retrieved sentences are read by
+    the labeler once for all of them."""
+    retrieved = [Retrieved(text, _content_words(text), {i for i, _ in sentence_topic(text).labels})
+                 for text in grp_sentences]
+    return [sentence_evidence(s, diseases, retrieved, similarity, overlap) for s in sentences]
+
+
+def sentence_evidence(sentence: PlannedSentence, diseases: list[DiseaseState], retrieved: list[Retrieved],
                       similarity: np.ndarray, overlap: np.ndarray) -> ReportSentence:
     """A planned sentence with its evidence: the classifier's probability of each state it states; the entity it
     mentions (the triplet reader on the sentence: a mention in the topic's polarity first), whose LRP map shows
@@ -134,10 +143,10 @@ def sentence_evidence(sentence: PlannedSentence, diseases: list[DiseaseState], g
         {name: states[name].probs["uncertain" if state == "positive" and states[name].state == "uncertain" else state]
          for name, state in findings.items()},
         any(states[name].source == "user" for name in findings))
-    if grp_sentences:
-        j, score = closest_retrieved(sentence, grp_sentences)
+    if retrieved:
+        j, score = closest_retrieved(sentence, retrieved)
         if j is not None:
-            record.grp_index, record.grp_sentence, record.grp_similarity = j, grp_sentences[j], score
+            record.grp_index, record.grp_sentence, record.grp_similarity = j, retrieved[j].text, score
     mentions = sentence_mentions(sentence.text)  # (entity, state, position) in reading order
     if not mentions:
         return record
@@ -156,16 +165,26 @@ _FILLER = frozenset("there is are a an the of in on at to with and xxxx".split()
 MIN_ALIKE = 0.25  # below it, and about no common finding, no retrieved sentence is shown (one shared word)
 
 
-def closest_retrieved(sentence: PlannedSentence, retrieved: list[str]) -> tuple[int | None, float]:
+@dataclass
+class Retrieved:
+    """A retrieved (GRP) sentence as `closest_retrieved` compares it: its text, content words and labels."""
+
+    text: str
+    words: str
+    labels: set[int]
+
+
+def _content_words(text: str) -> str:
+    return " ".join(w for w in text.replace(".", " ").split() if w not in _FILLER)
+
+
+def closest_retrieved(sentence: PlannedSentence, retrieved: list[Retrieved]) -> tuple[int | None, float]:
     """(index, ROUGE-L F) of the retrieved sentence that says most alike, or (None, 0) when none does: one about
     a finding the sentence states first (the labeler per sentence; "the heart is top normal in size" for "the
     heart is mildly enlarged"), then the most content words in common in order (ROUGE-L, pycocoevalcap's)."""
-    def words(text: str) -> str:
-        return " ".join(w for w in text.replace(".", " ").split() if w not in _FILLER)
-
-    labels = {i for i, _ in sentence.topic.labels}
-    scores = [Rouge().calc_score([words(sentence.text)], [words(text)]) if words(text) else 0.0 for text in retrieved]
-    shared = [bool(labels & {i for i, _ in sentence_topic(text).labels}) for text in retrieved]
+    labels, words, rouge = {i for i, _ in sentence.topic.labels}, _content_words(sentence.text), Rouge()
+    scores = [rouge.calc_score([words], [r.words]) if r.words else 0.0 for r in retrieved]
+    shared = [bool(labels & r.labels) for r in retrieved]
     best = max(range(len(retrieved)), key=lambda j: (shared[j], scores[j]))
     return (best, float(scores[best])) if shared[best] or scores[best] >= MIN_ALIKE else (None, 0.0)
 
@@ -174,17 +193,23 @@ def state_overrides(states: Mapping[str, str] | None, n: int, device) -> torch.T
     """{finding: state name} -> [n,18] state indices, -1 where the classifier's state stays; None for no override."""
     if not states:
         return None
+    check_states(states)
     row = torch.full((len(LABEL_NAMES_18),), -1, dtype=torch.long)
     for name, state in states.items():
-        if name not in LABEL_NAMES_18:
-            raise ValueError(f"unknown finding {name!r}; expected one of {list(LABEL_NAMES_18)}")
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r} for {name}; expected one of {list(STATES)}")
         row[LABEL_NAMES_18.index(name)] = STATES.index(state)
     # a finding the user calls positive or uncertain means the study is not normal (unless the user says otherwise)
     if "No Finding" not in states and any(row[i] in (POSITIVE, UNCERTAIN) for i in PATHOLOGIES):
         row[NO_FINDING] = NEGATIVE
     return row.expand(n, -1).to(device)
+
+
+def check_states(states: Mapping[str, str]) -> None:
+    """ValueError naming the first unknown finding or state of a what-if {finding: state}."""
+    for name, state in states.items():
+        if name not in LABEL_NAMES_18:
+            raise ValueError(f"unknown finding {name!r}; expected one of {list(LABEL_NAMES_18)}")
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r} for {name}; expected one of {list(STATES)}")
 
 
 def to_pil(image: Image.Image | XrayImage | str | os.PathLike | bytes) -> Image.Image:

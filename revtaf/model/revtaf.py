@@ -53,7 +53,6 @@ from revtaf.switches import ABLATIONS as SWITCHABLE
 ABLATIONS = frozenset(SWITCHABLE)  # what `infer` can switch off, by name (revtaf/switches.py)
 
 
-
 class REVTAF(ReferenceBank, nn.Module):
     """The full model. `tokenizer` is the decoder's; `triplet_table` [75,51,2,d] the LRP embeddings of every
     (entity, position, exists) triplet; `entity_model` the trained MedKLIP-role model (frozen here).
@@ -274,7 +273,7 @@ class REVTAF(ReferenceBank, nn.Module):
         pseudo = self.tisr(patches) if self.tisr is not None and "tisr" not in ablate else None
         timings["fusion"] = _ms(t)
         return Inference([], probs, predicted, dist, index, fused, grp_mask, fcc, timings, pooled,
-                         pseudo_words=pseudo, ablate=ablate)
+                         classified=predicted, pseudo_words=pseudo, ablate=ablate)
 
     @torch.no_grad()
     def decode(self, encoded: Inference, states: torch.Tensor | None = None,
@@ -282,7 +281,7 @@ class REVTAF(ReferenceBank, nn.Module):
         """The reports of an inference, (re)written from its fused memory: `states` [B,18] replaces the classifier's
         states where it is not -1 (the what-if), the rest is `encoded`'s, computed once (a new Inference)."""
         t = time.perf_counter()
-        predicted = encoded.classified if encoded.classified is not None else encoded.states
+        predicted = encoded.classified
         states = predicted if states is None else torch.where(states.to(predicted) >= 0, states.to(predicted), predicted)
         g = generation or self.cfg.generation
         pseudo, fc = encoded.pseudo_words, encoded.fused.fc
@@ -299,8 +298,7 @@ class REVTAF(ReferenceBank, nn.Module):
                                                 g.no_repeat_ngram_size, pseudo)
         timings = {k: v for k, v in encoded.timings_ms.items() if k != "generation"}
         timings["generation"] = _ms(t)
-        return replace(encoded, reports=reports, states=states, planned=planned, timings_ms=timings,
-                       classified=predicted)
+        return replace(encoded, reports=reports, states=states, planned=planned, timings_ms=timings)
 
     @torch.no_grad()
     def predict_batch(

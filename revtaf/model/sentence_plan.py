@@ -123,12 +123,7 @@ class _Writer:
         The search is `generate`'s (length penalty 1, early_stopping False): each step keeps the top 2k
         continuations, those among the top k that end the sentence finish, the best k others run on; it stops
         when k have finished and the best running beam, at its current length, cannot beat the worst of them."""
-        cache = self.cache.repeat(k)
-        device = self.logp.device
-        seqs: list[list[int]] = [[] for _ in range(k)]
-        scores = torch.full((k,), -1e9, device=self.logp.device)
-        scores[0] = 0.0  # every row starts from the same state: the first step expands row 0 only
-        logp = self._no_repeats(self.logp.masked_fill(banned, -float("inf"))[None], [[]]).expand(k, -1)
+        cache, seqs, scores, logp = self._start(k, banned)
         finished: list[tuple[list[int], float]] = []
         V = logp.shape[1]
         for n in range(1, max_tokens + 1):  # n tokens written after this step
@@ -153,12 +148,28 @@ class _Writer:
             if cache.length + 1 >= self.max_len:  # no position left for another token
                 finished += [(seqs[r] + [c], t / n) for r, c, t in running[:k] if t > -1e9]
                 break
-            cache.select(torch.tensor([r for r, _, _ in running], device=device))
-            seqs = [seqs[r] + [c] for r, c, _ in running]
-            scores = torch.tensor([t for _, _, t in running], device=device)
-            ids = torch.tensor([[c] for _, c, _ in running], device=device)
-            logp = self._no_repeats(self._logp(cache, ids=ids).masked_fill(banned, -float("inf")), seqs)
+            seqs, scores, logp = self._advance(cache, seqs, running, banned)
         return finished
+
+    def _start(self, k: int, banned: torch.Tensor) -> tuple[StaticCache, list[list[int]], torch.Tensor, torch.Tensor]:
+        """A sentence search's k rows: copies of the committed cache, empty sequences, scores with row 0 alone live
+        (every row starts from the same state: the first step expands row 0 only) and the next-token
+        log-probabilities [k,V] with `banned` and repeats at -inf."""
+        scores = torch.full((k,), -1e9, device=self.logp.device)
+        scores[0] = 0.0
+        logp = self._no_repeats(self.logp.masked_fill(banned, -float("inf"))[None], [[]]).expand(k, -1)
+        return self.cache.repeat(k), [[] for _ in range(k)], scores, logp
+
+    def _advance(self, cache: StaticCache, seqs: list[list[int]], running: list[tuple[int, int, float]],
+                 banned: torch.Tensor) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+        """One step of a search: the k continuations kept, (row, token, score) each -> their sequences, scores and
+        next-token log-probabilities [k,V] (one decoder step on the reordered cache)."""
+        device = self.logp.device
+        cache.select(torch.tensor([r for r, _, _ in running], device=device))
+        seqs = [seqs[r] + [c] for r, c, _ in running]
+        scores = torch.tensor([t for _, _, t in running], device=device)
+        ids = torch.tensor([[c] for _, c, _ in running], device=device)
+        return seqs, scores, self._no_repeats(self._logp(cache, ids=ids).masked_fill(banned, -float("inf")), seqs)
 
     def constrained_beams(self, k: int, banned: torch.Tensor, end_id: int, max_tokens: int,
                           phrases: list[list[int]]) -> list[tuple[list[int], float]]:
@@ -184,12 +195,7 @@ class _Writer:
         def nexts(seq: list[int]) -> set[int]:
             return {p[m] for p in phrases for m in range(len(p)) if m == 0 or seq[-m:] == p[:m]}
 
-        cache = self.cache.repeat(k)
-        device = self.logp.device
-        seqs: list[list[int]] = [[] for _ in range(k)]
-        scores = torch.full((k,), -1e9, device=device)
-        scores[0] = 0.0
-        logp = self._no_repeats(self.logp.masked_fill(banned, -float("inf"))[None], [[]]).expand(k, -1)
+        cache, seqs, scores, logp = self._start(k, banned)
         finished: list[tuple[list[int], float]] = []
         V = logp.shape[1]
         for n in range(1, max_tokens + 1):
@@ -226,11 +232,7 @@ class _Writer:
             if len(finished) == k and max(t for _, _, t in running) / n <= finished[-1][1]:
                 break
             running += [running[-1][:2] + (-1e9,)] * (k - len(running))
-            cache.select(torch.tensor([r for r, _, _ in running], device=device))
-            seqs = [seqs[r] + [c] for r, c, _ in running]
-            scores = torch.tensor([t for _, _, t in running], device=device)
-            ids = torch.tensor([[c] for _, c, _ in running], device=device)
-            logp = self._no_repeats(self._logp(cache, ids=ids).masked_fill(banned, -float("inf")), seqs)
+            seqs, scores, logp = self._advance(cache, seqs, running, banned)
         return finished
 
 
@@ -324,7 +326,7 @@ def _write(decoder: ReportDecoder, prompt: torch.Tensor, memory: torch.Tensor, s
 
 
 def _write_sentence(writer: _Writer, decoder: ReportDecoder, topic: Topic, plan: TopicPlan | None,
-                    written: set[str], k: int, end_id: int, max_tokens: int) -> PlannedSentence | None:
+                    written: set, k: int, end_id: int, max_tokens: int) -> PlannedSentence | None:
     """The sentence after the committed topic tokens, committed too; None when no beam wrote to the topic (the
     caller drops the topic: a sentence that states something else, or repeats one, is never written)."""
     tok = decoder.tokenizer
@@ -337,7 +339,7 @@ def _write_sentence(writer: _Writer, decoder: ReportDecoder, topic: Topic, plan:
     return None
 
 
-def _write_required(writer: _Writer, decoder: ReportDecoder, label: int, plan: TopicPlan, written: set[str], k: int,
+def _write_required(writer: _Writer, decoder: ReportDecoder, label: int, plan: TopicPlan, written: set, k: int,
                     end_id: int, max_tokens: int) -> PlannedSentence | None:
     """The last try at a positive finding that no beam of its topic stated: its own topic token, then a sentence
     that must hold one of the finding's statement phrases (`Writer.constrained_beams`), negation, hedge and
