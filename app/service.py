@@ -36,12 +36,14 @@ IU_ATTRIBUTION = OPENI_ATTRIBUTION
 
 CASE_ORDERS = ("dataset", "errors")
 
-def load_model(path: str | os.PathLike):
+def load_model(path: str | os.PathLike, int8: bool = False):
     """REVTAF.from_pretrained(path), in eval mode (import deferred: torch is heavy). A public demo never serves
-    unverified weights: the directory's SHA-256 manifest is required (revtaf.integrity.IntegrityError)."""
+    unverified weights: the directory's SHA-256 manifest is required (revtaf.integrity.IntegrityError).
+    `int8`: the decoder in dynamic int8 (REVTAF.quantize_int8): what `python -m app` serves by default."""
     from revtaf.model.revtaf import REVTAF
 
-    return REVTAF.from_pretrained(path, require_manifest=True)
+    model = REVTAF.from_pretrained(path, require_manifest=True)
+    return model.quantize_int8() if int8 else model
 
 def ablation_tag(grp_off: bool, lrp_off: bool, plugins_off: Sequence[str] | None = ()) -> str:
     """The page's switches -> the cache tag of what is off ('full', 'grp', 'lrp+tisr', ...)."""

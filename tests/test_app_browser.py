@@ -134,7 +134,7 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
     page = browser_page
     photo = tmp_path / "holiday.jpg"
     photo.write_bytes(next(h for h in corpus() if h.name == "colour-photo").data)
-    with running_app(S.Service(S.load_model(BUNDLED_MODEL), iu_root)) as url:
+    with running_app(S.Service(S.load_model(BUNDLED_MODEL, int8=True), iu_root)) as url:
         page.goto(url, timeout=TIMEOUT_MS)
         page.get_by_text("not for clinical use").first.wait_for(timeout=TIMEOUT_MS)
         page.locator("#upload input[type=file]").set_input_files(str(photo))

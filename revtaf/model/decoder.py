@@ -369,7 +369,16 @@ class ReportDecoder(nn.Module):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice above, on every call
-            self.lm = tq.quantize_dynamic(self.lm.eval(), {nn.Linear}, dtype=torch.qint8)
+            quantized = tq.quantize_dynamic(self.lm.eval(), {nn.Linear}, dtype=torch.qint8)  # a copy
+        # The fp32 LM stays, outside the module tree (a tuple: not registered, never in the state dict): the
+        # sentence plan rewrites with it a report whose int8 decoding left a positive finding unstated.
+        self._exact = (self.lm,)
+        self.lm = quantized
+
+    @property
+    def exact_lm(self) -> BertLMHeadModel | None:
+        """The fp32 LM of an int8 decoder (None when not quantised)."""
+        return self._exact[0] if hasattr(self, "_exact") else None
 
     @torch.no_grad()
     def generate(
