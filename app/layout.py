@@ -73,7 +73,7 @@ def input_values(p: Panel, case: Case, new_image: bool) -> dict:
     lo, hi, max_w = uploads.window_range(image)
     keep = gr.update()
     return {
-        p.image_view: case.gray(),
+        p.image_view: render.png_file(case.gray()),
         p.image_info: panels.describe_image(image, case.original_size, pred)
         + (f" · study `{case.study_id}`" if case.study_id else ""),
         p.dicom_warning: gr.update(visible=image.source_format == "dicom"),
@@ -168,7 +168,8 @@ def heatmap_values(p: Panel, case: Case | None, key: str | None, opacity: float,
     if case is None:
         return {p.main: None, p.partner: None, p.caption: ""}
     hm = case.heatmap(key, opacity, cmap)
-    return {p.main: hm.image, p.partner: hm.partner, p.caption: hm.caption}
+    partner = None if hm.partner is None else render.png_file(hm.partner)
+    return {p.main: render.png_file(hm.image), p.partner: partner, p.caption: hm.caption}
 
 
 def retrieval_panel() -> Panel:

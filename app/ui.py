@@ -21,7 +21,6 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
 from revtaf_app import errors, panels, render, review, uploads
 from revtaf_app.layout import (comparison_values, entity_panel, ground_truth_panel, heatmap_panel, heatmap_values,
@@ -116,8 +115,8 @@ def page_errors(fn, status: gr.components.Component | None = None, reset: dict |
     return inner
 
 
-def _png(path: Path, pixels: np.ndarray) -> gr.FileData:
-    Image.fromarray(pixels).save(path)
+def _png(folder: Path, pixels: np.ndarray) -> gr.FileData:
+    path = Path(render.png_file(pixels, folder))
     return gr.FileData(path=str(path), orig_name=path.name, mime_type="image/png")
 
 
@@ -241,7 +240,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
             # (which may be a VOI LUT rather than a linear window)
             default = abs(c - c0) <= 0.25 and abs(w - w0) <= 0.25 and bool(inv) == bool(case.image.invert)
             case.display = uploads.Display() if default else uploads.Display(float(c), float(w), bool(inv))
-            return {case_state: case, inp.image_view: case.gray(), **heatmap_values(heat, case, key, opacity, cmap)}
+            return {case_state: case, inp.image_view: render.png_file(case.gray()),
+                    **heatmap_values(heat, case, key, opacity, cmap)}
 
         def apply_preset(case, name, inv, key, opacity, cmap):
             if case is None:
@@ -411,9 +411,8 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                             "view_position": case.image.view_position, "bits": case.image.bits}
             review.prune(export_dir)
             folder = Path(tempfile.mkdtemp(prefix="generate-", dir=export_dir))
-            gallery = [{"image": _png(folder / f"overlay-{i}.png", im), "caption": caption}
-                       for i, (im, caption) in enumerate(service.overlay_gallery(case))]
-            return out, _png(folder / "image.png", case.gray()), gallery
+            gallery = [{"image": _png(folder, im), "caption": caption} for im, caption in service.overlay_gallery(case)]
+            return out, _png(folder, case.gray()), gallery
 
         gr.api(api_errors(generate), api_name="generate")
 
@@ -437,6 +436,7 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
 
     demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
     # /generate returns its images as files of the app's own export folder (a gr.api endpoint has no image
-    # component to move them into Gradio's cache): that folder, and only it, is served besides the cache.
+    # component to move them into Gradio's cache), the page's images are render.png_file's: those two folders,
+    # and only they, are served besides the cache.
     return demo, {"theme": THEME, "css": CSS, "max_file_size": "100mb", "show_error": False,
-                  "allowed_paths": [export_dir]}
+                  "allowed_paths": [export_dir, str(render.image_dir())]}

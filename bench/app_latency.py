@@ -1,8 +1,11 @@
 """`python -m revtaf_bench.app_latency`: wall time from upload to all panels filled, and of the page's other events.
 
-The demo is launched on 127.0.0.1 and driven with gradio_client, so a figure includes everything a browser
-waits for: upload, queue, image decoding, the model, overlays, tables, the comparison with the ground truth
-(dataset case), output encoding and download. Median of `runs` runs on one study after one warm-up run.
+The demo runs as its own process (`python -m app`, as users start it; harness.AppServer) and is driven with
+gradio_client, so a figure includes everything a browser waits for: upload, queue, image decoding, the model,
+overlays, tables, the comparison with the ground truth (dataset case), output encoding and the images' download.
+gradio_client adds costs a browser does not have (a new TLS context per file it moves, ~10 ms each): the figures
+are upper bounds. Median of `runs` runs on one study after one warm-up run; the decoder as served (int8) beside
+the fp32 decoder (`--fp32`), in one run.
 
 Model: `checkpoint`, else the bundled default, else a random-init cpu preset (an upper bound: an untrained
 decoder never stops early, and its random bank has no report texts, so no GRP sentences are drawn).
@@ -17,9 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from revtaf_bench.harness import free_port, model_dir_or_random
+from revtaf_bench.harness import AppServer, model_dir_or_random
 from revtaf_app import panels
 from revtaf_app import service as S
+
+WARM_UP_S = 20  # after start-up the server warms the METEOR jar in the background (seconds of both cores)
 
 
 def _timed(fn, runs: int) -> tuple[float, float | None]:
@@ -35,50 +40,21 @@ def _timed(fn, runs: int) -> tuple[float, float | None]:
     return statistics.median(wall), statistics.median(model) if model else None
 
 
-def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = None, study_id: str | None = None,
-          runs: int = 5, print_table: bool = True) -> dict:
-    """Median end-to-end latency (ms) of the upload, dataset-case and heatmap events, with the model's share."""
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import torch
+def _events(url: str, image: Path, study_id: str, runs: int) -> dict[str, float | None]:
+    """Median ms of each page event of the demo at `url`."""
     from gradio_client import Client, handle_file
 
-    from revtaf_app.ui import build, default_threads
-    from revtaf.data import image_file
-    from revtaf.paths import resolve_data_root
-
-    torch.set_num_threads(default_threads())  # as `python -m app` does
-    root = resolve_data_root(data_root)
-    if root is None:
-        raise FileNotFoundError("the app benchmark needs IU X-Ray: pass --data-root or set REVTAF_DATA")
-    path, description = model_dir_or_random(checkpoint, tempfile.mkdtemp(prefix="revtaf-bench-"))
-    model = S.load_model(path)
-    service = S.Service(model, root)
-    study_id = study_id or service.case_ids("test")[0]
-    image = image_file(root, next(s for s in service.studies["test"] + service.studies["train"] if s.id == study_id))
-    service.meteor_ready.wait(timeout=300)  # the jar's start-up is paid once per server, not per request
-
-    demo, launch_kwargs = build(service)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        view = (False, False, [], 0.6, "inferno", "all")
-        upload, upload_model = _timed(
-            lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs)
-        study, study_model = _timed(lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs)
-        heat, _ = _timed(lambda: client.predict("lrp:0", 0.5, "jet", api_name="/heatmap"), runs)
-        client.predict("Pleural Effusion", "positive", api_name="/what_if_set")
-        what_if, _ = _timed(lambda: client.predict(api_name="/what_if_page"), runs)
-        generate, generate_model = _timed(
-            lambda: client.predict(handle_file(str(image)), False, False, api_name="/generate"), runs)
-        case = service.open_study(study_id)
-        sentence, _ = _timed(lambda: [panels.sentence_evidence(case.prediction, 0),
-                                      case.heatmap(f"lrp:{case.prediction.sentences[0].entity_index or 0}")], runs)
-    finally:
-        demo.close()
-    results = {
+    client = Client(url, verbose=False)
+    view = (False, False, [], 0.6, "inferno", "all")
+    upload, upload_model = _timed(
+        lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs)
+    study, study_model = _timed(lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs)
+    heat, _ = _timed(lambda: client.predict("lrp:0", 0.5, "jet", api_name="/heatmap"), runs)
+    client.predict("Pleural Effusion", "positive", api_name="/what_if_set")
+    what_if, _ = _timed(lambda: client.predict(api_name="/what_if_page"), runs)
+    generate, generate_model = _timed(
+        lambda: client.predict(handle_file(str(image)), False, False, api_name="/generate"), runs)
+    return {
         "upload → all panels (no ground truth)": upload,
         "  of which the model (Prediction.timings_ms)": upload_model,
         "dataset case → all panels + comparison": study,
@@ -87,17 +63,56 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
         "what-if: the report rewritten to a changed finding (page)": what_if,
         "/generate (file in, prediction JSON and overlays out)": generate,
         "  of which the model": generate_model,
-        "sentence click: evidence and its entity's map (server side, in process)": sentence,
     }
-    out = {"model": description, "study": study_id, "runs": runs, "end_to_end_ms": results,
-           "torch_threads": torch.get_num_threads()}
+
+
+def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = None, study_id: str | None = None,
+          runs: int = 5, print_table: bool = True) -> dict:
+    """Median end-to-end latency (ms) of the upload, dataset-case, heatmap, what-if and /generate events, with
+    the model's share, for the decoder as served (int8, `python -m app`) beside the fp32 decoder (`--fp32`, the
+    path before int8 was the default), in one run; and a sentence click's server work (in process)."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    import torch
+
+    from revtaf.data import image_file, load_annotation
+    from revtaf.paths import resolve_data_root
+    from revtaf_app.ui import default_threads
+
+    root = resolve_data_root(data_root)
+    if root is None:
+        raise FileNotFoundError("the app benchmark needs IU X-Ray: pass --data-root or set REVTAF_DATA")
+    path, description = model_dir_or_random(checkpoint, tempfile.mkdtemp(prefix="revtaf-bench-"))
+    splits = load_annotation(root, "iu")
+    study = next((s for s in splits["test"] + splits["train"] if s.id == study_id), None) if study_id else splits["test"][0]
+    if study is None:
+        raise ValueError(f"unknown study id {study_id!r}")
+    results = {}
+    for decoder in ("fp32", "int8"):
+        with tempfile.TemporaryDirectory(prefix="revtaf-latency-") as work:
+            server = AppServer(path, work, data_root=root, env={"REVTAF_INT8": "0" if decoder == "fp32" else "1"})
+            server.start()
+            time.sleep(WARM_UP_S)
+            try:
+                results[decoder] = _events(server.url, image_file(root, study), study.id, runs)
+            finally:
+                server.stop()
+    torch.set_num_threads(default_threads())  # as `python -m app` does
+    case = S.Service(S.load_model(path, int8=True), root).open_study(study.id)
+    sentence, _ = _timed(lambda: [panels.sentence_evidence(case.prediction, 0),
+                                  case.heatmap(f"lrp:{case.prediction.sentences[0].entity_index or 0}")], runs)
+    out = {"model": description, "study": study.id, "runs": runs, "end_to_end_ms": results["int8"],
+           "fp32_ms": results["fp32"], "sentence_click_server_ms": sentence, "torch_threads": default_threads()}
     if print_table:
-        print(f"REVTAF demo latency, median of {runs} runs, study {study_id}, model: {description}, "
-              f"torch threads: {out['torch_threads']}")
-        width = max(map(len, results)) + 2
-        print(f"{'event':<{width}}{'ms':>8}")
-        for name, ms in results.items():
-            print(f"{name:<{width}}{ms:>8.0f}")
+        print(f"REVTAF demo latency, median of {runs} runs, study {study.id}, model: {description}, "
+              f"torch threads per run: {out['torch_threads']}")
+        width = max(map(len, results["int8"])) + 2
+        print(f"{'event':<{width}}{'fp32 ms':>9}{'int8 ms':>9}{'ratio':>7}")
+        for name, fast in results["int8"].items():
+            slow = results["fp32"][name]
+            if fast is not None and slow is not None:
+                print(f"{name:<{width}}{slow:>9.0f}{fast:>9.0f}{slow / fast:>6.2f}x")
+        print(f"sentence click: its evidence and its entity's map (server side, in process): {sentence:.0f} ms")
     return out
 
 

@@ -313,6 +313,23 @@ def test_consume_upload_deletes_only_inside_the_upload_root(tmp_path):
 # ------------------------------------------------------------------------------------------- pure functions
 
 
+def test_page_images_are_lossless_pngs_and_old_ones_go(tmp_path):
+    """render.png_file: the page's film and maps are written as PNG (zlib level 1), pixel for pixel, into the
+    folder the app serves; files older than PNG_MAX_AGE_S there are deleted on the next write."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    stale = tmp_path / "stale.png"
+    stale.write_bytes(b"old")
+    os.utime(stale, (time.time() - render.PNG_MAX_AGE_S - 1,) * 2)
+    path = Path(render.png_file(pixels, tmp_path))
+    assert path.parent == tmp_path and path.suffix == ".png" and not stale.exists()
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), pixels)
+    gray = pixels[..., 0]
+    np.testing.assert_array_equal(np.asarray(Image.open(render.png_file(gray, tmp_path))), gray)
+    assert render.png_file(gray).startswith(str(render.image_dir()))
+
+
 def test_overlay_lands_on_the_model_crop():
     gray = np.full((200, 300), 100, np.uint8)  # landscape: the model sees a centred square crop
     box = render.model_box(200, 300)
