@@ -111,7 +111,8 @@ def cmd_train(args) -> int:
         data=Path(args.data), out=Path(args.out), preset=args.preset, dataset=args.dataset,
         max_studies=args.max_studies, epochs=args.epochs, steps=args.steps, seed=args.seed,
         export=Path(args.export) if args.export else None, until=args.until, select_key=args.select_key,
-        val_studies=args.val_studies, plugins=tuple(args.plugins),
+        val_studies=args.val_studies, plugins=tuple(args.plugins), views=args.views,
+        entity_from=Path(args.entity_from) if args.entity_from else None,
     )
     summaries = train_main(opts)
     for split in ("val", "test"):
@@ -128,7 +129,7 @@ def cmd_evaluate(args) -> int:
         args.checkpoint, args.data, args.split, args.out, baseline=args.baseline, ablate=args.ablate,
         max_studies=args.max_studies, seed=args.seed, batch_size=args.batch_size, min_length=args.min_length,
         num_beams=args.num_beams, oracle_prompt=args.oracle_prompt, argmax=args.argmax, int8=args.int8,
-        free=args.free,
+        free=args.free, frontal_only=args.frontal_only,
     )
     print(headline(metrics))
     return 0
@@ -144,7 +145,7 @@ def cmd_fit_input_check(args) -> int:
 def cmd_compare(args) -> int:
     from revtaf_train.evaluate import compare_predictions
 
-    print(json.dumps(compare_predictions(args.a, args.b, args.resamples, args.seed), indent=2))
+    print(json.dumps(compare_predictions(args.a, args.b, args.resamples, args.seed, args.data), indent=2))
     return 0
 
 
@@ -249,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="switch a sibling method on over the preset: tisr or uar (all of it), or one module: tisr.enabled, "
                    "uar.cra, uar.lsu, uar.tir, uar.two_stage (repeatable; docs/plugins.md)")
     p.add_argument("--val-studies", type=int, help="per-epoch validation on the first N val studies; 0 = all")
+    p.add_argument("--views", type=int, choices=(1, 2), default=1,
+                   help="films per study the model reads: 1 = the frontal (REVTAF), 2 = frontal and lateral")
+    p.add_argument("--entity-from", metavar="MODEL_DIR",
+                   help="take the entity model of this REVTAF model directory as it is instead of training one")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics.json + predictions.jsonl of a model, baseline or ablation")
@@ -274,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the decoder in dynamic int8 (CPU; approximate): compare with the fp32 run to see what it changes")
     p.add_argument("--free", action="store_true",
                    help="a sentence-plan decoder proposes its topics freely: the plan switched off (ablation)")
+    p.add_argument("--frontal-only", action="store_true",
+                   help="a two-view model reads each study without its lateral (the frontal-only row)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("calibrate", help="choose per-disease positive thresholds on val and store them in the model")
@@ -288,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", help="the other one, on the same studies (e.g. --baseline constant)")
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", help="the data root: also compare the classifiers' AUROC against its MeSH terms")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("fit-input-check", help="fit the view classifier and out-of-distribution score of a model")

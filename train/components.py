@@ -30,6 +30,7 @@ from revtaf.data import XrayDataset, transforms
 from revtaf.data.annotation import Study
 from revtaf.labels import extract_triplets_batch
 from revtaf.labels.constants import ENTITIES_75
+from revtaf.metrics.ce import auroc
 from revtaf.model.entity import EntityModel, EntityModelConfig, entity_loss, scores
 from revtaf.model.text_encoder import TextEncoder, build_book_embeddings
 from revtaf_train.trainer import seed_everything
@@ -119,14 +120,6 @@ def train_text_encoder(
 # Entity model: MedKLIP-style training on report-derived triplets
 
 
-def _auroc(positive: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties). positive bool [n], score [n]."""
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based average ranks
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def cache_images(studies: list[Study], root: str | Path, size: int = 224) -> torch.Tensor:
     """Frontal images decoded once, resized as `entity_transform` does: uint8 [n,1,size,size].
 
@@ -188,7 +181,7 @@ def evaluate_entity_model(
         if n_pos >= min_positives and n_pos < len(positive):
             per_entity[name] = {
                 "positives": n_pos,
-                "auroc": _auroc(positive[:, m], probs[:, m]),
+                "auroc": auroc(positive[:, m], probs[:, m]),
                 "accuracy": float(((probs[:, m] > 0.5) == positive[:, m]).mean()),
             }
     def mean(key: str) -> float | None:  # None (valid JSON) when no entity qualifies

@@ -140,29 +140,34 @@ def _fmt(x: float | None) -> str:
 
 
 class _PairDataset:
-    """Frontal images of studies under both transforms: the entity model's and the report model's."""
+    """Studies' frontal images under both transforms: the entity model's and the report model's; for a two-view
+    model the report model's input is [2,3,H,W] (frontal, lateral or the frontal again) with "has_lateral"
+    (False for every study when `frontal_only`: the study read without its lateral)."""
 
-    def __init__(self, studies, root):
+    def __init__(self, studies, root, views: int = 1, frontal_only: bool = False):
         from revtaf.data import XrayDataset, transforms
 
         self.entity = XrayDataset(studies, root, transforms.entity_transform())
-        self.test = transforms.test_transform()
+        self.test = XrayDataset(studies, root, transforms.test_transform(), views=1 if frontal_only else views)
+        self.views = views
 
     def __len__(self) -> int:
         return len(self.entity)
 
     def __getitem__(self, i: int) -> dict:
-        from revtaf.data import image_file, read_image
-
-        study = self.entity.studies[i]
         item = self.entity[i]
-        item["test_image"] = self.test(read_image(image_file(self.entity.root, study)).to_pil())
+        test = self.test[i]
+        item["test_image"] = test["image"]
+        if self.views == 2:
+            if test["image"].ndim == 3:  # frontal only: its frontal in the lateral's place
+                item["test_image"] = test["image"][None].expand(2, -1, -1, -1)
+            item["has_lateral"] = test.get("has_lateral", False)
         return item
 
 
 def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: dict | None = None,
                   batch_size: int = 16, desc: str = "generate", oracle_states: np.ndarray | None = None,
-                  generation=None) -> tuple[list[dict], np.ndarray, dict]:
+                  generation=None, frontal_only: bool = False) -> tuple[list[dict], np.ndarray, dict]:
     """Generate reports for `studies` -> (rows {"id", "generated", "reference", "retrieved_id", "states"},
     P(positive) [n,18] of the classifier, evidence {"local_maps" [n,75,L], "exists" [n,75], "grp_maps": n
     arrays [N_i,L]} for the grounding measures).
@@ -170,7 +175,8 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
     `features` = the pipeline's cached entity predictions for these studies ({"scores", "exists", "position"});
     without it the model's own (frozen) entity model predicts them from the image, as `predict` does.
     `oracle_states` [n,18] replaces the classifier's states in the prompt (the reference report's labels);
-    `generation` the decoding settings (default: the model's). Rows of a sentence-plan decoder carry
+    `generation` the decoding settings (default: the model's); `frontal_only`: a two-view model reads each study
+    without its lateral. The maps in `evidence` are the frontal film's. Rows of a sentence-plan decoder carry
     "sentences": [{"text", "topic"}] and "missed" (the required topics no beam wrote to).
     """
     import torch
@@ -179,10 +185,12 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
 
     from revtaf.labels.chexpert import LABEL_NAMES_18
     from revtaf.model.entity import predict_triplets
+    from revtaf.model.inference import map_side
 
     model.eval()
     device = model.triplet_table.device
-    loader = DataLoader(_PairDataset(studies, root), batch_size=batch_size)
+    views = model.cfg.visual.views
+    loader = DataLoader(_PairDataset(studies, root, views, frontal_only), batch_size=batch_size)
     ablate = ablation_set(ablate)
     rows, p_pos = [], []
     evidence = {"local_maps": [], "exists": [], "grp_maps": []}
@@ -197,15 +205,17 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
                 out = model.entity_model(batch["image"].to(device))
                 scores, exists, position = predict_triplets(out, model.cfg.absent_position)
             forced = None if oracle_states is None else torch.from_numpy(oracle_states[idx.numpy()]).long()
+            has_lateral = batch["has_lateral"].to(device) if "has_lateral" in batch else None
             inf = model.infer(batch["test_image"].to(device), scores, position, exists, ablate, states=forced,
-                              generation=generation)
+                              generation=generation, has_lateral=has_lateral)
             p_pos.append(inf.probs[..., 1].float().cpu().numpy())
+            L = map_side(inf.fused, views) ** 2  # the frontal film's patches come first
             if inf.fused.local_maps is not None:
-                evidence["local_maps"].append(inf.fused.local_maps.half().cpu().numpy())
+                evidence["local_maps"].append(inf.fused.local_maps[..., :L].half().cpu().numpy())
                 evidence["exists"].append(exists.bool().cpu().numpy())
             if inf.fused.global_maps is not None:
                 for b in range(len(idx)):
-                    evidence["grp_maps"].append(inf.fused.global_maps[b, inf.grp_mask[b]].float().cpu().numpy())
+                    evidence["grp_maps"].append(inf.fused.global_maps[b, inf.grp_mask[b], :L].float().cpu().numpy())
             for b, i in enumerate(idx.tolist()):
                 rows.append({
                     "id": studies[i].id,
@@ -213,6 +223,7 @@ def generate_rows(model, studies, root, ablate: Sequence[str] = (), features: di
                     "reference": studies[i].report,
                     "retrieved_id": model.bank_ids[int(inf.neighbour_index[b, 0])],
                     "states": {n: STATES[int(s)] for n, s in zip(LABEL_NAMES_18, inf.states[b].tolist())},
+                    "p_positive": {n: round(float(p), 5) for n, p in zip(LABEL_NAMES_18, inf.probs[b, :, 1].tolist())},
                 })
                 if inf.planned is not None:
                     rows[-1]["sentences"] = [{"text": x.text, "topic": x.topic.tokens}
@@ -309,7 +320,7 @@ def validate_epoch(model, studies, root, features, labels: np.ndarray, dataset: 
 
 def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str] = (), features: dict | None = None,
                    batch_size: int = 16, checkpoint: str | None = None, oracle_prompt: bool = False,
-                   generation=None) -> dict:
+                   generation=None, frontal_only: bool = False) -> dict:
     """Generate + score a split with the model; writes metrics.json and predictions.jsonl to `out`.
 
     metrics.json gains `adherence` (prompt adherence, evidence.prompt_adherence) and `grounding` (map_overlap,
@@ -324,17 +335,20 @@ def evaluate_model(model, studies, root, out, dataset: str, ablate: Sequence[str
         oracle = np.asarray(RuleLabeler()([clean_report(s.report, dataset) for s in studies]), dtype=np.int64)[:, :18]
     generation = generation or model.cfg.generation
     rows, _, evidence = generate_rows(model, studies, root, ablate, features, batch_size,
-                                      desc=f"evaluate {Path(out).name}", oracle_states=oracle, generation=generation)
+                                      desc=f"evaluate {Path(out).name}", oracle_states=oracle, generation=generation,
+                                      frontal_only=frontal_only)
     metrics = score_rows(rows, dataset)
     metrics["adherence"] = adherence(rows)
     metrics["adherence_findings"] = adherence(rows, NO_FINDING)
     metrics["consistency"] = consistency(rows, dataset)
     metrics["grounding"] = grounding(evidence, studies, dataset)
+    metrics["classifier_auroc_mesh"] = classifier_auroc(rows, studies)
     metrics["generator"] = {"model": checkpoint or "REVTAF", "ablate": sorted(ablation_set(ablate)),
                             "generation": asdict(generation), "split_size": len(studies),
                             "sentence_plan": model.cfg.decoder.sentence_plan and generation.plan,
                             "prompt": "oracle (reference labels)" if oracle_prompt else "classifier",
-                            "positive_thresholds": model.cfg.positive_thresholds, "quantized": model.quantized}
+                            "positive_thresholds": model.cfg.positive_thresholds, "quantized": model.quantized,
+                            "views": 1 if frontal_only else model.cfg.visual.views}
     write_outputs(out, metrics, rows)
     return metrics
 
@@ -370,9 +384,33 @@ def calibrate_checkpoint(checkpoint, data, split: str = "val", batch_size: int =
     return thresholds
 
 
-def compare_predictions(a: str | Path, b: str | Path, resamples: int = 2000, seed: int = 0) -> dict:
+# The classes whose evidence the lateral film adds (issue 28's AUROC comparison), read against IU's MeSH terms
+LATERAL_CLASSES = ("Pleural Effusion", "Atelectasis", "Lung Opacity", "Cardiomegaly")
+
+
+def classifier_auroc(rows: list[dict], studies) -> dict:
+    """The classifier's P(positive) against IU's manual MeSH terms (labels.mesh, independent of our labeler):
+    AUROC per class of LATERAL_CLASSES, with its count of MeSH positives; {} when the studies carry no MeSH."""
+    from revtaf.labels.mesh import mesh_classes
+    from revtaf.metrics.ce import auroc
+
+    if not any(s.mesh for s in studies):
+        return {}
+    truth = [mesh_classes(s.mesh) for s in studies]
+    out = {}
+    for name in LATERAL_CLASSES:
+        positive = np.array([t[name] for t in truth])
+        out[name] = {"auroc": auroc(positive, np.array([r["p_positive"][name] for r in rows])),
+                     "positives": int(positive.sum())}
+    return out
+
+
+def compare_predictions(a: str | Path, b: str | Path, resamples: int = 2000, seed: int = 0,
+                        data: str | Path | None = None) -> dict:
     """`revtaf compare`: CE F1 of two `revtaf evaluate` outputs on the same studies (e.g. the model and the
-    constant report), their difference and its paired-bootstrap 95 % interval; also on the abnormal studies."""
+    constant report), their difference and its paired-bootstrap 95 % interval; also on the abnormal studies.
+    With `data` (the data root, for its MeSH terms) and two model outputs: the classifiers' AUROC per class of
+    LATERAL_CLASSES, a minus b, with its paired-bootstrap interval (e.g. two views against one)."""
     from revtaf.metrics.ce import example_f1, paired_bootstrap
 
     def load(path) -> dict[str, dict]:
@@ -391,6 +429,18 @@ def compare_predictions(a: str | Path, b: str | Path, resamples: int = 2000, see
     out = {"all": paired_bootstrap(f1_a, f1_b, resamples, seed)}
     if abnormal.any():
         out["abnormal"] = paired_bootstrap(f1_a[abnormal], f1_b[abnormal], resamples, seed)
+    if data is not None and all("p_positive" in rows_a[i] and "p_positive" in rows_b[i] for i in ids):
+        from revtaf.data import load_annotation
+        from revtaf.labels.mesh import mesh_classes
+        from revtaf.metrics.ce import auroc_difference
+
+        by_id = {s.id: s for split in load_annotation(data).values() for s in split}
+        truth = [mesh_classes(by_id[i].mesh) for i in ids]
+        out["auroc_mesh"] = {
+            name: auroc_difference(np.array([t[name] for t in truth]),
+                                   np.array([rows_a[i]["p_positive"][name] for i in ids]),
+                                   np.array([rows_b[i]["p_positive"][name] for i in ids]), resamples, seed)
+            for name in LATERAL_CLASSES}
     return out
 
 
@@ -401,6 +451,7 @@ def retrieval_rows(model, studies, root, lookup, batch_size: int = 16) -> list[d
 
     from revtaf.data import XrayDataset, transforms
     from revtaf.model.entity import predict_triplets
+    from revtaf.model.inference import map_side
 
     model.eval()
     device = model.triplet_table.device
@@ -424,14 +475,15 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
                         max_studies: int | None = None, seed: int = 0, batch_size: int = 16,
                         min_length: int | None = None, num_beams: int | None = None,
                         oracle_prompt: bool = False, argmax: bool = False, int8: bool = False,
-                        free: bool = False) -> dict:
+                        free: bool = False, frontal_only: bool = False) -> dict:
     """`revtaf evaluate`: a model (or a baseline) on one split of a data root.
 
     `min_length` (prompt tokens included) and `num_beams` override the checkpoint's beam search, to choose
     generation settings on val; metrics.json records the settings used. `oracle_prompt`: prompt states from the
     reference labels; `argmax`: ignore the checkpoint's val-chosen thresholds (the paper's argmax states);
     `int8`: the decoder in dynamic int8 (REVTAF.quantize_int8), to measure what the approximation changes;
-    `free`: a sentence-plan decoder chooses its topics freely (the plan switched off: the ablation).
+    `free`: a sentence-plan decoder chooses its topics freely (the plan switched off: the ablation);
+    `frontal_only`: a two-view model reads each study without its lateral.
     """
     from revtaf.data import clean_report, detect_dataset, load_annotation, require_data_root
     from revtaf.data.reports import ReportLookup
@@ -465,7 +517,8 @@ def evaluate_checkpoint(checkpoint, data, split: str, out, baseline: str | None 
             model.quantize_int8()
     if baseline is None:
         return evaluate_model(model, studies, data, out, dataset, ablate, batch_size=batch_size, checkpoint=str(ckpt),
-                              oracle_prompt=oracle_prompt, generation=replace(model.cfg.generation, **overrides))
+                              oracle_prompt=oracle_prompt, generation=replace(model.cfg.generation, **overrides),
+                              frontal_only=frontal_only)
 
     if baseline == "constant":
         rows = [{"id": s.id, "generated": t, "reference": s.report, "retrieved_id": None}

@@ -41,6 +41,9 @@ from revtaf_train.trainer import Dist, JsonlLog, TrainConfig, init_distributed, 
 from revtaf_train.training_set import Collate, TrainingSet
 
 PRESETS = ("cpu", "cpu_scratch", "paper")
+# Two-view training: the share of studies read without their lateral, so that a frontal-only upload is read
+# as well as a study (ours; 10 of IU's 2,955 studies have no lateral, so without it the model would rarely see one)
+VIEW_DROPOUT = 0.25
 STAGES = ("labels", "tokenizer", "text_encoder", "entity_model", "features", "revtaf", "bank", "calibrate",
           "input_check", "evaluate", "export")
 
@@ -95,6 +98,8 @@ class RunOptions:
     select_key: str | None = None  # TrainConfig.select_key override
     val_studies: int | None = None  # per-epoch validation prefix; 0 = the whole val split
     plugins: tuple[str, ...] = ()  # switched on over the preset (revtaf.switches.PLUGINS, docs/plugins.md)
+    views: int = 1  # films per study the model reads: 2 = frontal and lateral (VisualConfig.views)
+    entity_from: Path | None = None  # a REVTAF model directory whose entity model is used as it is (not trained)
 
 
 def data_fingerprint(root: Path, sizes: dict[str, int]) -> dict:
@@ -141,6 +146,10 @@ class Pipeline:
         self.model_cfg = getattr(REVTAFConfig, o.preset)()
         self.model_cfg.dataset = self.dataset
         self.model_cfg = with_plugins(self.model_cfg, o.plugins)
+        if o.views not in (1, 2):
+            raise ValueError(f"--views must be 1 or 2, got {o.views}")
+        if o.views == 2:  # a quarter of the studies read without their lateral (VIEW_DROPOUT)
+            self.model_cfg.visual = replace(self.model_cfg.visual, views=2, view_dropout=VIEW_DROPOUT)
         recipe = "paper" if o.preset == "paper" else "cpu"  # cpu_scratch: the cpu recipe on the from-scratch model
         self.prep_cfg = getattr(PipelineConfig, recipe)()
         self.model_cfg.generation = GenerationSettings.for_dataset(self.dataset)
@@ -332,6 +341,15 @@ class Pipeline:
     def stage_entity_model(self) -> dict:
         from revtaf_train.components import train_entity_model
 
+        if self.opts.entity_from is not None:  # an earlier model's entity model, e.g. to retrain REVTAF only
+            from revtaf.model.revtaf import REVTAF
+
+            source = REVTAF.from_pretrained(self.opts.entity_from)
+            if source.cfg.entity != self.model_cfg.entity:
+                raise ValueError(f"{self.opts.entity_from}'s entity model is {source.cfg.entity}, "
+                                 f"this run's is {self.model_cfg.entity}")
+            source.entity_model.float().save(self.dir("entity_model"))
+            return {"from": str(self.opts.entity_from), "weights_sha256": source.weights_sha256}
         c = self.prep_cfg
         studies = self.splits["train"][: c.entity_max_studies]
         train_entity_model(
@@ -414,8 +432,10 @@ class Pipeline:
         with np.load(self.dir("labels") / "train_triplets.npz") as t:  # where each training report puts an entity
             report_position = np.where(t["exist"] == 1, t["position"], -1).astype(np.int64)
         decoder = self.model_cfg.decoder
+        visual = self.model_cfg.visual
         ds = TrainingSet(self.splits["train"], self.data, self.features("train"), self.labels("train"),
-                         self.clean("train"), text["neighbours"][:, 0], report_position, decoder.sentence_plan)
+                         self.clean("train"), text["neighbours"][:, 0], report_position, decoder.sentence_plan,
+                         visual.views, visual.view_dropout)
         return ds, Collate(tokenizer, decoder.max_positions, decoder.prompt_tokens == "disease", decoder.sentence_plan)
 
     def stage_revtaf(self) -> dict:

@@ -10,19 +10,22 @@ import torch
 class TrainingSet(torch.utils.data.Dataset):
     """Training studies with everything REVTAF.forward needs except tokenisation (done in `Collate`).
 
-    Item: image (train transform), the frozen entity model's scores / LRP triplets for the image, the 18
+    Item: image (train transform; [2,3,H,W] frontal and lateral for a two-view model, `view_dropout` of them
+    with the frontal in the lateral's place), the frozen entity model's scores / LRP triplets for the image, the 18
     labels, the cleaned report, `grp_index` (the label-Hamming neighbour's bank row), `bank_index` (own row),
     `report_position` [75] (where the report puts each entity, −1 = nowhere; the maps' position loss) and the
     report's sentences with their topics (`sentence_plan`) or which sentences state a finding (otherwise).
     """
 
     def __init__(self, studies, root, features: dict, labels: np.ndarray, reports: list[str], grp_index: np.ndarray,
-                 report_position: np.ndarray | None = None, sentence_plan: bool = False):
+                 report_position: np.ndarray | None = None, sentence_plan: bool = False, views: int = 1,
+                 view_dropout: float = 0.0):
         from revtaf.data import XrayDataset, transforms
         from revtaf.labels.chexpert import RuleLabeler
         from revtaf.labels.topics import tag_report
 
-        self.images = XrayDataset(studies, root, transforms.train_transform())
+        self.images = XrayDataset(studies, root, transforms.train_transform(), views=views)
+        self.view_dropout = view_dropout
         self.features, self.labels, self.reports, self.grp_index = features, labels, reports, grp_index
         self.report_position = (np.full((len(reports), 75), -1, dtype=np.int64) if report_position is None
                                 else report_position)
@@ -36,8 +39,13 @@ class TrainingSet(torch.utils.data.Dataset):
         return len(self.reports)
 
     def __getitem__(self, i: int) -> dict:
+        images = self.images[i]["image"]
+        if images.ndim == 4 and torch.rand(()) < self.view_dropout:
+            # view dropout: the study read without its lateral, as inference reads a frontal-only study (its
+            # frontal in the lateral's place), so the model is good at both
+            images = images[:1].expand(2, -1, -1, -1).clone()
         return {
-            "images": self.images[i]["image"],
+            "images": images,
             "entity_scores": torch.from_numpy(self.features["scores"][i]),
             "lrp_position": torch.from_numpy(self.features["position"][i].astype(np.int64)),
             "lrp_exists": torch.from_numpy(self.features["exists"][i]),

@@ -17,6 +17,7 @@ from revtaf.labels.constants import STATES
 
 SPLITS = ("train", "val", "test")
 DATASETS = ("iu", "mimic")
+VIEWS = ("frontal", "lateral")  # a two-view model reads them in this order
 N_LABELS = 18  # PromptMRG's 14 CheXpert observations + 4 auxiliary classes (docs/method.md §1.2)
 REQUIRED_KEYS = ("id", "report", "image_path")
 
@@ -52,6 +53,13 @@ class Study:
     def frontal_path(self) -> str:
         """The image the model sees (docs/method.md §1.1: only `image_path[0]` is used)."""
         return self.image_paths[0]
+
+    @property
+    def lateral_path(self) -> str | None:
+        """The study's first lateral film after the frontal (a two-view model's second view), None without one.
+        IU lists each image's view; an entry without views is taken to be frontal, then lateral (R2Gen's order)."""
+        views = self.views or ["Frontal", "Lateral"][: len(self.image_paths)]
+        return next((p for p, v in zip(self.image_paths[1:], views[1:]) if v.lower() == "lateral"), None)
 
 
 def require_data_root(root: str | os.PathLike) -> Path:
@@ -102,9 +110,13 @@ def load_annotation(root: str | os.PathLike, dataset: str = "iu") -> dict[str, l
     return out
 
 
-def image_file(root: str | os.PathLike, study: Study) -> Path:
-    """Path of the study's frontal (model input) image under `<root>/images/`."""
-    return Path(root) / "images" / study.frontal_path
+def image_file(root: str | os.PathLike, study: Study, view: str = "frontal") -> Path | None:
+    """Path of the study's frontal (model input) or lateral image under `<root>/images/`; None for a lateral the
+    study does not have."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}: expected one of {VIEWS}")
+    path = study.frontal_path if view == "frontal" else study.lateral_path
+    return None if path is None else Path(root) / "images" / path
 
 
 def _parse_entry(entry: object, split: str, index: int, dataset: str, filename: str) -> Study:

@@ -136,6 +136,10 @@ class VisualConfig:
     frozen_stages: int = 0  # backbone stages without gradient (4 = up to stride 16): see encoder.py
     # Without weights: start conv1..layer3 from the trained entity model's trunk (same ResNet) instead of random.
     init_from_entity: bool = False
+    # Films per study: 1 = the frontal (REVTAF); 2 = frontal and lateral (ours, as R2Gen; docs/method.md §14):
+    # the visual memory is both films' patches, each with its view's learned embedding.
+    views: int = 1
+    view_dropout: float = 0.0  # training: the share of studies whose lateral is replaced by their frontal
 
 
 @dataclass
@@ -326,6 +330,8 @@ class REVTAFConfig:
             "tisr.num_words >= 1": self.tisr.num_words >= 1,
             "uar.lsu needs uar.cra": self.uar.cra or not self.uar.lsu,
             "decoder.hidden_size divisible by tisr.heads": self.decoder.hidden_size % self.tisr.heads == 0,
+            "visual.views is 1 or 2": self.visual.views in (1, 2),
+            "visual.view_dropout in [0, 1]": 0.0 <= self.visual.view_dropout <= 1.0,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

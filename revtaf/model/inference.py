@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Union
 
 import numpy as np
 import torch
@@ -22,6 +23,10 @@ from revtaf.model.fcc import FCCOutput
 from revtaf.model.fvtaf import FVTAFOutput
 from revtaf.model.prediction import DiseaseState, EntityPrompt, Neighbour, Prediction, ReportSentence
 from revtaf.model.sentence_plan import PlannedReport, PlannedSentence
+
+# What REVTAF.predict reads as an image: a PIL image, a decoded XrayImage, or a PNG/JPEG/DICOM file's path or bytes
+ImageInput = Union[Image.Image, XrayImage, str, os.PathLike, bytes]
+
 
 @dataclass
 class Inference:
@@ -48,19 +53,22 @@ class Inference:
     classified: torch.Tensor | None = None
     pseudo_words: torch.Tensor | None = None
     ablate: frozenset[str] = frozenset()
+    has_lateral: torch.Tensor | None = None  # [B] bool: a two-view model's studies that have their lateral
 
 
 @dataclass
 class Encoding:
-    """Images read up to their reports (REVTAF.encode): the batch's Inference without reports, the entity model's
-    triplets exist_prob / exists / position [B,75] and each image's input check (None without one). REVTAF.write
-    writes the reports from it, as often as asked (a what-if rewrites them without reading the images again)."""
+    """Studies read up to their reports (REVTAF.encode): the batch's Inference without reports, the entity model's
+    triplets exist_prob / exists / position [B,75], each study's input check (None without one) and its films'
+    views. REVTAF.write writes the reports from it, as often as asked (a what-if rewrites them without reading
+    the images again)."""
 
     out: Inference
     exist_prob: torch.Tensor
     exists: torch.Tensor
     position: torch.Tensor
     checks: list
+    films: list = field(default_factory=list)  # [B] lists of ViewAssignment
 
 
 def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: torch.Tensor, exists: torch.Tensor,
@@ -88,7 +96,9 @@ def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: t
                      ENTITY_LABELS[m], POSITION_LABELS[int(position[b, m])])
         for m, name in enumerate(ENTITIES_75)
     ]
-    side = map_side(out.fused)
+    views = model.cfg.visual.views
+    side = map_side(out.fused, views)
+    lateral = views > 1 and (out.has_lateral is None or bool(out.has_lateral[b]))
     n_grp = int(out.grp_mask[b].sum()) if out.grp_mask is not None else 0
     grp_sentences = []
     if n_grp and neighbours and neighbours[0].report:
@@ -97,6 +107,8 @@ def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: t
         grp_sentences = [" ".join(s.split()).rstrip(" .") for s in sentences]
     lrp_maps = _maps(out.fused.local_maps, b, len(ENTITIES_75), side)
     grp_maps = _maps(out.fused.global_maps, b, n_grp, side)
+    lateral_lrp_maps = _maps(out.fused.local_maps, b, len(ENTITIES_75) if lateral else 0, side, 1)
+    lateral_grp_maps = _maps(out.fused.global_maps, b, n_grp if lateral else 0, side, 1)
     if out.fcc is not None:
         similarity = out.fcc.similarity[b, :, :n_grp].float().cpu().numpy()
         overlap = out.fcc.overlap[b, :, :n_grp].float().cpu().numpy()
@@ -110,6 +122,8 @@ def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: t
         entities=entities,
         lrp_maps=lrp_maps,
         grp_maps=grp_maps,
+        lateral_lrp_maps=lateral_lrp_maps,
+        lateral_grp_maps=lateral_grp_maps,
         fcc_similarity=similarity,
         fcc_overlap=overlap,
         ablation={name: name not in ablate for name in sorted(model.ablations)},
@@ -223,15 +237,19 @@ def to_pil(image: Image.Image | XrayImage | str | os.PathLike | bytes) -> Image.
     raise TypeError(f"expected a file path, bytes, a PIL image or an XrayImage, got {type(image).__name__}")
 
 
-def map_side(fused: FVTAFOutput) -> int:
-    side = int(round(fused.fc.shape[1] ** 0.5))
-    if side * side != fused.fc.shape[1]:
-        raise ValueError(f"{fused.fc.shape[1]} patches do not form a square map")
+def map_side(fused: FVTAFOutput, views: int = 1) -> int:
+    """The side of one film's square patch grid, of a memory of `views` films' patches."""
+    per_view = fused.fc.shape[1] // views
+    side = int(round(per_view ** 0.5))
+    if side * side * views != fused.fc.shape[1]:
+        raise ValueError(f"{fused.fc.shape[1]} patches do not form {views} square map(s)")
     return side
 
 
-def _maps(maps: torch.Tensor | None, b: int, n: int, side: int) -> np.ndarray:
-    """Row b's first n attention maps [n,L] -> [n,side,side] float32 (empty when the branch is off)."""
+def _maps(maps: torch.Tensor | None, b: int, n: int, side: int, view: int = 0) -> np.ndarray:
+    """Row b's first n attention maps [n,V·L] -> film `view`'s part [n,side,side] float32 (empty when the branch
+    is off). A map is one distribution over every film's patches: each film's part holds that film's share."""
     if maps is None or n == 0:
         return np.zeros((0, side, side), dtype=np.float32)
-    return maps[b, :n].float().reshape(n, side, side).cpu().numpy()
+    L = side * side
+    return maps[b, :n, view * L:(view + 1) * L].float().reshape(n, side, side).cpu().numpy()

@@ -33,6 +33,32 @@ def view_from_dicom(view_position: str | None) -> str | None:
     return _DICOM_VIEWS.get((view_position or "").strip().upper())
 
 
+def assign_views(view_positions: list[str | None], p_lateral: list[float] | None = None) -> list[tuple[str, str]]:
+    """A study's films (one or two) -> (view, source) of each: the view the model reads it as and what decided it.
+
+    One film is the frontal the model reads ("order"; its input check says when it looks lateral). Of two, the
+    files' DICOM ViewPosition decides when one of them names a view ("file"), else the view classifier's
+    P(lateral) (`p_lateral`, "model": the likelier lateral is the lateral), else their order, frontal first.
+    Two files that both name the same view are refused (ValueError): a study is a frontal and a lateral."""
+    if not 1 <= len(view_positions) <= 2:
+        raise ValueError(f"a study is one or two films (frontal, and optionally lateral), got {len(view_positions)}")
+    if len(view_positions) == 1:
+        return [("frontal", "order")]
+    stated = [view_from_dicom(v) for v in view_positions]
+    if stated[0] and stated[0] == stated[1]:
+        raise ValueError(f"both files say they are {stated[0]} views (DICOM ViewPosition); a study is one frontal "
+                         "and one lateral")
+    if any(stated):
+        known = 0 if stated[0] else 1
+        lateral = known if stated[known] == "lateral" else 1 - known
+        source = "file"
+    elif p_lateral is not None:
+        lateral, source = int(p_lateral[1] > p_lateral[0]), "model"
+    else:
+        lateral, source = 1, "order"
+    return [("lateral" if i == lateral else "frontal", source) for i in range(2)]
+
+
 @dataclass
 class InputCheckResult:
     view: str  # "frontal" | "lateral"

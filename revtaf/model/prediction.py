@@ -73,11 +73,25 @@ class ReportSentence:
 
 
 @dataclass
+class ViewAssignment:
+    """One input image of a study: its place in the input (0-based), the view the model read it as ("frontal" /
+    "lateral") and what decided that: "file" (DICOM ViewPosition), "model" (the view classifier) or "order"
+    (a model without a view classifier takes the images as given, frontal first)."""
+
+    index: int
+    view: str
+    source: str
+
+
+@dataclass
 class Prediction:
     """The model's full output for one study.
 
-    Shapes: `lrp_maps` [75, h, w], `grp_maps` [N, h, w] (h = w = 7 at 224 px input),
+    Shapes: `lrp_maps` [75, h, w], `grp_maps` [N, h, w] (h = w = 7 at 224 px input), the frontal film's;
+    `lateral_lrp_maps` / `lateral_grp_maps` the same on the lateral film (a two-view model reading a study with
+    one; else empty): a map is one distribution over both films, each part its film's share.
     `fcc_similarity` and `fcc_overlap` [75, N] (S and O of the FCC loss, rows = entities, cols = sentences).
+    `films`: which input image the model read as which view, and how that was decided (`ViewAssignment`).
     """
 
     report: str
@@ -95,6 +109,9 @@ class Prediction:
     sentences: list[ReportSentence] = field(default_factory=list)
     missed_findings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)  # per-stage latency
+    lateral_lrp_maps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
+    lateral_grp_maps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
+    films: list[ViewAssignment] = field(default_factory=list)
     # Input check (input_check.py; None when the model has none): the view, where it came from ("file" = the
     # DICOM ViewPosition, "model" = the classifier), P(lateral), and the distance to the training frontal images.
     view: str | None = None
@@ -117,7 +134,7 @@ class Prediction:
     def to_json(self, with_maps: bool = False) -> dict:
         out = asdict(self)
         out["warning"] = self.warning
-        for key in ("lrp_maps", "grp_maps", "fcc_similarity", "fcc_overlap"):
+        for key in ("lrp_maps", "grp_maps", "lateral_lrp_maps", "lateral_grp_maps", "fcc_similarity", "fcc_overlap"):
             if with_maps or key.startswith("fcc"):
                 out[key] = np.round(np.asarray(out[key], dtype=np.float32), 4).tolist()
             else:

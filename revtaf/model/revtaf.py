@@ -15,7 +15,6 @@ sentence by sentence (sentence_plan.py).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from PIL import Image
 from transformers import PreTrainedTokenizerFast
 
 from revtaf.data.imageio import XrayImage
@@ -38,10 +36,11 @@ from revtaf.model.disease_prompts import DiseasePromptClassifier, cls_loss, pred
 from revtaf.model.encoder import build_visual_encoder
 from revtaf.model.entity import EntityModel, predict_triplets
 from revtaf.model.fvtaf import FVTAF, position_loss
-from revtaf.model.inference import Encoding, Inference, map_side, prediction_row, state_overrides, to_pil
-from revtaf.model.input_check import InputCheck, InputCheckResult
+from revtaf.model.inference import (Encoding, ImageInput, Inference, map_side, prediction_row, state_overrides,
+                                    to_pil)
+from revtaf.model.input_check import InputCheck, InputCheckResult, assign_views, view_from_dicom
 from revtaf.model.lre import LearnableRetrievalEnhancer, rank_loss
-from revtaf.model.prediction import Prediction
+from revtaf.model.prediction import Prediction, ViewAssignment
 from revtaf.model.reference_bank import ReferenceBank
 from revtaf.model.reference_prompts import gather_lrp
 from revtaf.model.sentence_plan import write_planned
@@ -70,6 +69,9 @@ class REVTAF(ReferenceBank, nn.Module):
         d_text = cfg.text.dim
         self.visual = build_visual_encoder(cfg.visual.backbone, cfg.visual.weights,
                                           frozen_stages=cfg.visual.frozen_stages)
+        # A two-view model tells the films' patches apart by a learned embedding per view (visual_memory)
+        self.view_embedding = (nn.Parameter(0.02 * torch.randn(cfg.visual.views, self.visual.out_dim))
+                               if cfg.visual.views > 1 else None)
         if self.visual.out_dim != cfg.fusion.visual_dim:
             raise ValueError(f"fusion.visual_dim={cfg.fusion.visual_dim} but {cfg.visual.backbone} gives "
                              f"{self.visual.out_dim}-d features")
@@ -86,7 +88,7 @@ class REVTAF(ReferenceBank, nn.Module):
         self.classifier = DiseasePromptClassifier(cfg.prompts, self.visual.out_dim, d_text)
         u = cfg.uar
         # TIR's mask has one entry per memory position: the visual encoder's patches at the model's input size
-        memory_length = (cfg.image_size // self.visual.stride) ** 2 if u.tir else None
+        memory_length = cfg.visual.views * (cfg.image_size // self.visual.stride) ** 2 if u.tir else None
         self.decoder = ReportDecoder(cfg.decoder, tokenizer, 2 * cfg.fusion.d_model, tir_memory_length=memory_length)
         self.cra = CrossModalAligner(u, self.visual.out_dim, d_text) if u.cra else None
         self.tisr = (TextualInversion(cfg.tisr, self.visual.out_dim, cfg.decoder.hidden_size, d_text)
@@ -166,7 +168,7 @@ class REVTAF(ReferenceBank, nn.Module):
         if self.training:
             self._train_steps += 1
         labels = batch["labels"].long()
-        patches, pooled = self.visual(batch["images"])
+        patches, pooled, _ = self.visual_memory(batch["images"])
         H, _, memory_index = self.retrieve(batch["entity_scores"], self.cfg.prompts.k_memory,
                                            self._exclusions(batch["bank_index"]))
         logits = self.classifier(pooled, self.bank_report_emb[memory_index])
@@ -201,8 +203,11 @@ class REVTAF(ReferenceBank, nn.Module):
         out = {"loss_lm": loss_lm, "loss_cls": loss_cls, "loss_rank": loss_rank, "loss_fcc": loss_fcc,
                "loss_prompt": loss_prompt}
         if w.map_position > 0 and "report_position" in batch and fused.local_maps is not None:
-            cells = position_cells(batch["report_position"].cpu().numpy(), map_side(fused))
-            out["loss_position"] = position_loss(fused.local_maps, torch.from_numpy(cells).to(fused.local_maps.device))
+            # the report's places are the frontal film's: the loss reads the frontal's share of each map
+            side = map_side(fused, self.cfg.visual.views)
+            cells = position_cells(batch["report_position"].cpu().numpy(), side)
+            out["loss_position"] = position_loss(fused.local_maps[..., : side * side],
+                                                 torch.from_numpy(cells).to(fused.local_maps.device))
             loss = loss + w.map_position * out["loss_position"]
         report_emb = self.bank_report_emb[batch["bank_index"]]  # the plug-ins' text side: the study's own report
         if self.tisr is not None:  # TISR: the pseudo words against it
@@ -229,10 +234,12 @@ class REVTAF(ReferenceBank, nn.Module):
         exclude: list[set[int]] | None = None,
         states: torch.Tensor | None = None,
         generation: GenerationSettings | None = None,
+        has_lateral: torch.Tensor | None = None,
     ) -> Inference:
         """Retrieval -> fusion -> classifier -> beam search for a batch whose entity predictions are known.
 
-        images [B,3,224,224] (test transform); entity_scores [B,75]; lrp_position / lrp_exists [B,75];
+        images [B,3,224,224] (test transform), or [B,2,3,224,224] and `has_lateral` [B] for a two-view model
+        (`visual_memory`); entity_scores [B,75]; lrp_position / lrp_exists [B,75];
         `ablate` ⊆ {"grp", "lrp", "tisr", "tir"} switches FVTAF branches or the plug-ins' inference parts (TISR's
         pseudo words, TIR's cross-attention mask) off; `exclude[b]` = bank rows query b may not
         retrieve (e.g. itself when it is a training study); `states` [B,18] replaces the classifier's states
@@ -240,11 +247,12 @@ class REVTAF(ReferenceBank, nn.Module):
         `generation` the decoding settings of this
         call (default: the model's own, `cfg.generation`, which is never changed here).
         """
-        return self.decode(self._encode(images, entity_scores, lrp_position, lrp_exists, ablate, exclude), states,
-                           generation)
+        return self.decode(self._encode(images, entity_scores, lrp_position, lrp_exists, ablate, exclude, has_lateral),
+                           states, generation)
 
     def _encode(self, images: torch.Tensor, entity_scores: torch.Tensor, lrp_position: torch.Tensor,
-                lrp_exists: torch.Tensor, ablate: frozenset[str], exclude: list[set[int]] | None) -> Inference:
+                lrp_exists: torch.Tensor, ablate: frozenset[str], exclude: list[set[int]] | None,
+                has_lateral: torch.Tensor | None = None) -> Inference:
         """`infer` up to the reports (retrieval, visual encoder, fusion, classifier): an Inference with none."""
         if not ablate <= ABLATIONS:
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
@@ -264,7 +272,7 @@ class REVTAF(ReferenceBank, nn.Module):
         lrp = self.lrp(lrp_position, lrp_exists) if "lrp" not in ablate else None
         timings["retrieval"], t = _ms(t), time.perf_counter()
 
-        patches, pooled = self.visual(images)
+        patches, pooled, view_pooled = self.visual_memory(images, has_lateral)
         timings["visual"], t = _ms(t), time.perf_counter()
 
         fused = self.fvtaf(patches, lrp, grp, grp_mask)
@@ -272,8 +280,34 @@ class REVTAF(ReferenceBank, nn.Module):
         probs, predicted = predict_states(self.classifier(pooled, memory), self.cfg.positive_thresholds)
         pseudo = self.tisr(patches) if self.tisr is not None and "tisr" not in ablate else None
         timings["fusion"] = _ms(t)
-        return Inference([], probs, predicted, dist, index, fused, grp_mask, fcc, timings, pooled,
-                         classified=predicted, pseudo_words=pseudo, ablate=ablate)
+        return Inference([], probs, predicted, dist, index, fused, grp_mask, fcc, timings, view_pooled[:, 0],
+                         classified=predicted, pseudo_words=pseudo, ablate=ablate, has_lateral=has_lateral)
+
+    def visual_memory(self, images: torch.Tensor, has_lateral: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The visual encoder over a study's films -> patches [B,V·L,C], the study's pooled feature [B,C] and each
+        film's own pooled feature [B,V,C] (the input check reads a film, not a study).
+
+        images [B,3,H,W] for a one-view model; [B,2,3,H,W] (frontal, lateral) for a two-view model, where a study
+        without a lateral has its frontal in the lateral's place (training's view dropout does the same), and
+        `has_lateral` [B] bool, when given, marks those: their frontal is not encoded twice. The frontal's L
+        patches come first; each film's patches carry its view's embedding."""
+        if self.view_embedding is None:
+            patches, pooled = self.visual(images)
+            return patches, pooled, pooled[:, None]
+        if images.ndim != 5 or images.shape[1] != self.cfg.visual.views:
+            raise ValueError(f"a {self.cfg.visual.views}-view model reads images [B,{self.cfg.visual.views},3,H,W], "
+                             f"got {tuple(images.shape)}")
+        if has_lateral is None or bool(has_lateral.all()):
+            patches, pooled = self.visual(images.flatten(0, 1))
+            patches, pooled = patches.unflatten(0, images.shape[:2]), pooled.unflatten(0, images.shape[:2])
+        else:
+            patches, pooled = (x[:, None].repeat(1, 2, *[1] * (x.ndim - 1)) for x in self.visual(images[:, 0]))
+            if bool(has_lateral.any()):
+                lateral, lateral_pooled = self.visual(images[has_lateral, 1])
+                patches[has_lateral, 1], pooled[has_lateral, 1] = lateral, lateral_pooled
+        patches = patches + self.view_embedding[:, None].to(patches.dtype)  # [B,V,L,C]
+        return patches.flatten(1, 2), patches.mean((1, 2)), pooled
 
     @torch.no_grad()
     def decode(self, encoded: Inference, states: torch.Tensor | None = None,
@@ -303,14 +337,15 @@ class REVTAF(ReferenceBank, nn.Module):
     @torch.no_grad()
     def predict_batch(
         self,
-        images: Sequence[Image.Image | XrayImage | str | os.PathLike | bytes],
+        images: Sequence[ImageInput | Sequence[ImageInput]],
         ablate: frozenset[str] = frozenset(),
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_ids: Sequence[str | None] | None = None,
         generation: GenerationSettings | None = None,
         states: Mapping[str, str] | None = None,
     ) -> list[Prediction]:
-        """Full inference for images (PIL, XrayImage, or a PNG/JPEG/DICOM file's path or bytes) -> one Prediction each.
+        """Full inference for studies -> one Prediction each. A study is one image (PIL, XrayImage, or a PNG/JPEG/DICOM
+        file's path or bytes) or a list of one or two (frontal and lateral, in any order; see `encode`).
 
         `report_lookup(study_id)` returns a bank study's report text (raw or cleaned) when the caller has it;
         it fills Neighbour.report and the GRP sentences. `exclude_ids[b]` = a bank study that image b may not
@@ -323,13 +358,23 @@ class REVTAF(ReferenceBank, nn.Module):
         return self.write(self.encode(images, ablate, exclude_ids), report_lookup, generation, states)
 
     @torch.no_grad()
-    def encode(self, images: Sequence[Image.Image | XrayImage | str | os.PathLike | bytes],
-               ablate: frozenset[str] = frozenset(), exclude_ids: Sequence[str | None] | None = None) -> Encoding:
-        """The images read up to their reports: entity model, retrieval, visual encoder, fusion, classifier and the
-        input check (see predict_batch for the arguments); `write` writes the reports."""
+    def encode(self, images: Sequence[ImageInput | Sequence[ImageInput]], ablate: frozenset[str] = frozenset(),
+               exclude_ids: Sequence[str | None] | None = None) -> Encoding:
+        """The studies read up to their reports: view assignment, entity model, retrieval, visual encoder, fusion,
+        classifier and the input check (see predict_batch for the arguments); `write` writes the reports.
+
+        Each element of `images` is one image (a study's frontal) or a study's films, a list or tuple of one or
+        two (frontal required, lateral optional, in any order: `input_check.assign_views`). A two-view model
+        reads both; a one-view model reads the frontal. The entity model, hence the LRE query and the LRPs,
+        reads the frontal (docs/method.md §14); the input check judges the film read as the frontal."""
         if len(images) == 0:
             raise ValueError("predict_batch needs at least one image")
-        pils = [to_pil(image) for image in images]
+        studies = [list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
+        films = [self._assign_views(study) for study in studies]
+        frontals = [study[next(i for i, f in enumerate(fs) if f.view == "frontal")] for study, fs in zip(studies, films)]
+        laterals = [next((study[i] for i, f in enumerate(fs) if f.view == "lateral"), None)
+                    for study, fs in zip(studies, films)]
+        pils = [to_pil(image) for image in frontals]
         device = self.triplet_table.device
         t = time.perf_counter()
         entity_in = torch.stack([entity_transform(self.cfg.image_size)(p) for p in pils]).to(device)
@@ -343,16 +388,33 @@ class REVTAF(ReferenceBank, nn.Module):
             row = {sid: i for i, sid in enumerate(self.bank_ids)}
             groups = self.bank_group.tolist()
             exclude = [{r for r, g in enumerate(groups) if sid in row and g == groups[row[sid]]} for sid in exclude_ids]
-        images_in = torch.stack([test_transform(self.cfg.image_size)(p) for p in pils]).to(device)
-        out = self._encode(images_in, exist_prob, position, exists, frozenset(ablate), exclude)
+        transform = test_transform(self.cfg.image_size)
+        images_in = torch.stack([transform(p) for p in pils]).to(device)
+        has_lateral = None
+        if self.cfg.visual.views > 1:  # the lateral's place holds the frontal where there is none
+            has_lateral = torch.tensor([lat is not None for lat in laterals], device=device)
+            lateral_in = torch.stack([transform(to_pil(lat)) if lat is not None else images_in[b]
+                                      for b, lat in enumerate(laterals)])
+            images_in = torch.stack([images_in, lateral_in.to(device)], dim=1)
+        out = self._encode(images_in, exist_prob, position, exists, frozenset(ablate), exclude, has_lateral)
         out.timings_ms = {"entity": t_entity, **out.timings_ms}
         checks: list[InputCheckResult | None] = [None] * len(pils)
         if self.input_check is not None:
             t = time.perf_counter()
-            stated = [im.view_position if isinstance(im, XrayImage) else None for im in images]
+            stated = [im.view_position if isinstance(im, XrayImage) else None for im in frontals]
             checks = self.input_check.check(out.pooled, stated)
             out.timings_ms["input_check"] = _ms(t)
-        return Encoding(out, exist_prob, exists, position, checks)
+        return Encoding(out, exist_prob, exists, position, checks, films)
+
+    def _assign_views(self, study: list[ImageInput]) -> list[ViewAssignment]:
+        """`input_check.assign_views` of a study's films: the view classifier reads each film's pooled feature
+        when there are two, no file names a view and the model has a view classifier."""
+        stated = [im.view_position if isinstance(im, XrayImage) else None for im in study]
+        p_lateral = None
+        if len(study) == 2 and not any(view_from_dicom(v) for v in stated) and self.input_check is not None:
+            x = torch.stack([test_transform(self.cfg.image_size)(to_pil(im)) for im in study])
+            p_lateral = self.input_check.p_lateral(self.visual(x.to(self.triplet_table.device))[1]).tolist()
+        return [ViewAssignment(i, view, source) for i, (view, source) in enumerate(assign_views(stated, p_lateral))]
 
     @torch.no_grad()
     def write(self, encoding: Encoding, report_lookup: Callable[[str], str | None] | None = None,
@@ -366,7 +428,8 @@ class REVTAF(ReferenceBank, nn.Module):
         overridden = frozenset(states or ())
         predictions = [prediction_row(self, b, out, encoding.exist_prob, encoding.exists, encoding.position,
                                       out.ablate, report_lookup, timings, overridden) for b in range(n)]
-        for prediction, check in zip(predictions, encoding.checks):
+        for prediction, check, films in zip(predictions, encoding.checks, encoding.films):
+            prediction.films = films
             if check is not None:
                 prediction.view, prediction.view_source = check.view, check.view_source
                 prediction.p_lateral, prediction.ood_score = check.p_lateral, check.ood_score
@@ -375,7 +438,7 @@ class REVTAF(ReferenceBank, nn.Module):
 
     def predict(
         self,
-        image: Image.Image | XrayImage | str | os.PathLike | bytes,
+        image: ImageInput | Sequence[ImageInput],
         ablate: frozenset[str] = frozenset(),
         report_lookup: Callable[[str], str | None] | None = None,
         exclude_id: str | None = None,
