@@ -24,7 +24,8 @@ def input_panel(service: S.Service) -> Panel:
     gr.Markdown("### 1 · Input", elem_classes="panel-title")
     with gr.Tabs():
         with gr.Tab("Upload"):
-            upload = gr.File(label="Chest X-ray: PNG, JPEG, 16-bit PNG or DICOM (.dcm)", height=110, elem_id="upload")
+            upload = gr.File(label="Chest X-ray: one film, or a study's frontal and lateral together (PNG, JPEG, "
+                             "16-bit PNG or DICOM .dcm)", height=110, elem_id="upload", file_count="multiple")
         with gr.Tab("Dataset", visible=service.has_data):
             split = gr.Dropdown(list(service.studies) or ["test"], value="test", label="Split")
             finding = gr.Dropdown(["any", *LABEL_NAMES_18], value="any", label="Ground-truth finding (rule labeler)")
@@ -42,9 +43,13 @@ def input_panel(service: S.Service) -> Panel:
                 next_case = gr.Button("Next case →")
             gr.Markdown(f"Images and reports: {S.IU_ATTRIBUTION} (CC BY-NC-ND 4.0), shown unmodified.",
                         elem_classes="attribution")
-    image_view = gr.Image(label="Image (as displayed)", type="numpy", image_mode="L", interactive=False,
-                          height=512, buttons=["fullscreen"], elem_id="image-view", format="png")
-    image_info = gr.Markdown("")
+    with gr.Row():
+        image_view = gr.Image(label="Image (as displayed)", type="numpy", image_mode="L", interactive=False,
+                              height=512, buttons=["fullscreen"], elem_id="image-view", format="png")
+        lateral_view = gr.Image(label="Lateral film (the file's window)", type="numpy", image_mode="L",
+                                interactive=False, height=512, buttons=["fullscreen"], elem_id="lateral-view",
+                                format="png", visible=False)
+    image_info = gr.Markdown("", elem_id="image-info")
     dicom_warning = gr.HTML(f'<div class="dicom-warning">{errors.BURNED_IN_WARNING}</div>', visible=False)
     with gr.Accordion("Display window (the model always sees the file's own window)", open=False):
         preset = gr.Radio(["file", *uploads.WINDOW_PRESETS], value="file", label="Preset (percentile windows: "
@@ -63,7 +68,8 @@ def input_panel(service: S.Service) -> Panel:
     gr.Markdown(service.plugin_note, visible=bool(service.model.plugins), elem_id="plugin-note")
     return Panel(upload=upload, split=split, finding=finding, order=order, errors_only=errors_only,
                  case_id=case_id, progress=progress, load_case=load_case,
-                 next_case=next_case, image_view=image_view, image_info=image_info, dicom_warning=dicom_warning,
+                 next_case=next_case, image_view=image_view, lateral_view=lateral_view, image_info=image_info,
+                 dicom_warning=dicom_warning,
                  preset=preset, center=center, width=width, invert=invert, grp_off=grp_off, lrp_off=lrp_off,
                  plugins_off=plugins_off)
 
@@ -74,8 +80,10 @@ def input_values(p: Panel, case: Case, new_image: bool) -> dict:
     keep = gr.update()
     return {
         p.image_view: render.png_file(case.gray()),
+        p.lateral_view: gr.update(value=None if case.lateral is None else render.png_file(case.lateral_gray()),
+                                  visible=case.lateral is not None),
         p.image_info: panels.describe_image(image, case.original_size, pred)
-        + (f" · study `{case.study_id}`" if case.study_id else ""),
+        + (f" · study `{case.study_id}`" if case.study_id else "") + panels.describe_films(case.uploaded, pred),
         p.dicom_warning: gr.update(visible=image.source_format == "dicom"),
         p.center: gr.update(minimum=lo, maximum=hi, value=float(image.window[0])) if new_image else keep,
         p.width: gr.update(minimum=1, maximum=max_w, value=float(image.window[1])) if new_image else keep,
@@ -157,19 +165,23 @@ def heatmap_panel() -> Panel:
         main = gr.Image(label="Selected map", type="numpy", interactive=False, height=512, format="png",
                         buttons=["fullscreen", "download"],
                         elem_id="heat-main")
+        lateral = gr.Image(label="The same map on the lateral film", type="numpy", interactive=False, height=512,
+                           format="png", buttons=["fullscreen", "download"], elem_id="heat-lateral", visible=False)
         partner = gr.Image(label="FCC partner (highest S)", type="numpy", interactive=False, height=512,
                            buttons=["fullscreen", "download"],
                            format="png", elem_id="heat-partner")
     caption = gr.Markdown("", elem_id="heat-caption")
-    return Panel(key=key, opacity=opacity, cmap=cmap, main=main, partner=partner, caption=caption)
+    return Panel(key=key, opacity=opacity, cmap=cmap, main=main, partner=partner, caption=caption, lateral=lateral)
 
 
 def heatmap_values(p: Panel, case: Case | None, key: str | None, opacity: float, cmap: str) -> dict:
     if case is None:
-        return {p.main: None, p.partner: None, p.caption: ""}
+        return {p.main: None, p.partner: None, p.caption: "", p.lateral: gr.update(value=None, visible=False)}
     hm = case.heatmap(key, opacity, cmap)
     partner = None if hm.partner is None else render.png_file(hm.partner)
-    return {p.main: render.png_file(hm.image), p.partner: partner, p.caption: hm.caption}
+    lateral = None if hm.lateral is None else render.png_file(hm.lateral)
+    return {p.main: None if hm.image is None else render.png_file(hm.image), p.partner: partner,
+            p.caption: hm.caption, p.lateral: gr.update(value=lateral, visible=lateral is not None)}
 
 
 def retrieval_panel() -> Panel:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from revtaf.data import XrayImage
 from revtaf.labels.constants import STATES
 from revtaf.metrics.evidence import side_mass
-from revtaf.model.prediction import Prediction, ReportSentence
+from revtaf.model.prediction import Prediction, ReportSentence, ViewAssignment
 from revtaf_app.errors import AppInputError
 
 
@@ -34,6 +34,18 @@ def describe_image(image: XrayImage, original_size: tuple[int, int], pred: Predi
     else:
         view = "**not stated in the file**"
     return f"**{fmt}**, {original_size[0]} × {original_size[1]} px, {image.bits}-bit · view position: {view}"
+
+
+def describe_films(uploaded: list[ViewAssignment], pred: Prediction | None) -> str:
+    """What the model read of an upload of two files (" · frontal: file 2, lateral: file 1, by the view
+    classifier"), or of a dataset study with its lateral; empty for one film."""
+    how = {"file": "from the files' DICOM ViewPosition", "model": "by the view classifier", "order": "in upload order"}
+    read = pred is not None and any(f.view == "lateral" for f in pred.films)
+    if len(uploaded) == 2:
+        views = sorted(uploaded, key=lambda v: v.view != "frontal")
+        named = ", ".join(f"{v.view}: file {v.index + 1}" for v in views)
+        return f" · {named} ({how[uploaded[0].source]})" + ("" if read else "; this model reads the frontal only")
+    return " · frontal and lateral films" if read else ""
 
 
 def warning_html(pred: Prediction) -> str:

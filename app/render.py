@@ -125,16 +125,28 @@ def default_heatmap(pred: Prediction) -> str | None:
 
 @dataclass
 class Heatmap:
-    """The selected map over the image, the FCC partner's map and a markdown explanation of the pair."""
+    """The selected map over the image, the FCC partner's map, a markdown explanation of the pair, and (a
+    two-view study) the selected map's lateral part over the lateral film."""
 
     image: np.ndarray | None
     partner: np.ndarray | None
     caption: str
+    lateral: np.ndarray | None = None
+
+
+def view_shares(frontal: np.ndarray, lateral: np.ndarray) -> str:
+    """Which film holds most of a map's mass, for the caption ("**62 % of the map's mass on the frontal film**")."""
+    f, lat = float(np.clip(frontal, 0, None).sum()), float(np.clip(lateral, 0, None).sum())
+    share = f / (f + lat) if f + lat > 0 else 0.5
+    where, most = ("frontal", share) if share >= 0.5 else ("lateral", 1 - share)
+    return f"**{most:.0%} of the map's mass on the {where} film**"
 
 
 def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float = 0.5, cmap: str = "inferno",
-            box: tuple[int, int, int, int] | None = None) -> Heatmap:
-    """Overlay of map `key` ('lrp:<entity index>' or 'grp:<sentence index>') and of its FCC partner.
+            lateral_gray: np.ndarray | None = None) -> Heatmap:
+    """Overlay of map `key` ('lrp:<entity index>' or 'grp:<sentence index>') and of its FCC partner, on the
+    displayed image's model crop; with `lateral_gray` (a two-view prediction), the map's lateral part too, and
+    the caption says which film holds most of its mass.
 
     The partner is the one with the highest semantic similarity S (for an entity, the retrieved sentence that
     says the most similar thing; for a sentence, the most similar entity prompt); O then says whether the two
@@ -150,7 +162,13 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
     if i >= len(maps):
         what = "entity prompts (LRP)" if kind == "lrp" else "retrieved sentences (GRP)"
         return Heatmap(None, None, f"No map: this prediction has no {what} — is that branch switched off?")
+    box = model_box(*gray.shape)
     main = overlay(gray, maps[i], opacity, cmap, box)
+    lateral_maps = pred.lateral_lrp_maps if kind == "lrp" else pred.lateral_grp_maps
+    lateral, shares = None, ""
+    if lateral_gray is not None and i < len(lateral_maps):
+        lateral = overlay(lateral_gray, lateral_maps[i], opacity, cmap, model_box(*lateral_gray.shape))
+        shares = "\n\n" + view_shares(maps[i], lateral_maps[i])
     sim, ovl = np.asarray(pred.fcc_similarity), np.asarray(pred.fcc_overlap)
     n_sent = min(len(pred.grp_maps), sim.shape[1] if sim.ndim == 2 else 0)
     has_pairs = len(pred.lrp_maps) and n_sent
@@ -160,7 +178,7 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
                  f"location *{e.position_label or e.position}*  \n"
                  f"“{e.sentence}”")
         if not has_pairs:
-            return Heatmap(main, None, title + "\n\nNo retrieved sentences, so no FCC pair.")
+            return Heatmap(main, None, title + shares + "\n\nNo retrieved sentences, so no FCC pair.", lateral)
         j = int(np.argmax(sim[i, :n_sent]))
         partner = overlay(gray, pred.grp_maps[j], opacity, cmap, box)
         pair = f"Partner: **retrieved sentence {j + 1}** (highest S) — “{grp_sentence(pred, j)}”"
@@ -168,13 +186,13 @@ def heatmap(pred: Prediction, gray: np.ndarray, key: str | None, opacity: float 
     else:
         title = f"**Retrieved sentence {i + 1}** (GRP)  \n“{grp_sentence(pred, i)}”"
         if not has_pairs or i >= n_sent:
-            return Heatmap(main, None, title + "\n\nNo entity prompts, so no FCC pair.")
+            return Heatmap(main, None, title + shares + "\n\nNo entity prompts, so no FCC pair.", lateral)
         m = int(np.argmax(sim[:, i]))
         partner = overlay(gray, pred.lrp_maps[m], opacity, cmap, box)
         pair = f"Partner: **entity {pred.entities[m].label or pred.entities[m].entity}** (highest S) — “{pred.entities[m].sentence}”"
         s, o = float(sim[m, i]), float(ovl[m, i])
     caption = (
-        f"{title}\n\n{pair}\n\n**FCC consistency of the pair:** semantic similarity S = {s:.3f}, "
+        f"{title}{shares}\n\n{pair}\n\n**FCC consistency of the pair:** semantic similarity S = {s:.3f}, "
         f"spatial overlap O = {o:.3f} (the FCC loss's IoU of the two maps; 1 − S·O = {1 - s * o:.3f})."
     )
-    return Heatmap(main, partner, caption)
+    return Heatmap(main, partner, caption, lateral)

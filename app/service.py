@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from revtaf.data import clean_report, image_file, load_annotation, read_image
+from revtaf.data import XrayImage, clean_report, image_file, load_annotation, read_image
 from revtaf.data.reports import OPENI_ATTRIBUTION, ReportLookup
 from revtaf.labels import LABEL_NAMES_18, RuleLabeler
 from revtaf.labels.constants import STATES
@@ -162,8 +162,7 @@ class Service:
             for start in range(0, len(studies), batch_size):
                 chunk = studies[start:start + batch_size]
                 # the same working copy the page analyses, so the order agrees with what a loaded case shows
-                images = [working_copy(read_image(image_file(self.data_root, st))) for st in chunk]
-                preds = self.model.predict_batch(images, exclude_ids=[st.id for st in chunk])
+                preds = self.model.predict_batch([self._films(st) for st in chunk], exclude_ids=[st.id for st in chunk])
                 written = self.labeler([clean_report(p.report, "iu") for p in preds])
                 for st, gt, gen in zip(chunk, truth[start:start + batch_size], written):
                     out.append({"id": st.id,
@@ -228,28 +227,59 @@ class Service:
         # the case's encoding is reused: a what-if runs the decoder alone
         return self.model.write(case.encodings[case.ablation], self.reports, states=dict(states))[0]
 
-    def open_upload(self, data: bytes, ablation: str = "full") -> Case:
-        """Read uploaded bytes and analyse them. Raises an ImageReadError subclass on a bad file."""
-        image = read_image(data)
-        case = Case(key=upload_key(data), image=working_copy(image), original_size=image.size,
-                    display=Display(invert=None))
+    @property
+    def views(self) -> int:
+        """Films per study the model reads (1: the frontal; 2: frontal and lateral)."""
+        return self.model.cfg.visual.views
+
+    def open_upload(self, data: bytes | list[bytes], ablation: str = "full") -> Case:
+        """Read uploaded bytes (one film, or a study's two in any order) and analyse them. Raises an
+        ImageReadError subclass on a bad file, AppInputError on a study that is not one frontal and one lateral."""
+        files = data if isinstance(data, list) else [data]
+        if not 1 <= len(files) <= 2:
+            raise AppInputError(f"Upload one chest X-ray, or a study's two films (frontal and lateral); got "
+                                f"{len(files)} files.")
+        images = [read_image(d) for d in files]
+        try:
+            views = self.model.assign_views(images)
+        except ValueError as exc:
+            raise AppInputError(str(exc)) from None
+        frontal = images[next(v.index for v in views if v.view == "frontal")]
+        lateral = next((images[v.index] for v in views if v.view == "lateral"), None)
+        case = Case(key=upload_key(b"".join(files)), image=working_copy(frontal), original_size=frontal.size,
+                    display=Display(invert=None), lateral=self._read_lateral(lateral), uploaded=views)
         return self.run(case, ablation)
 
     def open_study(self, study_id: str, ablation: str = "full") -> Case:
-        """Read a dataset study's frontal image and analyse it, with its findings as ground truth."""
+        """Read a dataset study's frontal image (and its lateral, for a two-view model) and analyse it, with its
+        findings as ground truth."""
         study = self._by_id.get((study_id or "").strip())
         if study is None:
             raise AppInputError(f"Unknown study id {study_id!r}." if self.has_data else "No dataset is loaded.")
         image = read_image(image_file(self.data_root, study))
-        case = Case(key=f"iu-{study.id}", image=working_copy(image), original_size=image.size,
-                    study_id=study.id, ground_truth=study.report)
+        case = Case(key=f"iu-{study.id}", image=working_copy(image), original_size=image.size, study_id=study.id,
+                    ground_truth=study.report, lateral=self._read_lateral(self._lateral_file(study)))
         return self.run(case, ablation)
+
+    def _lateral_file(self, study) -> XrayImage | None:
+        """A dataset study's lateral film, when the model reads one and the study has one."""
+        path = image_file(self.data_root, study, "lateral") if self.views > 1 else None
+        return None if path is None else read_image(path)
+
+    def _films(self, study) -> list[XrayImage]:
+        """A dataset study's films as a loaded case has them (working copies): the frontal, and the lateral."""
+        lateral = self._read_lateral(self._lateral_file(study))
+        return [working_copy(read_image(image_file(self.data_root, study)))] + ([lateral] if lateral is not None else [])
+
+    def _read_lateral(self, lateral: XrayImage | None) -> XrayImage | None:
+        """The lateral's working copy when the model reads it (a one-view model reads the frontal alone)."""
+        return working_copy(lateral) if lateral is not None and self.views > 1 else None
 
     def run(self, case: Case, ablation: str) -> Case:
         """Make `ablation` the case's current prediction, running the model only if it is not cached."""
         if ablation not in case.predictions:
             # a dataset study never retrieves itself (it may be in the training bank)
-            encoding = self.model.encode([case.image], self._ablate(ablation), [case.study_id])
+            encoding = self.model.encode([case.films], self._ablate(ablation), [case.study_id])
             case.encodings[ablation] = encoding
             case.predictions[ablation] = self.model.write(encoding, self.reports)[0]
         case.ablation = ablation

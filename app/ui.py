@@ -166,10 +166,10 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                         rep.diseases, ret.retrieved, ret.facts, ret.neighbours, ent.table, heat.key, heat.main,
                         heat.partner, heat.caption, gt.gt_text, gt.generated, gt.diff, gt.findings, gt.metrics,
                         raw_json, rev.case, rev.categories, rev.note, rep.sentences, rep.evidence, what_if_state,
-                        wi.changes, wi.report, rev.target, wi.text]
+                        wi.changes, wi.report, rev.target, wi.text, inp.lateral_view, heat.lateral]
         view_inputs = [heat.opacity, heat.cmap, ent.group]
         switches = [inp.grp_off, inp.lrp_off, inp.plugins_off]
-        heat_outputs = [heat.main, heat.partner, heat.caption]
+        heat_outputs = [heat.main, heat.partner, heat.caption, heat.lateral]
 
         def show(case: Case, gt_value: str | None, opacity: float, cmap: str, group: str, new_image: bool) -> dict:
             """Every panel's values for `case` (a fresh one when `new_image`, else a re-run or new ablation)."""
@@ -189,8 +189,9 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
                 **what_if_values(wi, {}),
             }
 
-        def analyze_upload(path, grp, lrp, plugins, opacity, cmap, group):
-            data = uploads.consume_upload(path, upload_root)
+        def analyze_upload(paths, grp, lrp, plugins, opacity, cmap, group):
+            paths = paths if isinstance(paths, list) else [paths]  # one film, or a study's two
+            data = [uploads.consume_upload(path, upload_root) for path in paths]
             uploads.prune_upload_folders(upload_root)
             case = service.open_upload(data, S.ablation_tag(grp, lrp, plugins))
             # the file box is emptied: ready for the next image (the upload itself is already deleted)
@@ -393,19 +394,23 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         rev.cancel.click(cancel_clear, None, [rev.confirm_row, rev.status], api_visibility="private")
         demo.load(page_errors(restore, rev.status), browser_reviews, review_outputs,
                   api_visibility="private").then(**progress_update)
-        def open_api_upload(image, ablation: str = "full") -> Case:
-            """An API endpoint's file (a FileData or its dict): read, deleted from the upload folder, analysed."""
-            path = image.get("path") if isinstance(image, dict) else getattr(image, "path", None)
-            data = uploads.consume_upload(path, upload_root, uploads_only=True)
+        def open_api_upload(image, lateral=None, ablation: str = "full") -> Case:
+            """An API endpoint's file(s) (FileData or their dicts; `lateral` optional): read, deleted from the
+            upload folder, analysed as one study."""
+            files = [f for f in (image, lateral) if f is not None]
+            paths = [f.get("path") if isinstance(f, dict) else getattr(f, "path", None) for f in files]
+            data = [uploads.consume_upload(path, upload_root, uploads_only=True) for path in paths]
             uploads.prune_upload_folders(upload_root)
             return service.open_upload(data, ablation)
 
         def generate(image: gr.FileData, retrieval_off: bool = False, entity_prompts_off: bool = False,
-                     plugins_off: list[str] | None = None) -> tuple[dict, gr.FileData, list[dict]]:
-            """One chest X-ray (PNG, JPEG or DICOM) -> (the prediction as JSON with an `input` block, the image as
-            displayed, overlays [{"image", "caption"}] of the most probable entities and the retrieved sentences).
-            `plugins_off`: plug-in parts the model carries to switch off ("tisr", "tir")."""
-            case = open_api_upload(image, S.ablation_tag(retrieval_off, entity_prompts_off, plugins_off))
+                     plugins_off: list[str] | None = None,
+                     lateral: gr.FileData | None = None) -> tuple[dict, gr.FileData, list[dict]]:
+            """One chest X-ray (PNG, JPEG or DICOM), or a study's two (`lateral`: the second file; which is which
+            is read from the files or the pixels) -> (the prediction as JSON with an `input` block and `films`,
+            the frontal as displayed, overlays [{"image", "caption"}] of the most probable entities and the
+            retrieved sentences). `plugins_off`: plug-in parts the model carries to switch off ("tisr", "tir")."""
+            case = open_api_upload(image, lateral, S.ablation_tag(retrieval_off, entity_prompts_off, plugins_off))
             out = case.prediction.to_json()
             out["input"] = {"format": case.image.source_format, "size": list(case.original_size),
                             "view_position": case.image.view_position, "bits": case.image.bits}
@@ -417,14 +422,14 @@ def build(service: S.Service) -> tuple[gr.Blocks, dict]:
         gr.api(api_errors(generate), api_name="generate")
 
         def what_if_api(states: dict[str, str], image: gr.FileData | None = None,
-                        study_id: str | None = None) -> dict:
-            """A what-if: one chest X-ray (PNG, JPEG or DICOM) or a dataset study, and the findings to change
+                        study_id: str | None = None, lateral: gr.FileData | None = None) -> dict:
+            """A what-if: one chest X-ray (PNG, JPEG or DICOM; `lateral` a study's second file) or a dataset study, and the findings to change
             {finding: "positive" | "negative" | "uncertain" | "blank"} -> the prediction written to them (as
             /generate's JSON, each overridden disease marked "user"), with `model` = the model's own report and
             sentences and `difference` = the sentence-level difference [[sentence, "added" | "removed" | null]]."""
             if (image is None) == (not study_id):
                 raise errors.AppInputError("Give either an image or a study id.")
-            case = open_api_upload(image) if image is not None else service.open_study(study_id)
+            case = open_api_upload(image, lateral) if image is not None else service.open_study(study_id)
             after = service.what_if(case, states)
             out = after.to_json()
             before = case.prediction.to_json()

@@ -47,7 +47,7 @@ def _events(url: str, image: Path, study_id: str, runs: int) -> dict[str, float 
     client = Client(url, verbose=False)
     view = (False, False, [], 0.6, "inferno", "all")
     upload, upload_model = _timed(
-        lambda: client.predict(handle_file(str(image)), *view, api_name="/analyze_upload"), runs)
+        lambda: client.predict([handle_file(str(image))], *view, api_name="/analyze_upload"), runs)
     study, study_model = _timed(lambda: client.predict(study_id, *view, api_name="/analyze_study"), runs)
     heat, _ = _timed(lambda: client.predict("lrp:0", 0.5, "jet", api_name="/heatmap"), runs)
     client.predict("Pleural Effusion", "positive", api_name="/what_if_set")
@@ -58,11 +58,11 @@ def _events(url: str, image: Path, study_id: str, runs: int) -> dict[str, float 
         "upload → all panels (no ground truth)": upload,
         "  of which the model (Prediction.timings_ms)": upload_model,
         "dataset case → all panels + comparison": study,
-        "  of which the model": study_model,
+        "  of which the model (dataset case)": study_model,
         "heatmap change (no model run)": heat,
         "what-if: the report rewritten to a changed finding (page)": what_if,
         "/generate (file in, prediction JSON and overlays out)": generate,
-        "  of which the model": generate_model,
+        "  of which the model (/generate)": generate_model,
     }
 
 
@@ -75,7 +75,7 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
         raise ValueError(f"runs must be >= 1, got {runs}")
     import torch
 
-    from revtaf.data import image_file, load_annotation
+    from revtaf.data import image_file, load_annotation, read_image
     from revtaf.paths import resolve_data_root
     from revtaf_app.ui import default_threads
 
@@ -98,11 +98,18 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
             finally:
                 server.stop()
     torch.set_num_threads(default_threads())  # as `python -m app` does
-    case = S.Service(S.load_model(path, int8=True), root).open_study(study.id)
+    service = S.Service(S.load_model(path, int8=True), root)
+    case = service.open_study(study.id)
     sentence, _ = _timed(lambda: [panels.sentence_evidence(case.prediction, 0),
                                   case.heatmap(f"lrp:{case.prediction.sentences[0].entity_index or 0}")], runs)
     out = {"model": description, "study": study.id, "runs": runs, "end_to_end_ms": results["int8"],
            "fp32_ms": results["fp32"], "sentence_click_server_ms": sentence, "torch_threads": default_threads()}
+    lateral = image_file(root, study, "lateral")
+    if service.views > 1 and lateral is not None:  # the model alone: a study of two films against its frontal
+        frontal, lateral = read_image(image_file(root, study)), read_image(lateral)
+        one, _ = _timed(lambda: [service.model.predict(frontal)], runs)
+        two, _ = _timed(lambda: [service.model.predict([frontal, lateral])], runs)
+        out["model_ms"] = {"frontal only": one, "frontal and lateral": two}
     if print_table:
         print(f"REVTAF demo latency, median of {runs} runs, study {study.id}, model: {description}, "
               f"torch threads per run: {out['torch_threads']}")
@@ -113,6 +120,10 @@ def bench(checkpoint: str | Path | None = None, data_root: str | Path | None = N
             if fast is not None and slow is not None:
                 print(f"{name:<{width}}{slow:>9.0f}{fast:>9.0f}{slow / fast:>6.2f}x")
         print(f"sentence click: its evidence and its entity's map (server side, in process): {sentence:.0f} ms")
+        if "model_ms" in out:
+            one, two = out["model_ms"].values()
+            print(f"the model on a study (in process, int8): frontal only {one:.0f} ms, frontal and lateral "
+                  f"{two:.0f} ms ({two / one:.2f}x)")
     return out
 
 

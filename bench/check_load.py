@@ -121,7 +121,7 @@ def session_isolation(url: str, good: Sequence[str | os.PathLike], sessions: int
         barrier.wait()
         seen = []
         steps = [
-            ("/analyze_upload", (handle_file(str(good[i % len(good)])), False, False, [], 0.6, "inferno", "all")),
+            ("/analyze_upload", ([handle_file(str(good[i % len(good)]))], False, False, [], 0.6, "inferno", "all")),
             ("/compare", (gt,)),
             ("/ablate", (grp, lrp, [], gt, 0.6, "inferno", "all")),
             ("/save_review", ("case", ["style"], f"note of {tokens[i]}")),

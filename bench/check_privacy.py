@@ -61,7 +61,7 @@ def privacy_probe(url: str, server: AppServer, dicoms: dict[str, bytes], markers
         path.write_bytes(data)
         c = client(url, download=True)
         steps = [("/generate", (handle_file(str(path)), False, False)),
-                 ("/analyze_upload", (handle_file(str(path)), False, False, [], 0.6, "inferno", "all")),
+                 ("/analyze_upload", ([handle_file(str(path))], False, False, [], 0.6, "inferno", "all")),
                  ("/compare", ("the heart is normal . the lungs are clear .",)),
                  ("/heatmap", ("grp:0", 0.5, "jet")),
                  ("/save_review", ("case", ["other"], "checked the upload")),

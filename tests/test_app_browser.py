@@ -127,7 +127,8 @@ def test_page_upload_panels_dataset_case_and_bad_file(browser_page, app_url, iu_
 
 def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tmp_path):
     """With the bundled model (it carries the input check): a photograph gets the warning above a greyed-out
-    report; a real frontal IU image gets none."""
+    report; a real frontal IU image gets none; a study's two films uploaded together are both shown and read;
+    a lateral alone gets its warning."""
     from revtaf_bench.hostile_corpus import corpus
     from revtaf.paths import BUNDLED_MODEL
 
@@ -207,6 +208,22 @@ def test_page_warns_for_inputs_the_model_does_not_read(browser_page, iu_root, tm
         assert "effusion" in rewritten and "opacit" not in rewritten, rewritten
         assert "added" in page.locator("#what-if-report").inner_text()
         page.screenshot(path=str(SCREENSHOTS / "app_what_if.png"), full_page=True)
+        # a study: its lateral and frontal uploaded together, in that order; the view classifier tells them
+        # apart, both films are shown, and so is the selected map on each
+        page.locator("#upload input[type=file]").set_input_files(
+            [str(image_file(iu_root, abnormal, "lateral")), str(image_file(iu_root, abnormal))])
+        page.wait_for_function("() => document.querySelector('#lateral-view img')", timeout=TIMEOUT_MS)
+        info = page.locator("#image-info").inner_text()
+        assert "frontal: file 2, lateral: file 1 (by the view classifier)" in info, info
+        page.wait_for_function("() => document.querySelector('#heat-lateral img')", timeout=TIMEOUT_MS)
+        assert "of the map's mass on the" in page.locator("#heat-caption").inner_text()
+        assert textarea(page, "report").strip() and not page.locator("#input-warning").is_visible()
+        time.sleep(0.5)
+        page.screenshot(path=str(SCREENSHOTS / "app_two_views.png"), full_page=True)
+        # the lateral alone: read as the only film, with the warning a lateral always had
+        page.locator("#upload input[type=file]").set_input_files(str(image_file(iu_root, abnormal, "lateral")))
+        page.locator("#input-warning").get_by_text("looks like a lateral view").wait_for(timeout=TIMEOUT_MS)
+        assert not page.locator("#lateral-view").is_visible()
 
 
 def test_reviews_survive_a_reload_and_an_export_clear_import_round_trip(browser_page, app_url, iu_root, tmp_path):

@@ -181,7 +181,7 @@ def test_dicom_upload_shows_and_logs_no_identifying_text(app_url, iu_root, test_
     path = tmp_path / "ZZLEAKFILENAME.dcm"
     path.write_bytes(make_dicom(pixels=grey * 16, bits_stored=12, view_position="PA", window=(2048, 4096)))
     with caplog.at_level(logging.DEBUG):
-        outputs = Client(app_url, verbose=False).predict(handle_file(str(path)), False, False, [], 0.6, "inferno", "all",
+        outputs = Client(app_url, verbose=False).predict([handle_file(str(path))], False, False, [], 0.6, "inferno", "all",
                                                          api_name="/analyze_upload")
     assert any(isinstance(v, str) and "view position: **PA**" in v for v in outputs)
     captured = capfd.readouterr()

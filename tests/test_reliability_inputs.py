@@ -88,7 +88,7 @@ def test_the_page_shows_each_refusal_in_the_status_line(items, tmp_path_factory,
     for item in [h for h in items if h.expect is not None][::4]:
         path = tmp_path / item.filename
         path.write_bytes(item.data)
-        result = call(c, handle_file(str(path)), False, False, [], 0.6, "inferno", "all", api_name="/analyze_upload",
+        result = call(c, [handle_file(str(path))], False, False, [], 0.6, "inferno", "all", api_name="/analyze_upload",
                       timeout_s=TIMEOUT_S)
         assert result.kind == "ok", (item.name, result.message)  # the page event answers; the toast says why
         status = [v for v in result.value if isinstance(v, str) and v.startswith("⚠")]

@@ -451,7 +451,6 @@ def retrieval_rows(model, studies, root, lookup, batch_size: int = 16) -> list[d
 
     from revtaf.data import XrayDataset, transforms
     from revtaf.model.entity import predict_triplets
-    from revtaf.model.inference import map_side
 
     model.eval()
     device = model.triplet_table.device

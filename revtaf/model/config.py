@@ -136,7 +136,7 @@ class VisualConfig:
     frozen_stages: int = 0  # backbone stages without gradient (4 = up to stride 16): see encoder.py
     # Without weights: start conv1..layer3 from the trained entity model's trunk (same ResNet) instead of random.
     init_from_entity: bool = False
-    # Films per study: 1 = the frontal (REVTAF); 2 = frontal and lateral (ours, as R2Gen; docs/method.md §14):
+    # Films per study: 1 = the frontal (REVTAF); 2 = frontal and lateral (ours, as R2Gen; docs/method.md §13.8):
     # the visual memory is both films' patches, each with its view's learned embedding.
     views: int = 1
     view_dropout: float = 0.0  # training: the share of studies whose lateral is replaced by their frontal

@@ -366,11 +366,11 @@ class REVTAF(ReferenceBank, nn.Module):
         Each element of `images` is one image (a study's frontal) or a study's films, a list or tuple of one or
         two (frontal required, lateral optional, in any order: `input_check.assign_views`). A two-view model
         reads both; a one-view model reads the frontal. The entity model, hence the LRE query and the LRPs,
-        reads the frontal (docs/method.md §14); the input check judges the film read as the frontal."""
+        reads the frontal (docs/method.md §13.8); the input check judges the film read as the frontal."""
         if len(images) == 0:
             raise ValueError("predict_batch needs at least one image")
         studies = [list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
-        films = [self._assign_views(study) for study in studies]
+        films = [self.assign_views(study) for study in studies]
         frontals = [study[next(i for i, f in enumerate(fs) if f.view == "frontal")] for study, fs in zip(studies, films)]
         laterals = [next((study[i] for i, f in enumerate(fs) if f.view == "lateral"), None)
                     for study, fs in zip(studies, films)]
@@ -406,9 +406,12 @@ class REVTAF(ReferenceBank, nn.Module):
             out.timings_ms["input_check"] = _ms(t)
         return Encoding(out, exist_prob, exists, position, checks, films)
 
-    def _assign_views(self, study: list[ImageInput]) -> list[ViewAssignment]:
-        """`input_check.assign_views` of a study's films: the view classifier reads each film's pooled feature
-        when there are two, no file names a view and the model has a view classifier."""
+    def assign_views(self, study: Sequence[ImageInput]) -> list[ViewAssignment]:
+        """Which of a study's films (one or two, as given) is the frontal and which the lateral, and what decided
+        it (`input_check.assign_views`): the view classifier reads each film's pooled feature when there are two,
+        no file names a view and the model has a view classifier. ValueError for a study that is not one or two
+        films, or whose files both name the same view."""
+        study = list(study)
         stated = [im.view_position if isinstance(im, XrayImage) else None for im in study]
         p_lateral = None
         if len(study) == 2 and not any(view_from_dicom(v) for v in stated) and self.input_check is not None:

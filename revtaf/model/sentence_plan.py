@@ -1,4 +1,4 @@
-"""Writing a report to a plan of sentence topics (ours, not in REVTAF; docs/method.md §13.6).
+"""Writing a report to a plan of sentence topics (ours, not in REVTAF; docs/method.md §13.7).
 
 A decoder trained with `DecoderConfig.sentence_plan` reads every training sentence behind its topic tokens
 ("[t:cardiomegaly:pos] the heart is enlarged ."). At inference this loop writes one sentence at a time:
