@@ -43,7 +43,7 @@ CSS = """
 .panel-title h3 {margin:0 0 4px 0}
 footer {display:none !important}
 /* a film one can read: IU's 256-px images and their maps drawn at the panel's size (512 px), not their own */
-#image-view img, #heat-main img, #heat-partner img {width:100%;height:100%;object-fit:contain}
+#image-view img, #lateral-view img, #heat-main img, #heat-lateral img, #heat-partner img {width:100%;height:100%;object-fit:contain}
 """
 THEME = gr.themes.Soft(
     primary_hue="blue",

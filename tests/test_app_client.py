@@ -150,8 +150,9 @@ def test_one_session_case_heatmap_window_ablation_review(app_url, test_study):
     assert test_study.report in outputs  # ground truth filled from the dataset
     size = Image.open(outputs[0]).size  # the displayed image
 
-    main, partner, caption = client.predict("grp:0", 0.5, "jet", api_name="/heatmap")
+    main, partner, caption, lateral = client.predict("grp:0", 0.5, "jet", api_name="/heatmap")
     assert Image.open(main).size == Image.open(partner).size == size and "Retrieved sentence 1" in caption
+    assert lateral is None or lateral.get("value") is None  # a one-view model: no map on a lateral film
     center, width, shown, *_ = client.predict("lung", False, "lrp:8", 0.6, "inferno", api_name="/window_preset")
     assert width > 0 and Image.open(shown).size == size
 

@@ -549,6 +549,7 @@ class NormalReportWriter:
     quality, is under test (a random-init model writes random findings)."""
 
     weights_sha256, preset = "0" * 64, "test"
+    cfg = SimpleNamespace(visual=SimpleNamespace(views=1))  # reads the frontal, as the one-view models
 
     def __init__(self):
         self.batches = 0
