@@ -239,16 +239,18 @@ class Service:
         if not 1 <= len(files) <= 2:
             raise AppInputError(f"Upload one chest X-ray, or a study's two films (frontal and lateral); got "
                                 f"{len(files)} files.")
-        images = [read_image(d) for d in files]
-        try:
-            views = self.model.assign_views(images)
+        originals = [read_image(d) for d in files]
+        films = [working_copy(im) for im in originals]
+        try:  # the model assigns the views as it reads the films (REVTAF.encode): each is encoded once
+            encoding = self.model.encode([films], self._ablate(ablation))
         except ValueError as exc:
             raise AppInputError(str(exc)) from None
-        frontal = images[next(v.index for v in views if v.view == "frontal")]
-        lateral = next((images[v.index] for v in views if v.view == "lateral"), None)
-        case = Case(key=upload_key(b"".join(files)), image=working_copy(frontal), original_size=frontal.size,
-                    display=Display(invert=None), lateral=self._read_lateral(lateral), uploaded=views)
-        return self.run(case, ablation)
+        views = encoding.films[0]
+        frontal = next(v.index for v in views if v.view == "frontal")
+        lateral = next((films[v.index] for v in views if v.view == "lateral"), None)
+        case = Case(key=upload_key(b"".join(files)), image=films[frontal], original_size=originals[frontal].size,
+                    display=Display(invert=None), lateral=lateral if self.views > 1 else None, uploaded=views)
+        return self._keep(case, ablation, encoding)
 
     def open_study(self, study_id: str, ablation: str = "full") -> Case:
         """Read a dataset study's frontal image (and its lateral, for a two-view model) and analyse it, with its
@@ -257,31 +259,33 @@ class Service:
         if study is None:
             raise AppInputError(f"Unknown study id {study_id!r}." if self.has_data else "No dataset is loaded.")
         image = read_image(image_file(self.data_root, study))
+        lateral = self._lateral(study)
         case = Case(key=f"iu-{study.id}", image=working_copy(image), original_size=image.size, study_id=study.id,
-                    ground_truth=study.report, lateral=self._read_lateral(self._lateral_file(study)))
+                    ground_truth=study.report, lateral=lateral)
         return self.run(case, ablation)
 
-    def _lateral_file(self, study) -> XrayImage | None:
-        """A dataset study's lateral film, when the model reads one and the study has one."""
+    def _lateral(self, study) -> XrayImage | None:
+        """A dataset study's lateral film (working copy), when the model reads one and the study has one."""
         path = image_file(self.data_root, study, "lateral") if self.views > 1 else None
-        return None if path is None else read_image(path)
+        return None if path is None else working_copy(read_image(path))
 
     def _films(self, study) -> list[XrayImage]:
-        """A dataset study's films as a loaded case has them (working copies): the frontal, and the lateral."""
-        lateral = self._read_lateral(self._lateral_file(study))
+        """A dataset study's films as a loaded case has them (Case.films): the frontal, then any lateral."""
+        lateral = self._lateral(study)
         return [working_copy(read_image(image_file(self.data_root, study)))] + ([lateral] if lateral is not None else [])
-
-    def _read_lateral(self, lateral: XrayImage | None) -> XrayImage | None:
-        """The lateral's working copy when the model reads it (a one-view model reads the frontal alone)."""
-        return working_copy(lateral) if lateral is not None and self.views > 1 else None
 
     def run(self, case: Case, ablation: str) -> Case:
         """Make `ablation` the case's current prediction, running the model only if it is not cached."""
         if ablation not in case.predictions:
             # a dataset study never retrieves itself (it may be in the training bank)
-            encoding = self.model.encode([case.films], self._ablate(ablation), [case.study_id])
-            case.encodings[ablation] = encoding
-            case.predictions[ablation] = self.model.write(encoding, self.reports)[0]
+            return self._keep(case, ablation, self.model.encode([case.films], self._ablate(ablation), [case.study_id]))
+        case.ablation = ablation
+        return case
+
+    def _keep(self, case: Case, ablation: str, encoding) -> Case:
+        """The case with `encoding` (its reading under `ablation`) and the report written from it, made current."""
+        case.encodings[ablation] = encoding
+        case.predictions[ablation] = self.model.write(encoding, self.reports)[0]
         case.ablation = ablation
         return case
 

@@ -167,7 +167,8 @@ def test_evaluate_frontal_only_and_the_auroc_comparison(two_view_run, iu_root, c
 
 
 def test_the_demo_reads_an_upload_of_two_films_by_their_dicom_views(iu_root, test_split, two_view_model):
-    """An upload of a study's two DICOMs, lateral first: the files' ViewPosition makes the second the frontal;
+    """An upload of a study's two DICOMs, lateral first: the files' ViewPosition makes the second the frontal,
+    each film read by the visual encoder once (its two PNGs too);
     the page's case holds both films, the map is drawn on each and the caption says where its mass lies.
     Three files, or two that both say lateral, are clear errors."""
     from PIL import Image
@@ -184,9 +185,20 @@ def test_the_demo_reads_an_upload_of_two_films_by_their_dicom_views(iu_root, tes
     lateral = make_dicom(pixels=grey["lateral"], bits_stored=12, view_position="LL", window=(2048, 4096))
     frontal = make_dicom(pixels=grey["frontal"], bits_stored=12, view_position="PA", window=(2048, 4096))
     service = S.Service(two_view_model, iu_root)
-    case = service.open_upload([lateral, frontal])
+    rows = []  # films through the visual encoder: each film once, its view assigned on the way
+    hook = two_view_model.visual.register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
+    try:
+        case = service.open_upload([lateral, frontal])
+        assert sum(rows) == 2
+        by_order = service.open_upload([image_file(iu_root, study, v).read_bytes() for v in ("lateral", "frontal")])
+        assert sum(rows) == 4
+    finally:
+        hook.remove()
+    # this small model has no view classifier: the order decides (the bundled model's is tested above)
+    assert [(f.view, f.source) for f in by_order.uploaded] == [("frontal", "order"), ("lateral", "order")]
     assert case.image.view_position == "PA" and case.lateral.view_position == "LL"
-    assert [(f.view, f.source) for f in case.prediction.films] == [("frontal", "file"), ("lateral", "file")]
+    assert [(f.view, f.source) for f in case.uploaded] == [("lateral", "file"), ("frontal", "file")]
+    assert case.prediction.films == case.uploaded
     line = panels.describe_films(case.uploaded, case.prediction)
     assert line == " · frontal: file 2, lateral: file 1 (from the files' DICOM ViewPosition)"
     hm = case.heatmap(default_heatmap(case.prediction))

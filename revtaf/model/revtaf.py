@@ -38,7 +38,7 @@ from revtaf.model.entity import EntityModel, predict_triplets
 from revtaf.model.fvtaf import FVTAF, position_loss
 from revtaf.model.inference import (Encoding, ImageInput, Inference, map_side, prediction_row, state_overrides,
                                     to_pil)
-from revtaf.model.input_check import InputCheck, InputCheckResult, assign_views, view_from_dicom
+from revtaf.model.input_check import InputCheck, InputCheckResult, assign_views
 from revtaf.model.lre import LearnableRetrievalEnhancer, rank_loss
 from revtaf.model.prediction import Prediction, ViewAssignment
 from revtaf.model.reference_bank import ReferenceBank
@@ -247,13 +247,17 @@ class REVTAF(ReferenceBank, nn.Module):
         `generation` the decoding settings of this
         call (default: the model's own, `cfg.generation`, which is never changed here).
         """
-        return self.decode(self._encode(images, entity_scores, lrp_position, lrp_exists, ablate, exclude, has_lateral),
-                           states, generation)
+        t = time.perf_counter()
+        visual = self.visual_memory(images, has_lateral)
+        return self.decode(self._encode(visual, entity_scores, lrp_position, lrp_exists, ablate, exclude, has_lateral,
+                                        {"visual": _ms(t)}), states, generation)
 
-    def _encode(self, images: torch.Tensor, entity_scores: torch.Tensor, lrp_position: torch.Tensor,
-                lrp_exists: torch.Tensor, ablate: frozenset[str], exclude: list[set[int]] | None,
-                has_lateral: torch.Tensor | None = None) -> Inference:
-        """`infer` up to the reports (retrieval, visual encoder, fusion, classifier): an Inference with none."""
+    def _encode(self, visual: tuple[torch.Tensor, torch.Tensor, torch.Tensor], entity_scores: torch.Tensor,
+                lrp_position: torch.Tensor, lrp_exists: torch.Tensor, ablate: frozenset[str],
+                exclude: list[set[int]] | None, has_lateral: torch.Tensor | None, timings: dict[str, float]
+                ) -> Inference:
+        """`infer` up to the reports (retrieval, fusion, classifier) from the studies' visual memory (the triple
+        `visual_memory` returns): an Inference with no reports; `timings` (ms) holds the stages already run."""
         if not ablate <= ABLATIONS:
             raise ValueError(f"unknown ablation {sorted(ablate - ABLATIONS)}; choose from {sorted(ABLATIONS)}")
         switchable = self.ablations
@@ -263,7 +267,7 @@ class REVTAF(ReferenceBank, nn.Module):
                              f"it has {sorted(switchable)}")
         if self.training:
             raise RuntimeError("call .eval() before inference: dropout would make predictions random")
-        timings, t = {}, time.perf_counter()
+        timings, t = dict(timings), time.perf_counter()
 
         k = max(self.cfg.prompts.k_memory, self.cfg.neighbours_shown)
         _, dist, index = self.retrieve(entity_scores, k, exclude)
@@ -272,8 +276,7 @@ class REVTAF(ReferenceBank, nn.Module):
         lrp = self.lrp(lrp_position, lrp_exists) if "lrp" not in ablate else None
         timings["retrieval"], t = _ms(t), time.perf_counter()
 
-        patches, pooled, view_pooled = self.visual_memory(images, has_lateral)
-        timings["visual"], t = _ms(t), time.perf_counter()
+        patches, pooled, view_pooled = visual
 
         fused = self.fvtaf(patches, lrp, grp, grp_mask)
         fcc = self.fvtaf.loss(fused, grp_mask) if lrp is not None and grp is not None else None
@@ -306,7 +309,13 @@ class REVTAF(ReferenceBank, nn.Module):
             if bool(has_lateral.any()):
                 lateral, lateral_pooled = self.visual(images[has_lateral, 1])
                 patches[has_lateral, 1], pooled[has_lateral, 1] = lateral, lateral_pooled
-        patches = patches + self.view_embedding[:, None].to(patches.dtype)  # [B,V,L,C]
+        return self.study_memory(patches, pooled)
+
+    def study_memory(self, patches: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Films' encodings as the studies' memory (`visual_memory`'s triple): patches [B,V,L,C] and pooled [B,V,C],
+        frontal first, -> each film's patches with its view's embedding, flattened [B,V·L,C]; their mean [B,C];
+        `pooled` as given."""
+        patches = patches + self.view_embedding[:, None].to(patches.dtype)
         return patches.flatten(1, 2), patches.mean((1, 2)), pooled
 
     @torch.no_grad()
@@ -370,53 +379,63 @@ class REVTAF(ReferenceBank, nn.Module):
         if len(images) == 0:
             raise ValueError("predict_batch needs at least one image")
         studies = [list(x) if isinstance(x, (list, tuple)) else [x] for x in images]
-        films = [self.assign_views(study) for study in studies]
-        frontals = [study[next(i for i, f in enumerate(fs) if f.view == "frontal")] for study, fs in zip(studies, films)]
-        laterals = [next((study[i] for i, f in enumerate(fs) if f.view == "lateral"), None)
-                    for study, fs in zip(studies, films)]
-        pils = [to_pil(image) for image in frontals]
+        for study in studies:  # a study that is not a frontal and a lateral is refused before any film is read
+            self._assign_views(study, None)
         device = self.triplet_table.device
+        # every film through the visual encoder once: its pooled feature assigns the views, its patches are memory
         t = time.perf_counter()
-        entity_in = torch.stack([entity_transform(self.cfg.image_size)(p) for p in pils]).to(device)
+        transform = test_transform(self.cfg.image_size)
+        pils = [[to_pil(im) for im in study] for study in studies]
+        film_patches, film_pooled = self.visual(torch.stack([transform(p) for ps in pils for p in ps]).to(device))
+        p_lateral = self.input_check.p_lateral(film_pooled).tolist() if self.input_check is not None else None
+        films, at = [], 0  # at: the study's first film's row
+        frontal_rows, lateral_rows = [], []  # lateral_rows: the frontal's row for a study without a lateral
+        for study in studies:
+            films.append(self._assign_views(study, None if p_lateral is None else p_lateral[at:at + len(study)]))
+            frontal = at + next(f.index for f in films[-1] if f.view == "frontal")
+            frontal_rows.append(frontal)
+            lateral_rows.append(next((at + f.index for f in films[-1] if f.view == "lateral"), frontal))
+            at += len(study)
+        if self.cfg.visual.views > 1:
+            rows = torch.tensor([frontal_rows, lateral_rows], device=device).T  # [B,2]
+            visual = self.study_memory(film_patches[rows], film_pooled[rows])
+            has_lateral = torch.tensor([f != lat for f, lat in zip(frontal_rows, lateral_rows)], device=device)
+        else:
+            visual = film_patches[frontal_rows], film_pooled[frontal_rows], film_pooled[frontal_rows][:, None]
+            has_lateral = None
+        t_visual = _ms(t)
+
+        frontal_index = [next(f.index for f in fs if f.view == "frontal") for fs in films]
+        t = time.perf_counter()
+        entity_in = torch.stack([entity_transform(self.cfg.image_size)(ps[i]) for ps, i in zip(pils, frontal_index)])
+        entity_in = entity_in.to(device)
         exist_prob, exists, position = predict_triplets(self.entity_model(entity_in), self.cfg.absent_position)
         t_entity = _ms(t)
 
         exclude = None
         if exclude_ids is not None:
-            if len(exclude_ids) != len(pils):
-                raise ValueError(f"{len(exclude_ids)} exclude_ids for {len(pils)} images")
+            if len(exclude_ids) != len(studies):
+                raise ValueError(f"{len(exclude_ids)} exclude_ids for {len(studies)} images")
             row = {sid: i for i, sid in enumerate(self.bank_ids)}
             groups = self.bank_group.tolist()
             exclude = [{r for r, g in enumerate(groups) if sid in row and g == groups[row[sid]]} for sid in exclude_ids]
-        transform = test_transform(self.cfg.image_size)
-        images_in = torch.stack([transform(p) for p in pils]).to(device)
-        has_lateral = None
-        if self.cfg.visual.views > 1:  # the lateral's place holds the frontal where there is none
-            has_lateral = torch.tensor([lat is not None for lat in laterals], device=device)
-            lateral_in = torch.stack([transform(to_pil(lat)) if lat is not None else images_in[b]
-                                      for b, lat in enumerate(laterals)])
-            images_in = torch.stack([images_in, lateral_in.to(device)], dim=1)
-        out = self._encode(images_in, exist_prob, position, exists, frozenset(ablate), exclude, has_lateral)
-        out.timings_ms = {"entity": t_entity, **out.timings_ms}
-        checks: list[InputCheckResult | None] = [None] * len(pils)
+        out = self._encode(visual, exist_prob, position, exists, frozenset(ablate), exclude, has_lateral,
+                           {"entity": t_entity, "visual": t_visual})
+        checks: list[InputCheckResult | None] = [None] * len(studies)
         if self.input_check is not None:
             t = time.perf_counter()
-            stated = [im.view_position if isinstance(im, XrayImage) else None for im in frontals]
+            stated = [study[i].view_position if isinstance(study[i], XrayImage) else None
+                      for study, i in zip(studies, frontal_index)]
             checks = self.input_check.check(out.pooled, stated)
             out.timings_ms["input_check"] = _ms(t)
         return Encoding(out, exist_prob, exists, position, checks, films)
 
-    def assign_views(self, study: Sequence[ImageInput]) -> list[ViewAssignment]:
+    @staticmethod
+    def _assign_views(study: Sequence[ImageInput], p_lateral: list[float] | None) -> list[ViewAssignment]:
         """Which of a study's films (one or two, as given) is the frontal and which the lateral, and what decided
-        it (`input_check.assign_views`): the view classifier reads each film's pooled feature when there are two,
-        no file names a view and the model has a view classifier. ValueError for a study that is not one or two
-        films, or whose files both name the same view."""
-        study = list(study)
+        it (`input_check.assign_views`; `p_lateral`: the view classifier's, one per film). ValueError for a study
+        that is not one or two films, or whose files both name the same view."""
         stated = [im.view_position if isinstance(im, XrayImage) else None for im in study]
-        p_lateral = None
-        if len(study) == 2 and not any(view_from_dicom(v) for v in stated) and self.input_check is not None:
-            x = torch.stack([test_transform(self.cfg.image_size)(to_pil(im)) for im in study])
-            p_lateral = self.input_check.p_lateral(self.visual(x.to(self.triplet_table.device))[1]).tolist()
         return [ViewAssignment(i, view, source) for i, (view, source) in enumerate(assign_views(stated, p_lateral))]
 
     @torch.no_grad()
