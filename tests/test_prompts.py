@@ -112,6 +112,12 @@ def test_thresholds_make_a_disease_positive_below_the_argmax():
     thresholds[3] = float(probs[0, 3, 1]) - 1e-6
     _, states = predict_states(logits, thresholds)
     assert states[0, 3] == 1 and states[1, 3] == 2 and (states[:, :3] == 2).all()
+    # held back by its threshold, a disease whose P(positive) beats P(negative) is left blank, not called negative
+    logits[0, 1, 3] = 2.5
+    probs, _ = predict_states(logits)
+    thresholds[3] = float(probs[0, 3, 1]) + 1e-3
+    assert probs[0, 3, 1] > probs[0, 3, 2]
+    assert predict_states(logits, thresholds)[1][0, 3] == 0
     # chosen on held-out data: the threshold that separates the positives best
     p_pos = torch.rand(40, 18, generator=torch.Generator().manual_seed(0)).numpy()
     positive = p_pos > 0.7

@@ -12,13 +12,15 @@ from transformers import DynamicCache, EncoderDecoderCache, GenerationConfig
 from revtaf.data import clean_report
 from revtaf.labels import LABEL_NAMES_18
 from revtaf.labels.constants import BLANK, NEGATIVE, POSITIVE, UNCERTAIN
-from revtaf.labels.topics import (Topic, TopicPlan, report_consistency, sentence_topic, tag_report, topic_token)
+from revtaf.labels.topics import (Topic, TopicPlan, organs_called_normal, report_consistency, sentence_topic, tag_report,
+                                  topic_token)
 from revtaf.model.decoder import encode_planned_reports, one_finding_contrast, prompt_ids
 from revtaf.model.random_init import random_model
 from revtaf.model.sentence_plan import SENTENCE_NO_REPEAT, _repeating, _write, _Writer, write_planned
 
 CARDIOMEGALY, OPACITY = LABEL_NAMES_18.index("Cardiomegaly"), LABEL_NAMES_18.index("Lung Opacity")
 EFFUSION, PNEUMOTHORAX = LABEL_NAMES_18.index("Pleural Effusion"), LABEL_NAMES_18.index("Pneumothorax")
+AORTA = LABEL_NAMES_18.index("Aortic Tortuosity/Atherosclerosis")
 
 
 def states(**named) -> np.ndarray:
@@ -74,6 +76,21 @@ def test_plan_check_refuses_other_findings_and_all_clear_beside_a_positive():
     assert not plan.accepts(opacity, "the heart is normal in size .")  # states something else
     assert not plan.accepts(Topic(plain="other"), "no acute cardiopulmonary abnormality .")
     assert not plan.accepts(Topic(plain="other"), "the lungs are clear .")
+
+
+def test_plan_check_refuses_an_organ_called_normal_beside_its_finding():
+    """v8 wrote "the thoracic aorta is tortuous" and then "the thoracic aorta is normal", which the labeler reads
+    as no statement on tortuosity: the plan refuses the second while tortuosity is positive, not otherwise."""
+    normal = "the thoracic aorta is within normal limits ."
+    assert organs_called_normal(normal) == {AORTA} and organs_called_normal("normal aortic contour .") == {AORTA}
+    assert not organs_called_normal("the aorta is tortuous , otherwise normal .")
+    assert not organs_called_normal("the heart size is normal .")
+    plan = TopicPlan(states(**{"Aortic Tortuosity/Atherosclerosis": POSITIVE}))
+    assert plan.accepts(Topic(((AORTA, True),)), "the thoracic aorta is tortuous .")
+    assert not plan.accepts(Topic(plain="other"), normal)
+    assert TopicPlan(states()).accepts(Topic(plain="other"), normal)
+    read = report_consistency("the thoracic aorta is tortuous . " + normal, findings=range(len(LABEL_NAMES_18)))
+    assert read["normal_beside_positive"] and not report_consistency(normal)["normal_beside_positive"]
 
 
 def test_report_consistency_flags_repeats_and_contradictions():

@@ -121,7 +121,8 @@ def headline(metrics: dict) -> str:
         line += f"  adherence13 +{_fmt(a['positive'])} (n={a['n_positive']}) -{_fmt(a['non_positive'])}"
     if "consistency" in metrics:
         c = metrics["consistency"]
-        line += (f"  clear_beside_positive {c['clear_beside_positive']}  repeated {c['repeated_finding']}"
+        line += (f"  clear_beside_positive {c['clear_beside_positive']}"
+                 f"  normal_beside_positive {c.get('normal_beside_positive', '-')}  repeated {c['repeated_finding']}"
                  f" ({_fmt(c['repeated_share'])})  plan_misses {c['plan_misses']}")
     g = metrics.get("grounding") or {}
     if g:
@@ -245,14 +246,16 @@ def adherence(rows: list[dict], classes: int = len(CHEXPERT_14)) -> dict:
 
 def consistency(rows: list[dict], dataset: str) -> dict:
     """How the generated reports read sentence by sentence (labels.topics.report_consistency, the 13 findings):
-    reports with an all-clear sentence beside a positive finding, reports stating one finding in two sentences
+    reports with an all-clear sentence beside a positive finding, with an organ called normal beside its positive
+    finding (the aorta), reports stating one finding in two sentences
     (and their share), and required topics no beam wrote to (`plan_misses`)."""
     from revtaf.data import clean_report
     from revtaf.labels.topics import report_consistency
 
     read = [report_consistency(clean_report(r["generated"], dataset)) for r in rows]
     repeated = sum(bool(x["repeated"]) for x in read)
-    return {"clear_beside_positive": sum(x["clear_beside_positive"] for x in read), "repeated_finding": repeated,
+    return {"clear_beside_positive": sum(x["clear_beside_positive"] for x in read),
+            "normal_beside_positive": sum(x["normal_beside_positive"] for x in read), "repeated_finding": repeated,
             "repeated_share": repeated / len(rows) if rows else None,
             "plan_misses": sum(len(r.get("missed", [])) for r in rows)}
 

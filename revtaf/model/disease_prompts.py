@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from revtaf.labels.constants import POSITIVE, STATE_TOKENS
+from revtaf.labels.constants import BLANK, NEGATIVE, POSITIVE, STATE_TOKENS
 from revtaf.model.config import PromptConfig
 
 NUM_DISEASES = 18
@@ -87,7 +87,9 @@ def predict_states(
     Without `thresholds` the state is the argmax (the paper). With them (18 entries, None = argmax for that
     disease, `NEVER_POSITIVE` = never positive), a disease is positive when P(positive) >= its threshold and otherwise takes the most probable
     of the other states: decision thresholds chosen on val (`choose_thresholds`), since the argmax of a
-    classifier trained on 2,069 mostly normal studies almost never says positive.
+    classifier trained on 2,069 mostly normal studies almost never says positive. A disease its threshold holds
+    back is not called negative where P(positive) > P(negative): it is left blank (unstated), since "the heart
+    size is normal" beside the classifier's own P(cardiomegaly) .53 vs P(normal) .28 contradicts its odds.
     """
     probs = logits.softmax(dim=1).transpose(1, 2)
     states = probs.argmax(dim=-1)
@@ -98,6 +100,7 @@ def predict_states(
     not_positive = probs.clone()
     not_positive[..., POSITIVE] = -1.0
     other = not_positive.argmax(dim=-1)
+    other[(other == NEGATIVE) & (probs[..., NEGATIVE] < probs[..., POSITIVE])] = BLANK
     for d, t in enumerate(thresholds):
         if t is not None:
             states[:, d] = torch.where(probs[:, d, POSITIVE] >= t, POSITIVE, other[:, d])
