@@ -24,6 +24,7 @@ from PIL import Image
 
 from revtaf_app import errors, panels, render, review, uploads
 from revtaf_app.case import Case
+from revtaf.model.disease_prompts import NEVER_POSITIVE
 from revtaf.paths import resolve_model
 from revtaf_app import service as S
 from revtaf_bench.dicom_factory import MARKERS, make_dataset, make_dicom, to_bytes, with_fake_compression
@@ -119,7 +120,12 @@ def test_dataset_case_fills_every_panel(service, study_case, iu_root, test_ids):
     diseases = panels.disease_rows(pred)
     assert [r[0] for r in diseases] == list(LABEL_NAMES_18)
     assert all(r[1] in ("blank", "positive", "negative", "uncertain") for r in diseases)
-    assert all(abs(sum(r[2:]) - 1) < 0.01 for r in diseases)
+    assert all(abs(sum(r[2:6]) - 1) < 0.01 for r in diseases)
+    # when each is called positive: this model has no decision thresholds, so the argmax; with them, each its own
+    assert service.model.cfg.positive_thresholds is None and {r[6] for r in diseases} == {"argmax"}
+    thresholded = replace(pred, diseases=[replace(d, threshold=t) for d, t in
+                                          zip(pred.diseases, [0.5641] + [NEVER_POSITIVE] * 17)])
+    assert [r[6] for r in panels.disease_rows(thresholded)[:2]] == ["P pos ≥ 0.56", "never"]
 
     entities = panels.entity_rows(pred)
     assert len(entities) == 75 and sorted(r[6] for r in entities) == sorted(ENTITIES_75)

@@ -85,6 +85,7 @@ def test_every_positive_finding_is_written_once_and_nothing_contradicts_it(predi
 
     model, preds = predictions
     assert model.cfg.decoder.sentence_plan
+    assert [d.threshold for d in preds[0].diseases] == model.cfg.positive_thresholds  # each call says its bar
     for p in preds:
         read = report_consistency(clean_report(p.report, "iu"))
         positive = {LABEL_NAMES_18.index(d.name) for d in p.diseases if d.state == "positive"} - {NO_FINDING}

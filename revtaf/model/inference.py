@@ -83,10 +83,11 @@ def prediction_row(model: torch.nn.Module, b: int, out: Inference, exist_prob: t
         sid = model.bank_ids[row]
         neighbours.append(Neighbour(sid, float(dist), labels_to_dict(model.bank_labels[row].tolist()),
                                     report_lookup(sid) if report_lookup else None))
+    thresholds = model.cfg.positive_thresholds or [None] * len(LABEL_NAMES_18)
     diseases = [
         DiseaseState(name, STATES[int(out.states[b, i])],
                      {s: float(out.probs[b, i, j]) for j, s in enumerate(STATES)},
-                     "user" if name in overridden else "model")
+                     "user" if name in overridden else "model", thresholds[i])
         for i, name in enumerate(LABEL_NAMES_18)
     ]
     entities = [

@@ -19,6 +19,8 @@ class DiseaseState:
     state: str  # blank | positive | negative | uncertain
     probs: dict[str, float]  # state -> probability, sums to 1
     source: str = "model"  # "user": set by a what-if (predict(..., states=...)), not the classifier's call
+    # the P(positive) at which the classifier calls it positive (its decision threshold); None: the argmax decides
+    threshold: float | None = None
 
 
 @dataclass
