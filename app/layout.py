@@ -120,7 +120,8 @@ def report_values(p: Panel, case: Case, written) -> dict:
         p.input_warning: gr.update(value=panels.warning_html(pred), visible=pred.warning is not None),
         # a report of an input the model does not read is greyed out, under the warning
         p.report: gr.update(value=pred.report, elem_classes=["report", "withheld"] if pred.warning else ["report"]),
-        p.status: f"*{S.ablation_label(case.ablation)}*" + (f" · {timings}" if timings else ""),
+        p.status: f"*{S.ablation_label(case.ablation)}*" + (f" · {timings}" if timings else "")
+        + (f"\n\n{note}" if (note := panels.placeholder_note(pred.report)) else ""),
         p.sentences: panels.sentence_segments(pred),
         p.evidence: SENTENCE_HINT if pred.sentences else "",
         p.disease_md: panels.disease_summary(pred, written),

@@ -111,6 +111,11 @@ def iu_bytes(iu_root: Path, study_id: str) -> bytes:
 # ------------------------------------------------------------------------------------------- panels
 
 
+def test_a_report_with_the_de_identification_mark_says_what_it_is():
+    assert "de-identification" in panels.placeholder_note("there is a xxxx opacity in the right lower lobe .")
+    assert panels.placeholder_note("there is a patchy opacity in the right lower lobe .") == ""
+
+
 def test_dataset_case_fills_every_panel(service, study_case, iu_root, test_ids):
     case, pred = study_case, study_case.prediction
     study = next(s for s in load_annotation(iu_root, "iu")["test"] if s.id == test_ids[0])
