@@ -106,6 +106,7 @@ def report_panel() -> Panel:
     # the state column is editable: a typed state is a what-if (rewrite below); the rest is the classifier's
     diseases = gr.Dataframe(headers=panels.DISEASE_HEADERS, interactive=True, static_columns=[0, 2, 3, 4, 5, 6],
                             type="array", max_height=330, wrap=True, elem_id="diseases",
+                            column_widths=["25%", "12%", "11%", "11%", "11%", "11%", "19%"],
                             label="18 disease prompts: chosen state (edit it for a what-if), the 4 state "
                                   "probabilities and when the classifier calls it positive")
     return Panel(input_warning=input_warning, report=report, status=status, sentences=sentences, evidence=evidence,

@@ -53,15 +53,15 @@ def warning_html(pred: Prediction) -> str:
     """The input check's warning above the report (empty when there is none)."""
     return f'<div class="input-warning">⚠ {html.escape(pred.warning)}</div>' if pred.warning else ""
 
-DISEASE_HEADERS = ["disease prompt", "state", "P blank", "P pos", "P neg", "P unc", "positive at"]
+DISEASE_HEADERS = ["disease prompt", "state", "P blank", "P pos", "P neg", "P unc", "positive if P pos"]
 ENTITY_HEADERS = ["#", "group", "finding", "exist prob", "present", "location", "entity id", "triplet sentence"]
 NEIGHBOUR_HEADERS = ["rank", "study id", "distance", "labels (+ / ?)", "report"]
 
 
 def disease_rows(pred: Prediction, states: dict[str, str] | None = None) -> list[list]:
     """One row per disease prompt, in the classifier's fixed order; `states` (a what-if's) replace its state. The
-    last column says when the classifier calls it positive: "P pos ≥ t" (its decision threshold; never, for
-    one that no P(positive) reaches) or "argmax"."""
+    last column says when the classifier calls it positive: "≥ t" (its decision threshold on P(positive);
+    "never" for one that no P(positive) reaches) or "argmax" (the likeliest state)."""
     states = states or {}
     return [[d.name, states.get(d.name, d.state)] + [round(float(d.probs.get(s, 0.0)), 3) for s in STATES]
             + [_called_at(d.threshold)] for d in pred.diseases]
@@ -70,7 +70,7 @@ def disease_rows(pred: Prediction, states: dict[str, str] | None = None) -> list
 def _called_at(threshold: float | None) -> str:
     if threshold is None:
         return "argmax"
-    return "never" if threshold >= NEVER_POSITIVE else f"P pos ≥ {threshold:.2f}"
+    return "never" if threshold >= NEVER_POSITIVE else f"≥ {threshold:.2f}"
 
 
 def states_from_rows(pred: Prediction, rows) -> dict[str, str]:

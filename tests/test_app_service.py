@@ -130,7 +130,7 @@ def test_dataset_case_fills_every_panel(service, study_case, iu_root, test_ids):
     assert service.model.cfg.positive_thresholds is None and {r[6] for r in diseases} == {"argmax"}
     thresholded = replace(pred, diseases=[replace(d, threshold=t) for d, t in
                                           zip(pred.diseases, [0.5641] + [NEVER_POSITIVE] * 17)])
-    assert [r[6] for r in panels.disease_rows(thresholded)[:2]] == ["P pos ≥ 0.56", "never"]
+    assert [r[6] for r in panels.disease_rows(thresholded)[:2]] == ["≥ 0.56", "never"]
 
     entities = panels.entity_rows(pred)
     assert len(entities) == 75 and sorted(r[6] for r in entities) == sorted(ENTITIES_75)
