@@ -388,13 +388,15 @@ class REVTAF(ReferenceBank, nn.Module):
         pils = [[to_pil(im) for im in study] for study in studies]
         film_patches, film_pooled = self.visual(torch.stack([transform(p) for ps in pils for p in ps]).to(device))
         p_lateral = self.input_check.p_lateral(film_pooled).tolist() if self.input_check is not None else None
-        films, at = [], 0  # at: the study's first film's row
-        frontal_rows, lateral_rows = [], []  # lateral_rows: the frontal's row for a study without a lateral
+        films, frontal_index, frontal_rows, lateral_rows, at = [], [], [], [], 0  # rows: in the films' batch
         for study in studies:
-            films.append(self._assign_views(study, None if p_lateral is None else p_lateral[at:at + len(study)]))
-            frontal = at + next(f.index for f in films[-1] if f.view == "frontal")
-            frontal_rows.append(frontal)
-            lateral_rows.append(next((at + f.index for f in films[-1] if f.view == "lateral"), frontal))
+            assigned = self._assign_views(study, None if p_lateral is None else p_lateral[at:at + len(study)])
+            frontal = next(f.index for f in assigned if f.view == "frontal")
+            lateral = next((f.index for f in assigned if f.view == "lateral"), frontal)  # none: the frontal again
+            films.append(assigned)
+            frontal_index.append(frontal)
+            frontal_rows.append(at + frontal)
+            lateral_rows.append(at + lateral)
             at += len(study)
         if self.cfg.visual.views > 1:
             rows = torch.tensor([frontal_rows, lateral_rows], device=device).T  # [B,2]
@@ -405,7 +407,6 @@ class REVTAF(ReferenceBank, nn.Module):
             has_lateral = None
         t_visual = _ms(t)
 
-        frontal_index = [next(f.index for f in fs if f.view == "frontal") for fs in films]
         t = time.perf_counter()
         entity_in = torch.stack([entity_transform(self.cfg.image_size)(ps[i]) for ps, i in zip(pils, frontal_index)])
         entity_in = entity_in.to(device)
