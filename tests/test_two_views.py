@@ -115,8 +115,15 @@ def test_the_bundled_model_reads_a_study_in_either_order(iu_root, test_split):
     frontal, lateral = read_image(image_file(iu_root, study)), read_image(image_file(iu_root, study, "lateral"))
     pred = model.predict([lateral, frontal])
     assert [(f.view, f.source) for f in pred.films] == [("lateral", "model"), ("frontal", "model")]
+    assert pred.films[0].p_lateral > 0.5 > pred.films[1].p_lateral and pred.warning is None
     assert pred.report == model.predict([frontal, lateral]).report
     assert len(pred.lateral_lrp_maps) == (75 if model.cfg.visual.views == 2 else 0)
+    # two frontals (two studies' films) are no study: the one read as the lateral is named, the report withheld
+    other = read_image(image_file(iu_root, test_split[1]))
+    both = model.predict([frontal, other])
+    lateral_film = next(f for f in both.films if f.view == "lateral")
+    assert both.warning.startswith(f"File {lateral_film.index + 1} is read as the lateral")
+    assert "looks frontal" in both.warning
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,7 @@ class ViewAssignment:
     index: int
     view: str
     source: str
+    p_lateral: float | None = None  # the view classifier's P(lateral) of this film (None: a model without one)
 
 
 @dataclass
@@ -131,6 +132,12 @@ class Prediction:
         if self.view == "lateral":
             where = "the file says so" if self.view_source == "file" else "judged from the pixels"
             return f"This looks like a lateral view ({where}): the model reads frontal views; its report may be wrong."
+        lateral = next((f for f in self.films if f.view == "lateral"), None)
+        if lateral is not None and lateral.p_lateral is not None and lateral.p_lateral < 0.5:
+            how = {"file": "as its DICOM ViewPosition says", "model": "the likelier lateral of the two",
+                   "order": "by the order given"}[lateral.source]
+            return (f"File {lateral.index + 1} is read as the lateral ({how}), but it looks frontal (P(lateral) "
+                    f"{lateral.p_lateral:.2f}): a study is one frontal and one lateral; the report may be wrong.")
         return None
 
     def to_json(self, with_maps: bool = False) -> dict:

@@ -437,7 +437,8 @@ class REVTAF(ReferenceBank, nn.Module):
         it (`input_check.assign_views`; `p_lateral`: the view classifier's, one per film). ValueError for a study
         that is not one or two films, or whose files both name the same view."""
         stated = [im.view_position if isinstance(im, XrayImage) else None for im in study]
-        return [ViewAssignment(i, view, source) for i, (view, source) in enumerate(assign_views(stated, p_lateral))]
+        return [ViewAssignment(i, view, source, None if p_lateral is None else p_lateral[i])
+                for i, (view, source) in enumerate(assign_views(stated, p_lateral))]
 
     @torch.no_grad()
     def write(self, encoding: Encoding, report_lookup: Callable[[str], str | None] | None = None,
