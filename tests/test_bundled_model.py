@@ -154,6 +154,10 @@ def test_each_sentence_carries_its_evidence(iu_root, predictions):
     heart = [s for s in full.sentences if "Cardiomegaly" in s.findings]
     if heart:  # the retrieved sentence about the heart is the one shown beside the sentence about the heart
         assert "heart" in heart[0].grp_sentence or "cardi" in heart[0].grp_sentence, (heart[0], full.grp_sentences)
+    # with the entity prompts switched off there is no LRP and no FCC: the sentences keep the rest of their evidence
+    no_lrp = model.predict(read_image(image_file(iu_root, study)), frozenset({"lrp"}), ReportLookup(iu_root))
+    assert no_lrp.sentences and any(s.grp_index is not None for s in no_lrp.sentences)
+    assert all(s.fcc_similarity is None for s in no_lrp.sentences)
 
 
 def test_the_served_int8_decoder_rewrites_in_fp32_a_report_that_missed_a_finding(iu_root, predictions, monkeypatch):

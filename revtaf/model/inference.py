@@ -169,7 +169,8 @@ def sentence_evidence(sentence: PlannedSentence, diseases: list[DiseaseState], r
     e, _, where = next((m for m in mentions if (m[1] in (POSITIVE, UNCERTAIN)) == positive), mentions[0])
     record.entity, record.entity_index = ENTITY_LABELS[e], e
     record.position = POSITION_LABELS[where] if ANATOMIES_51[where] != "unspecified" else None
-    if record.grp_index is not None and record.grp_index < similarity.shape[1]:
+    # the FCC holds no row for an entity with the LRPs switched off, no column without GRPs: [0,N] or [75,0]
+    if record.grp_index is not None and e < similarity.shape[0] and record.grp_index < similarity.shape[1]:
         record.fcc_similarity = float(similarity[e, record.grp_index])
         record.fcc_overlap = float(overlap[e, record.grp_index])
     return record
