@@ -40,12 +40,11 @@ def describe_image(image: XrayImage, original_size: tuple[int, int], pred: Predi
 def describe_films(uploaded: list[ViewAssignment], pred: Prediction | None) -> str:
     """What the model read of an upload of two files (" · frontal: file 2, lateral: file 1, by the view
     classifier"), or of a dataset study with its lateral; empty for one film."""
-    how = {"file": "from the files' DICOM ViewPosition", "model": "by the view classifier", "order": "in upload order"}
     read = pred is not None and any(f.view == "lateral" for f in pred.films)
     if len(uploaded) == 2:
         views = sorted(uploaded, key=lambda v: v.view != "frontal")
         named = ", ".join(f"{v.view}: file {v.index + 1}" for v in views)
-        return f" · {named} ({how[uploaded[0].source]})" + ("" if read else "; this model reads the frontal only")
+        return f" · {named} ({uploaded[0].how})" + ("" if read else "; this model reads the frontal only")
     return " · frontal and lateral films" if read else ""
 
 

@@ -259,9 +259,8 @@ class Service:
         if study is None:
             raise AppInputError(f"Unknown study id {study_id!r}." if self.has_data else "No dataset is loaded.")
         image = read_image(image_file(self.data_root, study))
-        lateral = self._lateral(study)
         case = Case(key=f"iu-{study.id}", image=working_copy(image), original_size=image.size, study_id=study.id,
-                    ground_truth=study.report, lateral=lateral)
+                    ground_truth=study.report, lateral=self._lateral(study))
         return self.run(case, ablation)
 
     def _lateral(self, study) -> XrayImage | None:

@@ -85,6 +85,12 @@ class ViewAssignment:
     source: str
     p_lateral: float | None = None  # the view classifier's P(lateral) of this film (None: a model without one)
 
+    @property
+    def how(self) -> str:
+        """What decided the view, in words: "from the files' DICOM ViewPosition", "by the view classifier", ..."""
+        return {"file": "from the files' DICOM ViewPosition", "model": "by the view classifier",
+                "order": "in the order given"}[self.source]
+
 
 @dataclass
 class Prediction:
@@ -134,10 +140,9 @@ class Prediction:
             return f"This looks like a lateral view ({where}): the model reads frontal views; its report may be wrong."
         lateral = next((f for f in self.films if f.view == "lateral"), None)
         if lateral is not None and lateral.p_lateral is not None and lateral.p_lateral < 0.5:
-            how = {"file": "as its DICOM ViewPosition says", "model": "the likelier lateral of the two",
-                   "order": "by the order given"}[lateral.source]
-            return (f"File {lateral.index + 1} is read as the lateral ({how}), but it looks frontal (P(lateral) "
-                    f"{lateral.p_lateral:.2f}): a study is one frontal and one lateral; the report may be wrong.")
+            return (f"File {lateral.index + 1} is read as the lateral ({lateral.how}), but it looks frontal "
+                    f"(P(lateral) {lateral.p_lateral:.2f}): a study is one frontal and one lateral; the report may be "
+                    "wrong.")
         return None
 
     def to_json(self, with_maps: bool = False) -> dict:
